@@ -1,0 +1,44 @@
+# tcpstate: `make run` traces, `make test` proves it. Both install what is missing first.
+
+CARGO      ?= cargo
+PREFIX     ?= /usr/local
+BIN        := target/release/tcpstate
+SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
+
+# Debian packages: build (clang, libelf, zlib, pkg-config), vmlinux.h and
+# leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2).
+DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
+              nginx-light curl iproute2 ca-certificates
+
+.PHONY: all deps build run test test-unit test-host vmlinux clean
+
+all: build
+
+# Installs only the packages that are missing; apt-get runs only if needed.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs (1.85 or newer)"; exit 1; }
+
+build: deps
+	$(CARGO) build --release --locked
+
+# Every TCP socket on the machine as a table, until Ctrl-C.
+run: build
+	$(SUDO) $(BIN) -o table
+
+# Every test: unit tests and the kernel tests against real nginx and curl.
+# Not root: cargo builds as you, and only the test binaries run under sudo.
+test: deps
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --all-targets
+
+# Regenerates the BPF program's kernel types from the running kernel.
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > src/bpf/vmlinux.h
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,352 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcpstate: every TCP state transition, labelled server or client.
+ *
+ * The kernel side only decides what must be decided where the data lives:
+ * which sockets are wanted (so unwanted ones cost one tuple read), which
+ * process owns a socket (only knowable in process context), and how long the
+ * socket spent in its previous state. Naming, formatting and the TIME_WAIT
+ * lifecycle are user space's job (src/).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "tcpstate.h"
+
+/* Not in vmlinux.h: they are macros, and BTF only carries types. */
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+
+char LICENSE[] SEC("license") = "GPL";
+
+/*
+ * Configuration. user space writes these into .rodata before load, so the
+ * verifier sees them as constants and prunes the branches they switch off.
+ */
+const volatile bool has_server = false;   /* false: report every TCP socket */
+const volatile __u16 server_family = 0;   /* AF_INET or AF_INET6 */
+const volatile __u32 server_ip[4] = {};   /* network order; IPv4 in [0] */
+const volatile __u16 server_port = 0;     /* host order */
+const volatile __u16 target_family = 0;   /* 0: both families */
+const volatile __u32 target_pid = 0;      /* 0: every owner */
+const volatile __u32 nr_lports = 0;
+const volatile __u16 lports[MAX_PORTS] = {};
+const volatile __u32 nr_rports = 0;
+const volatile __u16 rports[MAX_PORTS] = {};
+const volatile __u64 wakeup_bytes = 0;    /* wake the reader once this much is queued */
+
+/* Resized by user space (--ringbuf-kb) before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} events SEC(".maps");
+
+/* Who owns a process's socket, as learned in that process's context. */
+struct owner {
+	__u32 pid;
+	char comm[TASK_COMM_LEN];
+};
+
+/* What we remember of a socket between two of its transitions. */
+struct sock_info {
+	__u64 ts;          /* when it entered its current state */
+	struct owner owner;
+	__u8 origin;       /* enum side, from how the socket began */
+};
+
+/* Keyed by socket address. LRU so that sockets whose CLOSE we never see
+ * (started before us, or a lost event) cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+/* Listening sockets' owners, so that an accepted child, born in softirq on
+ * top of whatever process happened to run, inherits the listener's owner. */
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listener_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
+
+/* enum counter, per CPU: user space sums them for the exit summary. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Makes `struct event` appear in the generated skeleton types. */
+struct event _event = {};
+
+/* A socket's addresses and ports, with v4-mapped IPv6 folded into IPv4. */
+struct tuple {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u32 netns;
+};
+
+static __always_inline void count(enum counter which)
+{
+	__u32 key = which;
+	__u64 *val = bpf_map_lookup_elem(&counters, &key);
+
+	if (val)
+		*val += 1;
+}
+
+static __always_inline bool is_v4_mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+/*
+ * Reads the tuple from the part every socket kind shares. The local port is
+ * passed in because its reliable home differs: a full socket's skc_num is
+ * already 0 at its final CLOSE (inet_put_port ran), so callers pass
+ * inet_sport, as the original tool did.
+ */
+static __always_inline void read_tuple(const struct sock_common *skc, __be16 sport,
+				       struct tuple *t)
+{
+	t->family = BPF_CORE_READ(skc, skc_family);
+	t->sport = bpf_ntohs(sport);
+	t->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	t->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (t->family == AF_INET) {
+		t->saddr[0] = BPF_CORE_READ(skc, skc_rcv_saddr);
+		t->daddr[0] = BPF_CORE_READ(skc, skc_daddr);
+		return;
+	}
+	BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr32);
+	BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr32);
+	/* A dual-stack socket talking IPv4 is an IPv4 connection to its users. */
+	if (is_v4_mapped(t->saddr) || is_v4_mapped(t->daddr)) {
+		t->family = AF_INET;
+		t->saddr[0] = t->saddr[3];
+		t->daddr[0] = t->daddr[3];
+		t->saddr[1] = t->saddr[2] = t->saddr[3] = 0;
+		t->daddr[1] = t->daddr[2] = t->daddr[3] = 0;
+	}
+}
+
+static __always_inline bool is_server_ip(const __u32 *a, __u16 family)
+{
+	if (family != server_family)
+		return false;
+	if (family == AF_INET)
+		return a[0] == server_ip[0];
+	return a[0] == server_ip[0] && a[1] == server_ip[1] &&
+	       a[2] == server_ip[2] && a[3] == server_ip[3];
+}
+
+static __always_inline bool is_any(const __u32 *a)
+{
+	return (a[0] | a[1] | a[2] | a[3]) == 0;
+}
+
+/* The original tool's rule: bound to the server's address (or the wildcard)
+ * and port is the server; talking to the server's address and port is the
+ * client; anything else is not ours. */
+static __always_inline __u8 side_by_server(const struct tuple *t)
+{
+	if (t->sport == server_port && (is_any(t->saddr) || is_server_ip(t->saddr, t->family)))
+		return SIDE_SERVER;
+	if (t->dport == server_port && is_server_ip(t->daddr, t->family))
+		return SIDE_CLIENT;
+	return SIDE_UNKNOWN;
+}
+
+static __always_inline bool port_listed(__u16 port, const volatile __u16 *ports, __u32 nr)
+{
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i >= nr)
+			break;
+		if (ports[i] == port)
+			return true;
+	}
+	return false;
+}
+
+/* Family and port filters (-4/-6, -L, -D): cheap, so they run first. */
+static __always_inline bool tuple_wanted(const struct tuple *t)
+{
+	if (target_family && t->family != target_family)
+		return false;
+	if (nr_lports && !port_listed(t->sport, lports, nr_lports))
+		return false;
+	if (nr_rports && !port_listed(t->dport, rports, nr_rports))
+		return false;
+	return true;
+}
+
+/* How a socket began tells its side: connect() passes SYN_SENT, a listener
+ * and its accepted children pass LISTEN and SYN_RECV. */
+static __always_inline __u8 origin_of(int oldstate, int newstate)
+{
+	if (oldstate == TCP_SYN_SENT || newstate == TCP_SYN_SENT)
+		return SIDE_CLIENT;
+	if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN || oldstate == TCP_SYN_RECV)
+		return SIDE_SERVER;
+	return SIDE_UNKNOWN;
+}
+
+/*
+ * Transitions that only happen in the owning process's own system call:
+ * connect() (CLOSE->SYN_SENT), listen() (CLOSE->LISTEN), close()/shutdown()
+ * (->FIN_WAIT1, CLOSE_WAIT->LAST_ACK). Everything else may run in softirq on
+ * top of an unrelated task (on loopback, the peer's), so the current task
+ * is trusted only here.
+ */
+static __always_inline bool in_owner_context(int oldstate, int newstate)
+{
+	if (oldstate == TCP_CLOSE)
+		return newstate == TCP_SYN_SENT || newstate == TCP_LISTEN;
+	return newstate == TCP_FIN_WAIT1 ||
+	       (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK);
+}
+
+static __always_inline void current_owner(struct owner *o)
+{
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/*
+ * Updates what we know of the socket and returns it (a copy: the LRU entry
+ * may be gone once we delete it at CLOSE). *prev_ns gets the time spent in
+ * oldstate, 0 when its start was not seen.
+ */
+static __always_inline void track_socket(__u64 skaddr, const struct tuple *t, int oldstate,
+					 int newstate, __u64 now, struct sock_info *out,
+					 __u64 *prev_ns)
+{
+	struct listener_key lkey = { .netns = t->netns, .port = t->sport };
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+	struct owner *listener;
+
+	if (info) {
+		*out = *info;
+		*prev_ns = now - info->ts;
+	} else {
+		__builtin_memset(out, 0, sizeof(*out));
+		*prev_ns = 0;
+		if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
+			listener = bpf_map_lookup_elem(&listeners, &lkey);
+			if (listener)
+				out->owner = *listener;
+		}
+	}
+	out->ts = now;
+	if (!out->origin)
+		out->origin = origin_of(oldstate, newstate);
+	if (in_owner_context(oldstate, newstate))
+		current_owner(&out->owner);
+
+	if (newstate == TCP_LISTEN)
+		bpf_map_update_elem(&listeners, &lkey, &out->owner, BPF_ANY);
+	else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&listeners, &lkey);
+
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&socks, &skaddr);
+	else if (bpf_map_update_elem(&socks, &skaddr, out, BPF_ANY))
+		count(CNT_SOCKS_FULL);
+}
+
+/* Queue an event, waking the reader only when the ring fills up: a wake-up
+ * per event costs an interrupt per event; the reader polls on a short tick. */
+static __always_inline void submit(struct event *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+static __always_inline void fill_tuple(struct event *e, const struct tuple *t)
+{
+	e->family = t->family;
+	e->sport = t->sport;
+	e->dport = t->dport;
+	e->netns = t->netns;
+	__builtin_memcpy(e->saddr, t->saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, t->daddr, sizeof(e->daddr));
+}
+
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate,
+					    __u8 flags)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 skaddr = (__u64)sk;
+	struct sock_info info;
+	struct tuple t = {};
+	struct event *e;
+	__u64 prev_ns;
+	__u8 side = SIDE_UNKNOWN;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return 0;
+
+	read_tuple(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t);
+	if (!tuple_wanted(&t))
+		return 0;
+	if (has_server) {
+		side = side_by_server(&t);
+		if (side == SIDE_UNKNOWN)
+			return 0;
+	}
+
+	track_socket(skaddr, &t, oldstate, newstate, now, &info, &prev_ns);
+	if (target_pid && info.owner.pid != target_pid)
+		return 0;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FULL);
+		return 0;
+	}
+	fill_tuple(e, &t);
+	e->ts_ns = now;
+	e->skaddr = skaddr;
+	e->prev_state_ns = prev_ns;
+	e->pid = info.owner.pid;
+	__builtin_memcpy(e->comm, info.owner.comm, sizeof(e->comm));
+	e->side = has_server ? side : info.origin;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->source = SRC_SET_STATE;
+	e->flags = flags;
+	e->tw_substate = 0;
+	submit(e);
+	return 0;
+}
+
+/*
+ * Mirrors inet_sk_state_store()/inet_sk_set_state() in net/ipv4/af_inet.c,
+ * which fire this tracepoint on every TCP state change of a full socket.
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate, 0);
+}

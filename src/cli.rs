@@ -1,0 +1,289 @@
+//! Command line: the original tool's positional `SERVER_IP SERVER_PORT`, plus
+//! libbpf-tools style filters and output choices.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  tcpstate 127.0.0.1 80            drop-in for the original: ts:<ns>:<side>:<OLD>:<NEW> on stderr
+  tcpstate -o table                every TCP socket on the machine, as a table
+  tcpstate --server [::1]:8080 -o json | jq .
+  tcpstate -L 443 -o csv -d 60     one minute of local port 443, as CSV
+  tcpstate 127.0.0.1 80 --plot timeline.svg
+  tcpstate plot trace.log -o timeline.svg";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tcpstate",
+    version,
+    about = "Trace every TCP state transition, labelled server or client, TIME_WAIT included",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Draw a trace (original lines or JSON lines) as a timeline picture
+    Plot(crate::plot::PlotArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct TraceArgs {
+    /// Server address: sockets bound to it (or the wildcard) and SERVER_PORT are `server`,
+    /// sockets talking to it are `client`. Without it every TCP socket is traced.
+    #[arg(value_name = "SERVER_IP", value_parser = parse_ip, requires = "server_port")]
+    pub server_ip: Option<IpAddr>,
+
+    /// Server port (with SERVER_IP)
+    #[arg(value_name = "SERVER_PORT", value_parser = parse_port)]
+    pub server_port: Option<u16>,
+
+    /// Server as one value: IP:PORT or [IPv6]:PORT
+    #[arg(long, value_name = "ADDR", value_parser = parse_server, conflicts_with = "server_ip")]
+    pub server: Option<SocketAddr>,
+
+    /// IPv4 sockets only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 sockets only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Local ports to trace (comma separated)
+    #[arg(short = 'L', long = "lport", value_name = "PORTS", value_parser = parse_port_list)]
+    pub lport: Option<PortList>,
+
+    /// Remote ports to trace (comma separated)
+    #[arg(short = 'D', long = "rport", value_name = "PORTS", value_parser = parse_port_list)]
+    pub rport: Option<PortList>,
+
+    /// Only sockets owned by this process
+    #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid)]
+    pub pid: Option<u32>,
+
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Seed)]
+    pub output: Format,
+
+    /// Wall-clock time instead of time since the first event (table, CSV)
+    #[arg(short = 'T', long = "wall-time")]
+    pub wall_time: bool,
+
+    /// Stop after this many seconds
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many transitions
+    #[arg(short = 'c', long, value_name = "N", value_parser = parse_count)]
+    pub count: Option<u64>,
+
+    /// Ring buffer size in KiB (a power of two, at least 4)
+    #[arg(long = "ringbuf-kb", value_name = "KB", default_value_t = 1024, value_parser = parse_ringbuf_kb)]
+    pub ringbuf_kb: u32,
+
+    /// When tracing ends, draw everything traced as a timeline picture (SVG)
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Print libbpf's messages, the probes chosen and the exit summary
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// No summary and no warnings; errors only
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// Output formats. `seed` is the original tool's line on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// ts:<ns>:<side>:<OLD>:<NEW> on stderr, as the original tool
+    #[default]
+    Seed,
+    /// Aligned columns on stdout
+    Table,
+    /// One JSON object per line on stdout
+    Json,
+    /// A header line, then one row per transition on stdout
+    Csv,
+}
+
+/// Up to [`MAX_PORTS`] ports, the kernel side's fixed filter size.
+pub type PortList = Vec<u16>;
+
+/// Must match MAX_PORTS in src/bpf/tcpstate.h.
+pub const MAX_PORTS: usize = 16;
+
+impl TraceArgs {
+    /// The configured server, from either spelling.
+    pub fn server(&self) -> Option<SocketAddr> {
+        self.server
+            .or_else(|| Some(SocketAddr::new(self.server_ip?, self.server_port?)))
+    }
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 or IPv6 address (e.g. 127.0.0.1 or ::1)"))
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("'{s}' is not a port: use a number from 1 to 65535")),
+    }
+}
+
+fn parse_server(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|_| {
+        format!("'{s}' is not IP:PORT: write e.g. 127.0.0.1:80 or [::1]:80")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("'{s}' has port 0: use a port from 1 to 65535"));
+    }
+    Ok(addr)
+}
+
+fn parse_port_list(s: &str) -> Result<PortList, String> {
+    let ports = s
+        .split(',')
+        .map(|p| parse_port(p.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ports.len() > MAX_PORTS {
+        return Err(format!("at most {MAX_PORTS} ports, got {}", ports.len()));
+    }
+    Ok(ports)
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("'{s}' is not a process id: use a positive number")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e9 => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!("'{s}' is not a duration: give seconds greater than 0, e.g. 10 or 0.5")),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a count: use a whole number greater than 0")),
+    }
+}
+
+fn parse_ringbuf_kb(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(kb) if kb >= 4 && kb.is_power_of_two() && kb <= 1 << 20 => Ok(kb),
+        _ => Err(format!(
+            "'{s}' is not a ring buffer size: use a power of two from 4 to 1048576 (KiB)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcpstate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn positional_server_is_the_original_interface() {
+        let cli = parse(&["127.0.0.1", "80"]).unwrap();
+        assert_eq!(cli.trace.server(), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(cli.trace.output, Format::Seed);
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn server_flag_takes_ipv6_in_brackets() {
+        let cli = parse(&["--server", "[::1]:8080"]).unwrap();
+        assert_eq!(cli.trace.server(), Some("[::1]:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn no_server_means_every_socket() {
+        let cli = parse(&["-o", "table"]).unwrap();
+        assert_eq!(cli.trace.server(), None);
+        assert_eq!(cli.trace.output, Format::Table);
+    }
+
+    #[test]
+    fn ip_without_port_is_refused() {
+        assert!(parse(&["127.0.0.1"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_fix() {
+        for (args, needle) in [
+            (&["300.1.1.1", "80"][..], "not an IPv4 or IPv6 address"),
+            (&["127.0.0.1", "0"], "from 1 to 65535"),
+            (&["127.0.0.1", "65536"], "from 1 to 65535"),
+            (&["--server", "127.0.0.1"], "IP:PORT"),
+            (&["-L", "80,x"], "'x' is not a port"),
+            (&["-d", "0"], "greater than 0"),
+            (&["-d", "abc"], "not a duration"),
+            (&["-c", "0"], "greater than 0"),
+            (&["-p", "-3"], ""),
+            (&["--ringbuf-kb", "1000"], "power of two"),
+            (&["-o", "xml"], "xml"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn both_server_spellings_conflict() {
+        assert!(parse(&["127.0.0.1", "80", "--server", "127.0.0.1:80"]).is_err());
+    }
+
+    #[test]
+    fn port_lists_split_on_commas() {
+        let cli = parse(&["-L", "80, 443", "-D", "8080"]).unwrap();
+        assert_eq!(cli.trace.lport, Some(vec![80, 443]));
+        assert_eq!(cli.trace.rport, Some(vec![8080]));
+        let too_many = (1..=17).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        assert!(parse(&["-L", &too_many]).is_err());
+    }
+
+    #[test]
+    fn families_are_exclusive() {
+        assert!(parse(&["-4", "-6"]).is_err());
+        assert!(parse(&["-6"]).unwrap().trace.ipv6);
+    }
+
+    #[test]
+    fn durations_take_fractions() {
+        let cli = parse(&["-d", "0.5", "-c", "3"]).unwrap();
+        assert_eq!(cli.trace.duration, Some(Duration::from_millis(500)));
+        assert_eq!(cli.trace.count, Some(3));
+    }
+
+    #[test]
+    fn plot_is_a_subcommand() {
+        let cli = parse(&["plot", "trace.log"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Plot(_))));
+    }
+}

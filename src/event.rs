@@ -1,0 +1,284 @@
+//! Decoding the kernel's `struct event` (src/bpf/tcpstate.h) into a value
+//! the output formats can print without knowing the ABI.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{bail, Result};
+
+use crate::skel::types;
+use crate::state::TcpState;
+
+// SAFETY: `event` is a plain C struct of integers and byte arrays; every bit
+// pattern is a valid value.
+unsafe impl plain::Plain for types::event {}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Which end of the connection a socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Server,
+    Client,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Server => "server",
+            Side::Client => "client",
+        }
+    }
+
+    /// The kernel could not tell (no server configured and the socket's
+    /// birth was not seen): servers usually sit on the lower, well-known
+    /// port, clients on a higher ephemeral one.
+    pub fn guess_from_ports(sport: u16, dport: u16) -> Side {
+        if sport <= dport {
+            Side::Server
+        } else {
+            Side::Client
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What produced an event (enum source in the ABI header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The inet_sock_set_state tracepoint: a full socket changed state.
+    SetState,
+    /// A timewait socket was created.
+    TwAlloc,
+    /// A timewait socket's timer was armed or re-armed.
+    TwArm,
+    /// A timewait socket's timer was removed.
+    TwCancel,
+    /// A timewait socket's timer fired.
+    TwExpire,
+    /// A timewait socket's last reference was dropped.
+    TwFree,
+    /// Not produced by a probe: the TIME_WAIT lifecycle synthesised it.
+    Lifecycle,
+}
+
+impl Source {
+    fn from_raw(v: u8) -> Result<Source> {
+        Ok(match v {
+            0 => Source::SetState,
+            1 => Source::TwAlloc,
+            2 => Source::TwArm,
+            3 => Source::TwCancel,
+            4 => Source::TwExpire,
+            5 => Source::TwFree,
+            _ => bail!("unknown event source {v}: the BPF object and the binary disagree"),
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::SetState => "set_state",
+            Source::TwAlloc => "tw_alloc",
+            Source::TwArm => "tw_arm",
+            Source::TwCancel => "tw_cancel",
+            Source::TwExpire => "tw_expire",
+            Source::TwFree => "tw_free",
+            Source::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+/// One TCP state transition, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns), as the original printed.
+    pub ts_ns: u64,
+    pub side: Side,
+    pub old: TcpState,
+    pub new: TcpState,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    /// Owning process; `None` when the kernel side never saw it act.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub skaddr: u64,
+    pub netns: u32,
+    /// Time spent in `old`; `None` when the socket's previous transition was not seen.
+    pub prev_state_ns: Option<u64>,
+    pub source: Source,
+    /// Caught by the backup program after the main one was skipped.
+    pub nested: bool,
+    /// Not seen by any probe: deduced from the next event's old state.
+    pub inferred: bool,
+    /// Timewait socket events: the kernel's tw_substate.
+    pub tw_substate: TcpState,
+}
+
+impl Event {
+    /// Decodes one ring buffer record.
+    pub fn decode(data: &[u8]) -> Result<Event> {
+        let mut raw = types::event::default();
+        if plain::copy_from_bytes(&mut raw, data).is_err() {
+            bail!(
+                "short event record ({} bytes, want {}): the BPF object and the binary disagree",
+                data.len(),
+                std::mem::size_of::<types::event>()
+            );
+        }
+        Event::from_raw(&raw)
+    }
+
+    pub fn from_raw(raw: &types::event) -> Result<Event> {
+        let (saddr, daddr) = match raw.family {
+            AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
+            AF_INET6 => (
+                IpAddr::V6(Ipv6Addr::from(raw.saddr)),
+                IpAddr::V6(Ipv6Addr::from(raw.daddr)),
+            ),
+            f => bail!("unknown address family {f} in event"),
+        };
+        let side = match raw.side {
+            1 => Side::Server,
+            2 => Side::Client,
+            _ => Side::guess_from_ports(raw.sport, raw.dport),
+        };
+        let comm = comm_string(&raw.comm);
+        Ok(Event {
+            ts_ns: raw.ts_ns,
+            side,
+            old: TcpState(raw.oldstate),
+            new: TcpState(raw.newstate),
+            saddr,
+            sport: raw.sport,
+            daddr,
+            dport: raw.dport,
+            pid: (raw.pid != 0).then_some(raw.pid),
+            comm: (raw.pid != 0 && !comm.is_empty()).then_some(comm),
+            skaddr: raw.skaddr,
+            netns: raw.netns,
+            prev_state_ns: (raw.prev_state_ns != 0).then_some(raw.prev_state_ns),
+            source: Source::from_raw(raw.source)?,
+            nested: raw.flags & 1 != 0,
+            inferred: false,
+            tw_substate: TcpState(raw.tw_substate),
+        })
+    }
+
+    /// 4 or 6, as the JSON and CSV formats print it.
+    pub fn family(&self) -> u8 {
+        if self.saddr.is_ipv4() {
+            4
+        } else {
+            6
+        }
+    }
+
+    /// Milliseconds in the previous state, for the MS column and `prev_state_ms`.
+    pub fn prev_state_ms(&self) -> Option<f64> {
+        self.prev_state_ns.map(|ns| ns as f64 / 1e6)
+    }
+}
+
+fn ipv4(bytes: &[u8; 16]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+}
+
+fn comm_string(raw: &[i8]) -> String {
+    let bytes: Vec<u8> = raw.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A raw client event as the kernel side would send it.
+    pub(crate) fn raw_event(old: u8, new: u8) -> types::event {
+        let mut raw = types::event {
+            ts_ns: 1_000_000_123,
+            skaddr: 0xffff_8880_1234_5678,
+            prev_state_ns: 2_500_000,
+            pid: 4242,
+            netns: 4026531840,
+            sport: 51234,
+            dport: 80,
+            family: AF_INET,
+            side: 2,
+            oldstate: old,
+            newstate: new,
+            ..Default::default()
+        };
+        raw.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        raw.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        for (dst, src) in raw.comm.iter_mut().zip(b"curl") {
+            *dst = *src as i8;
+        }
+        raw
+    }
+
+    fn bytes_of(raw: &types::event) -> Vec<u8> {
+        // SAFETY: plain C struct, read as bytes of its own size.
+        unsafe { plain::as_bytes(raw) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_an_ipv4_client_event() {
+        let ev = Event::decode(&bytes_of(&raw_event(2, 1))).unwrap();
+        assert_eq!(ev.side, Side::Client);
+        assert_eq!((ev.old, ev.new), (TcpState::SYN_SENT, TcpState::ESTABLISHED));
+        assert_eq!(ev.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.daddr, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!((ev.sport, ev.dport), (51234, 80));
+        assert_eq!(ev.pid, Some(4242));
+        assert_eq!(ev.comm.as_deref(), Some("curl"));
+        assert_eq!(ev.prev_state_ms(), Some(2.5));
+        assert_eq!(ev.family(), 4);
+        assert_eq!(ev.source, Source::SetState);
+    }
+
+    #[test]
+    fn decodes_ipv6_and_unknown_owner() {
+        let mut raw = raw_event(10, 3);
+        raw.family = AF_INET6;
+        raw.saddr = Ipv6Addr::LOCALHOST.octets();
+        raw.daddr = Ipv6Addr::LOCALHOST.octets();
+        raw.pid = 0;
+        raw.prev_state_ns = 0;
+        raw.side = 1;
+        let ev = Event::decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.saddr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(ev.family(), 6);
+        assert_eq!(ev.side, Side::Server);
+        assert_eq!((ev.pid, ev.comm.as_deref()), (None, None));
+        assert_eq!(ev.prev_state_ms(), None);
+    }
+
+    #[test]
+    fn unknown_side_is_guessed_from_ports() {
+        let mut raw = raw_event(1, 4);
+        raw.side = 0;
+        assert_eq!(Event::from_raw(&raw).unwrap().side, Side::Client);
+        raw.sport = 443;
+        raw.dport = 50000;
+        assert_eq!(Event::from_raw(&raw).unwrap().side, Side::Server);
+    }
+
+    #[test]
+    fn short_or_corrupt_records_are_errors() {
+        assert!(Event::decode(&[0u8; 10]).is_err());
+        let mut raw = raw_event(1, 4);
+        raw.family = 99;
+        assert!(Event::from_raw(&raw).is_err());
+        let mut raw = raw_event(1, 4);
+        raw.source = 200;
+        assert!(Event::from_raw(&raw).is_err());
+    }
+}

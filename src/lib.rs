@@ -1,0 +1,21 @@
+//! tcpstate: trace every TCP state transition, labelled server or client.
+//!
+//! One module per job: `cli` (arguments), `preflight` (privilege and BTF
+//! checks), `tracer` (BPF load/attach/counters), `event` (ABI decoding),
+//! `output` (formats), `summary`, `app` (the run loop), `plot` (pictures).
+
+pub mod app;
+pub mod cli;
+pub mod event;
+pub mod libbpf_log;
+pub mod output;
+pub mod plot;
+pub mod preflight;
+pub mod state;
+pub mod summary;
+pub mod tracer;
+
+#[allow(clippy::all, non_camel_case_types, non_upper_case_globals, dead_code)]
+pub mod skel {
+    include!(concat!(env!("OUT_DIR"), "/tcpstate.skel.rs"));
+}
