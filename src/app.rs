@@ -3,20 +3,19 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::mem::MaybeUninit;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Format, TraceArgs};
+use crate::cli::{Format, TraceArgs, TwProbe};
 use crate::event::Event;
-use crate::output::{Clock, Printer};
+use crate::lifecycle::Lifecycle;
+use crate::output::{monotonic_ns, Clock, Printer};
 use crate::summary::Summary;
-use crate::tracer::{Config, Tracer};
-use crate::{libbpf_log, preflight};
+use crate::tracer::{self, Config, Tracer};
+use crate::{libbpf_log, owners, preflight};
 
 /// How often the ring is drained when nothing forces a wake-up: events are
 /// queued without waking us (a wake-up per event costs an interrupt each).
@@ -37,6 +36,8 @@ impl TraceArgs {
             rports: self.rport.clone().unwrap_or_default(),
             pid: self.pid,
             ringbuf_kb: self.ringbuf_kb,
+            tw_probe: self.tw_probe,
+            btf: self.btf.clone(),
         }
     }
 
@@ -49,7 +50,7 @@ impl TraceArgs {
 /// Runs the tracer. A closed output ends it quietly: see [`is_broken_pipe`].
 pub fn run(args: &TraceArgs) -> Result<()> {
     preflight::check_privileges()?;
-    preflight::check_btf(Path::new(preflight::KERNEL_BTF))?;
+    preflight::check_btf(&args.btf)?;
     libbpf_log::init(args.verbose);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -57,18 +58,19 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
 
-    let mut storage = MaybeUninit::uninit();
-    let tracer = Tracer::load(&args.config(), &mut storage)?;
-    let links = tracer.attach()?;
-    if args.verbose {
-        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state");
-    }
+    let mut slots = tracer::slots();
+    let (tracer, links, probes) = Tracer::start(&args.config(), &mut slots)?;
+    report_probes(args, &tracer, &probes);
+    // After attaching, so that a listener created meanwhile is not missed;
+    // the kernel side's own knowledge wins over this snapshot.
+    tracer.seed_listeners(&owners::existing_listeners())?;
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mut printer = Printer::for_format(args.output, clock, !args.ipv4);
     printer.start()?;
     printer.flush()?;
 
+    let mut flow = Flow::new(args);
     let batch = RefCell::new(Batch::default());
     let ring = tracer.ring_buffer(|data| batch.borrow_mut().push(data))?;
     let deadline = args.duration.map(|d| Instant::now() + d);
@@ -85,14 +87,14 @@ pub fn run(args: &TraceArgs) -> Result<()> {
             }
         }
         ring.consume().context("reading the ring buffer")?;
-        done = emit(&batch, &mut printer, &mut summary, args.count)?;
+        done = flow.emit(&batch, &mut printer, &mut summary, args.count)?;
     }
 
     // Detach first so nothing new arrives, then take what is still queued.
     drop(links);
     if !done {
         ring.consume().context("draining the ring buffer")?;
-        emit(&batch, &mut printer, &mut summary, args.count)?;
+        flow.emit(&batch, &mut printer, &mut summary, args.count)?;
     }
     summary.lost = tracer.lost()?;
     if args.wants_summary() {
@@ -125,26 +127,73 @@ impl Batch {
     }
 }
 
-/// Prints the queued events in time order; true once `count` is reached.
-fn emit(batch: &RefCell<Batch>, printer: &mut Printer, summary: &mut Summary, count: Option<u64>) -> Result<bool> {
-    let mut batch = batch.borrow_mut();
-    if let Some(e) = batch.error.take() {
-        return Err(e);
+/// What happens to decoded events before they are printed: the TIME_WAIT
+/// lifecycle, unless --raw asks for what the probes saw.
+struct Flow {
+    lifecycle: Option<Lifecycle>,
+    out: Vec<Event>,
+}
+
+impl Flow {
+    fn new(args: &TraceArgs) -> Flow {
+        Flow { lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())), out: Vec::new() }
     }
-    // Per socket the ring is already in order; across CPUs it can lag the
-    // timestamps a little, which a sort of the batch mends.
-    batch.events.sort_by_key(|ev| ev.ts_ns);
-    let mut done = false;
-    for ev in batch.events.drain(..) {
-        if done {
-            continue;
+
+    /// Prints the queued events in time order; true once `count` is reached.
+    fn emit(
+        &mut self,
+        batch: &RefCell<Batch>,
+        printer: &mut Printer,
+        summary: &mut Summary,
+        count: Option<u64>,
+    ) -> Result<bool> {
+        let mut batch = batch.borrow_mut();
+        if let Some(e) = batch.error.take() {
+            return Err(e);
         }
-        printer.event(&ev)?;
-        summary.count(&ev);
-        done = count.is_some_and(|n| summary.total() >= n);
+        // Per socket the ring is already in order; across CPUs it can lag
+        // the timestamps a little, which a sort of the batch mends.
+        batch.events.sort_by_key(|ev| ev.ts_ns);
+        match &mut self.lifecycle {
+            Some(lc) => {
+                for ev in batch.events.drain(..) {
+                    lc.push(ev, &mut self.out);
+                }
+                lc.tick(monotonic_ns(), &mut self.out);
+            }
+            None => self.out.append(&mut batch.events),
+        }
+        let mut done = false;
+        for ev in self.out.drain(..) {
+            if done {
+                break;
+            }
+            printer.event(&ev)?;
+            summary.count(&ev);
+            done = count.is_some_and(|n| summary.total() >= n);
+        }
+        self.out.clear();
+        printer.flush()?;
+        Ok(done)
     }
-    printer.flush()?;
-    Ok(done)
+}
+
+/// Says which TIME_WAIT probes run (-v), and warns when none could.
+fn report_probes(args: &TraceArgs, tracer: &Tracer<'_>, described: &str) {
+    let refused: Vec<String> =
+        tracer.refused.iter().map(|(kind, why)| format!("{} refused: {why}", kind.name())).collect();
+    if args.verbose {
+        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state");
+        eprintln!("tcpstate: TIME_WAIT probes: {described}");
+        for line in &refused {
+            eprintln!("tcpstate:   {line}");
+        }
+    } else if tracer.tw_probe == TwProbe::Off && !refused.is_empty() && args.wants_summary() {
+        eprintln!(
+            "tcpstate: warning: no TIME_WAIT probe fits this kernel ({}); TIME_WAIT is not shown",
+            refused.join("; ")
+        );
+    }
 }
 
 /// Writing to a closed pipe (`tcpstate | head -1`) is how readers say they

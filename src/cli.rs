@@ -94,6 +94,19 @@ pub struct TraceArgs {
     #[arg(long = "ringbuf-kb", value_name = "KB", default_value_t = 1024, value_parser = parse_ringbuf_kb)]
     pub ringbuf_kb: u32,
 
+    /// TIME_WAIT probes: auto picks the first of fentry, kprobe, timer this kernel accepts
+    #[arg(long = "tw-probe", value_enum, default_value_t = TwProbe::Auto, value_name = "KIND")]
+    pub tw_probe: TwProbe,
+
+    /// Show what the kernel probes see (the full socket's hand-off to its
+    /// timewait socket, timer re-arms) instead of one coherent sequence
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Kernel BTF file, for kernels that do not expose /sys/kernel/btf/vmlinux
+    #[arg(long, value_name = "PATH", default_value = crate::preflight::KERNEL_BTF)]
+    pub btf: PathBuf,
+
     /// When tracing ends, draw everything traced as a timeline picture (SVG)
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -119,6 +132,35 @@ pub enum Format {
     Json,
     /// A header line, then one row per transition on stdout
     Csv,
+}
+
+/// How TIME_WAIT sockets are followed (the kernel has no state tracepoint
+/// for them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum TwProbe {
+    /// fentry, else kprobe, else timer, else off
+    #[default]
+    Auto,
+    /// fexit/inet_twsk_alloc and fentry on the function that frees timewait sockets
+    Fentry,
+    /// kretprobe/inet_twsk_alloc and a kprobe on the freeing function
+    Kprobe,
+    /// tp_btf timer_start/timer_cancel/timer_expire_entry on the timewait timer
+    Timer,
+    /// No TIME_WAIT probes: the client's last transition is FIN_WAIT2:CLOSE
+    Off,
+}
+
+impl TwProbe {
+    pub fn name(self) -> &'static str {
+        match self {
+            TwProbe::Auto => "auto",
+            TwProbe::Fentry => "fentry",
+            TwProbe::Kprobe => "kprobe",
+            TwProbe::Timer => "timer",
+            TwProbe::Off => "off",
+        }
+    }
 }
 
 /// Up to [`MAX_PORTS`] ports, the kernel side's fixed filter size.

@@ -1,6 +1,7 @@
 //! Decoding the kernel's `struct event` (src/bpf/tcpstate.h) into a value
 //! the output formats can print without knowing the ABI.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -12,6 +13,10 @@ use crate::state::TcpState;
 // SAFETY: `event` is a plain C struct of integers and byte arrays; every bit
 // pattern is a valid value.
 unsafe impl plain::Plain for types::event {}
+// SAFETY: as above, integers and byte arrays only.
+unsafe impl plain::Plain for types::listener_key {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::owner {}
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -170,6 +175,22 @@ impl Event {
             inferred: false,
             tw_substate: TcpState(raw.tw_substate),
         })
+    }
+
+    /// A raw timewait probe event (shown only with --raw), as opposed to a
+    /// state transition.
+    pub fn is_raw_tw(&self) -> bool {
+        !matches!(self.source, Source::SetState | Source::Lifecycle)
+    }
+
+    /// What the OLD column shows: the state left, or for a raw timewait
+    /// probe event the probe's name (`tw_arm -> TIME_WAIT`).
+    pub fn old_label(&self) -> Cow<'static, str> {
+        if self.is_raw_tw() {
+            Cow::Borrowed(self.source.as_str())
+        } else {
+            self.old.name()
+        }
     }
 
     /// 4 or 6, as the JSON and CSV formats print it.

@@ -7,8 +7,11 @@
 pub mod app;
 pub mod cli;
 pub mod event;
+pub mod kernel;
 pub mod libbpf_log;
+pub mod lifecycle;
 pub mod output;
+pub mod owners;
 pub mod plot;
 pub mod preflight;
 pub mod state;

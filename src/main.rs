@@ -2,12 +2,20 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use tcpstate::cli::{Cli, Command};
 use tcpstate::{app, plot};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            eprintln!("tcpstate: {} (see tcpstate --help)", one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
     let result = match &cli.command {
         Some(Command::Plot(args)) => plot::run(args),
         None => app::run(&cli.trace),
@@ -20,4 +28,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's multi-line usage error folded into one line: its message, without
+/// the usage block and the "try --help" footer.
+fn one_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string()
 }

@@ -3,6 +3,7 @@
 //! Names are the kernel's without the `TCP_` prefix so that output stays
 //! byte-for-byte what the original libbpf tool printed.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A TCP state number. Kept as the raw number so that a state this build does
@@ -47,6 +48,14 @@ impl TcpState {
         NAMES.iter().find(|(n, _)| *n == self.0).map(|(_, s)| *s)
     }
 
+    /// The name as printed, without allocating for known states.
+    pub fn name(self) -> Cow<'static, str> {
+        match self.known_name() {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("UNKNOWN({})", self.0)),
+        }
+    }
+
     /// Parses what [`fmt::Display`] prints: a known name or `UNKNOWN(<n>)`.
     pub fn from_name(name: &str) -> Option<TcpState> {
         if let Some((n, _)) = NAMES.iter().find(|(_, s)| *s == name) {
@@ -64,10 +73,7 @@ impl TcpState {
 
 impl fmt::Display for TcpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.known_name() {
-            Some(name) => f.pad(name),
-            None => f.pad(&format!("UNKNOWN({})", self.0)),
-        }
+        f.pad(&self.name())
     }
 }
 

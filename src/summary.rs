@@ -27,17 +27,26 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let skipped: u64 = self.lost.recursion_misses.iter().map(|(_, n)| n).sum();
         write!(
             f,
-            "tcpstate: {} transitions (server {}, client {}); lost {}: ring buffer full {}",
+            "tcpstate: {} transitions (server {}, client {}); lost {}: ring buffer full {}, skipped by the kernel {}",
             self.total(),
             self.server,
             self.client,
             self.lost.total(),
-            self.lost.ringbuf_full
+            self.lost.ringbuf_full,
+            skipped
         )?;
-        for (prog, n) in &self.lost.recursion_misses {
-            write!(f, ", skipped by the kernel in {prog} {n}")?;
+        let by_prog: Vec<String> = self
+            .lost
+            .recursion_misses
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(prog, n)| format!("{prog} {n}"))
+            .collect();
+        if !by_prog.is_empty() {
+            write!(f, " ({})", by_prog.join(", "))?;
         }
         Ok(())
     }
@@ -56,11 +65,14 @@ mod tests {
         s.count(&sample(2, 1));
         s.count(&server);
         s.count(&server);
-        s.lost = Lost { ringbuf_full: 2, recursion_misses: vec![("inet_sock_set_state".into(), 3)] };
+        s.lost = Lost {
+            ringbuf_full: 2,
+            recursion_misses: vec![("inet_sock_set_state".into(), 3), ("tw_timer_start".into(), 0)],
+        };
         assert_eq!(
             s.to_string(),
             "tcpstate: 3 transitions (server 2, client 1); lost 5: ring buffer full 2, \
-             skipped by the kernel in inet_sock_set_state 3"
+             skipped by the kernel 3 (inet_sock_set_state 3)"
         );
     }
 }

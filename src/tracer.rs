@@ -3,21 +3,25 @@
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
 
+use crate::cli::TwProbe;
+use crate::kernel::Kernel;
 use crate::libbpf_log;
-use crate::skel::{OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
+use crate::owners::Listener;
+use crate::skel::{types, OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// Index in the `counters` map (enum counter in src/bpf/tcpstate.h).
 const CNT_RINGBUF_FULL: u32 = 0;
 
-/// What to trace: the kernel-side filters.
+/// What to trace: the kernel-side filters and the TIME_WAIT probe wanted.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     /// The original tool's server; `None` traces every TCP socket.
@@ -29,11 +33,26 @@ pub struct Config {
     /// Only sockets owned by this process.
     pub pid: Option<u32>,
     pub ringbuf_kb: u32,
+    pub tw_probe: TwProbe,
+    /// Kernel BTF, for CO-RE and for finding traceable functions.
+    pub btf: PathBuf,
+}
+
+/// Storage for the attempts `Tracer::start` may make: one per probe kind
+/// tried (a failed load is all-or-nothing, so each try reopens the object).
+pub type Slots = [MaybeUninit<OpenObject>; 4];
+
+pub fn slots() -> Slots {
+    std::array::from_fn(|_| MaybeUninit::uninit())
 }
 
 /// The loaded programs and maps.
 pub struct Tracer<'obj> {
     skel: TcpstateSkel<'obj>,
+    /// The TIME_WAIT probe kind in use.
+    pub tw_probe: TwProbe,
+    /// Kinds tried before it, with why each was refused.
+    pub refused: Vec<(TwProbe, String)>,
 }
 
 /// Attached programs: dropping it detaches them.
@@ -55,24 +74,152 @@ impl Lost {
     }
 }
 
-impl<'obj> Tracer<'obj> {
-    /// Opens, configures and loads the BPF object.
-    pub fn load(cfg: &Config, storage: &'obj mut MaybeUninit<OpenObject>) -> Result<Tracer<'obj>> {
-        let mut open = TcpstateSkelBuilder::default()
-            .open(storage)
-            .context("opening the BPF object")?;
-        configure(&mut open, cfg)?;
-        let skel = open.load().map_err(load_error)?;
-        Ok(Tracer { skel })
+/// How one TIME_WAIT probe kind will be set up on this kernel.
+struct TwPlan {
+    kind: TwProbe,
+    /// The function whose entry means "timewait socket freed".
+    free_fn: &'static str,
+    /// Address of tw_timer_handler, for the timer kind.
+    timer_fn: u64,
+}
+
+/// Preferred first: the function that frees a timewait socket whatever
+/// ended it; inet_twsk_put (every reference drop) when that is not a symbol.
+const FREE_FNS: [&str; 2] = ["inet_twsk_free", "inet_twsk_put"];
+const ALLOC_FN: &str = "inet_twsk_alloc";
+
+impl TwPlan {
+    /// Checks the kernel has what `kind` needs, before any load is tried.
+    fn new(kind: TwProbe, kernel: &Kernel) -> Result<TwPlan> {
+        let mut plan = TwPlan { kind, free_fn: FREE_FNS[0], timer_fn: 0 };
+        match kind {
+            TwProbe::Fentry => {
+                if !kernel.btf_func(ALLOC_FN) {
+                    bail!("{ALLOC_FN} is not a BTF function of this kernel");
+                }
+                plan.free_fn = *FREE_FNS
+                    .iter()
+                    .find(|f| kernel.btf_func(f))
+                    .ok_or_else(|| anyhow!("neither {} is a BTF function of this kernel", FREE_FNS.join(" nor ")))?;
+            }
+            TwProbe::Kprobe => {
+                if !kernel.has_kprobes() {
+                    bail!("this kernel has no kprobes (CONFIG_KPROBES is off)");
+                }
+                if kernel.symbol(ALLOC_FN).is_none() {
+                    bail!("{ALLOC_FN} is not in /proc/kallsyms");
+                }
+                plan.free_fn = *FREE_FNS
+                    .iter()
+                    .find(|f| kernel.symbol(f).is_some())
+                    .ok_or_else(|| anyhow!("neither {} is in /proc/kallsyms", FREE_FNS.join(" nor ")))?;
+            }
+            TwProbe::Timer => {
+                plan.timer_fn = kernel
+                    .symbol("tw_timer_handler")
+                    .ok_or_else(|| anyhow!("tw_timer_handler is not in /proc/kallsyms"))?;
+            }
+            TwProbe::Off | TwProbe::Auto => {}
+        }
+        Ok(plan)
     }
 
-    /// Attaches every loaded program.
-    pub fn attach(&self) -> Result<Links> {
-        let prog = &self.skel.progs.inet_sock_set_state;
-        let link = prog
-            .attach()
-            .with_context(|| "attaching tp_btf/inet_sock_set_state".to_string())?;
-        Ok(Links(vec![link]))
+    /// Loads only this kind's programs and points them at their targets.
+    fn apply(&self, open: &mut OpenTcpstateSkel<'_>) -> Result<()> {
+        let ro = rodata(open)?;
+        ro.tw_timer_fn = self.timer_fn;
+        ro.tw_free_checks_ref = self.free_fn == "inet_twsk_put";
+        let p = &mut open.progs;
+        let fentry = self.kind == TwProbe::Fentry;
+        let kprobe = self.kind == TwProbe::Kprobe;
+        let timer = self.kind == TwProbe::Timer;
+        p.tw_alloc_fexit.set_autoload(fentry);
+        p.tw_free_fentry.set_autoload(fentry);
+        p.tw_alloc_kprobe.set_autoload(kprobe);
+        p.tw_alloc_kretprobe.set_autoload(kprobe);
+        p.tw_free_kprobe.set_autoload(kprobe);
+        p.tw_timer_start.set_autoload(timer);
+        p.tw_timer_cancel.set_autoload(timer);
+        p.tw_timer_expire.set_autoload(timer);
+        if fentry {
+            p.tw_free_fentry
+                .set_attach_target(0, Some(self.free_fn.to_string()))
+                .context("pointing the fentry probe at its function")?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the state tracepoint and this kind's programs.
+    fn attach(&self, skel: &TcpstateSkel<'_>) -> Result<Links> {
+        let p = &skel.progs;
+        let mut links = vec![p.inet_sock_set_state.attach().context("attaching tp_btf/inet_sock_set_state")?];
+        let named = |what: &str, r: libbpf_rs::Result<Link>| r.with_context(|| format!("attaching {what}"));
+        match self.kind {
+            TwProbe::Fentry => {
+                links.push(named("fexit/inet_twsk_alloc", p.tw_alloc_fexit.attach())?);
+                links.push(named(&format!("fentry/{}", self.free_fn), p.tw_free_fentry.attach())?);
+            }
+            TwProbe::Kprobe => {
+                links.push(named("kprobe/inet_twsk_alloc", p.tw_alloc_kprobe.attach_kprobe(false, ALLOC_FN))?);
+                links.push(named("kretprobe/inet_twsk_alloc", p.tw_alloc_kretprobe.attach_kprobe(true, ALLOC_FN))?);
+                links.push(named(&format!("kprobe/{}", self.free_fn), p.tw_free_kprobe.attach_kprobe(false, self.free_fn))?);
+            }
+            TwProbe::Timer => {
+                links.push(named("tp_btf/timer_start", p.tw_timer_start.attach())?);
+                links.push(named("tp_btf/timer_cancel", p.tw_timer_cancel.attach())?);
+                links.push(named("tp_btf/timer_expire_entry", p.tw_timer_expire.attach())?);
+            }
+            TwProbe::Off | TwProbe::Auto => {}
+        }
+        Ok(Links(links))
+    }
+
+    /// What -v says about the choice.
+    fn describe(&self) -> String {
+        match self.kind {
+            TwProbe::Fentry => format!("fentry (fexit/{ALLOC_FN}, fentry/{})", self.free_fn),
+            TwProbe::Kprobe => format!("kprobe (kretprobe/{ALLOC_FN}, kprobe/{})", self.free_fn),
+            TwProbe::Timer => "timer (tp_btf/timer_start, timer_cancel, timer_expire_entry)".into(),
+            TwProbe::Off | TwProbe::Auto => "off".into(),
+        }
+    }
+}
+
+impl<'obj> Tracer<'obj> {
+    /// Loads and attaches, picking the TIME_WAIT probe kind: the one asked
+    /// for, or with `auto` the first of fentry, kprobe, timer this kernel
+    /// accepts, and none rather than no tracing at all.
+    pub fn start(cfg: &Config, slots: &'obj mut Slots) -> Result<(Tracer<'obj>, Links, String)> {
+        let kernel = Kernel::inspect(&cfg.btf);
+        let kinds = match cfg.tw_probe {
+            TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
+            kind => vec![kind],
+        };
+        let mut refused = Vec::new();
+        let mut slots = slots.iter_mut();
+        for kind in kinds {
+            let attempt = TwPlan::new(kind, &kernel).and_then(|plan| {
+                let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
+                let skel = load(cfg, &plan, slot)?;
+                let links = plan.attach(&skel)?;
+                Ok((skel, links, plan.describe()))
+            });
+            match attempt {
+                Ok((skel, links, described)) => {
+                    return Ok((Tracer { skel, tw_probe: kind, refused }, links, described));
+                }
+                // Without TIME_WAIT probes this is the tracer itself failing.
+                Err(e) if kind == TwProbe::Off => return Err(e),
+                Err(e) if cfg.tw_probe != TwProbe::Auto => {
+                    return Err(e.context(format!(
+                        "TIME_WAIT probe '{}' cannot run on this kernel (try --tw-probe auto)",
+                        kind.name()
+                    )))
+                }
+                Err(e) => refused.push((kind, format!("{e:#}"))),
+            }
+        }
+        bail!("no way to load the tracer on this kernel")
     }
 
     /// A reader for the event ring; `on_record` gets each raw record.
@@ -82,7 +229,29 @@ impl<'obj> Tracer<'obj> {
         builder.build().context("setting up the ring buffer")
     }
 
-    /// Reads the drop counters and each program's recursion misses.
+    /// Tells the kernel side who owns listeners that predate us, so their
+    /// accepted connections are attributed from the first transition.
+    pub fn seed_listeners(&self, listeners: &[Listener]) -> Result<()> {
+        for l in listeners {
+            let key = types::listener_key { netns: l.netns, port: l.port, pad: 0 };
+            let mut owner = types::owner { pid: l.pid, comm: [0; 16] };
+            for (dst, src) in owner.comm.iter_mut().zip(l.comm.bytes().take(15)) {
+                *dst = src as i8;
+            }
+            // SAFETY: both are plain C structs without padding holes that
+            // matter to the kernel (pad is zeroed).
+            let (k, v) = unsafe { (plain::as_bytes(&key), plain::as_bytes(&owner)) };
+            self.skel
+                .maps
+                .listeners
+                .update(k, v, MapFlags::NO_EXIST)
+                .or_else(|e| if e.kind() == libbpf_rs::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+                .context("seeding listener owners")?;
+        }
+        Ok(())
+    }
+
+    /// Reads the drop counters and each loaded program's recursion misses.
     pub fn lost(&self) -> Result<Lost> {
         let key = CNT_RINGBUF_FULL.to_ne_bytes();
         let per_cpu = self
@@ -96,10 +265,28 @@ impl<'obj> Tracer<'obj> {
             .iter()
             .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
             .sum();
-        let prog = &self.skel.progs.inet_sock_set_state;
-        let recursion_misses = vec![("inet_sock_set_state".to_string(), recursion_misses(prog)?)];
+        let mut recursion_misses = Vec::new();
+        for prog in self.skel.object().progs().filter(|p| p.autoload()) {
+            let name = prog.name().to_string_lossy().into_owned();
+            recursion_misses.push((name, recursion_misses_of(&prog)?));
+        }
         Ok(Lost { ringbuf_full, recursion_misses })
     }
+}
+
+/// Opens a fresh copy of the object, configures it for `plan`, loads it.
+fn load<'obj>(cfg: &Config, plan: &TwPlan, slot: &'obj mut MaybeUninit<OpenObject>) -> Result<TcpstateSkel<'obj>> {
+    let mut builder = TcpstateSkelBuilder::default();
+    builder.obj_builder.name("tcpstate").context("naming the BPF object")?;
+    let mut open = builder.open(slot).context("opening the BPF object")?;
+    configure(&mut open, cfg)?;
+    plan.apply(&mut open)?;
+    libbpf_log::clear();
+    open.load().map_err(load_error)
+}
+
+fn rodata<'a>(open: &'a mut OpenTcpstateSkel<'_>) -> Result<&'a mut types::rodata> {
+    open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow!("BPF object has no .rodata"))
 }
 
 fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
@@ -108,7 +295,7 @@ fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
         .events
         .set_max_entries(ring_bytes)
         .context("sizing the ring buffer")?;
-    let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+    let ro = rodata(open)?;
     if let Some(server) = cfg.server {
         ro.has_server = true;
         ro.server_port = server.port();
@@ -165,10 +352,9 @@ fn load_error(err: libbpf_rs::Error) -> anyhow::Error {
     }
 }
 
-fn recursion_misses(prog: &libbpf_rs::Program<'_>) -> Result<u64> {
+fn recursion_misses_of(prog: &libbpf_rs::Program<'_>) -> Result<u64> {
     let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
-    use std::os::fd::AsRawFd;
     // SAFETY: info is a properly sized, zeroed bpf_prog_info; the fd is the
     // program's own, alive as long as `prog`.
     let ret = unsafe {

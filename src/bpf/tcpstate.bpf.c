@@ -350,3 +350,187 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 {
 	return handle_set_state(sk, oldstate, newstate, 0);
 }
+
+/* --------------------------------------------------------------------------
+ * TIME_WAIT
+ *
+ * An active close hands the connection from its full socket to a small
+ * struct inet_timewait_sock (tcp_time_wait() in net/ipv4/tcp_minisocks.c);
+ * the full socket then goes FIN_WAIT2 -> CLOSE and no state tracepoint ever
+ * mentions the timewait socket. Each probe kind below reports its birth and
+ * death as raw events; user space (src/lifecycle.rs) turns them into
+ * FIN_WAIT2 -> TIME_WAIT -> CLOSE. User space picks one kind at run time and
+ * turns the others' autoload off, so only the kind in use is ever loaded.
+ * ------------------------------------------------------------------------ */
+
+const volatile __u64 tw_timer_fn = 0;           /* address of tw_timer_handler */
+const volatile bool tw_free_checks_ref = false; /* free probe sits on inet_twsk_put */
+
+static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc, __be16 sport,
+				     __u8 substate, __u8 source)
+{
+	struct tuple t = {};
+	struct event *e;
+	__u8 side = SIDE_UNKNOWN;
+
+	read_tuple(skc, sport, &t);
+	if (!tuple_wanted(&t))
+		return 0;
+	if (has_server) {
+		side = side_by_server(&t);
+		if (side == SIDE_UNKNOWN)
+			return 0;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FULL);
+		return 0;
+	}
+	/* Owner and time in state come from the full socket, in user space. */
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_tuple(e, &t);
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skaddr = twaddr;
+	e->side = side;
+	e->oldstate = substate;
+	e->newstate = substate;
+	e->tw_substate = substate;
+	e->source = source;
+	submit(e);
+	return 0;
+}
+
+/* A timewait socket's own view of itself: the tuple lives in __tw_common,
+ * the local port in tw_sport. */
+static __always_inline int report_tw_self(const struct inet_timewait_sock *tw, __u8 source)
+{
+	return report_tw((__u64)tw, &tw->__tw_common, BPF_CORE_READ(tw, tw_sport),
+			 BPF_CORE_READ(tw, tw_substate), source);
+}
+
+/*
+ * Birth, fentry kind. Mirrors inet_twsk_alloc() (net/ipv4/inet_timewait_sock.c),
+ * called by tcp_time_wait() with the full socket and the substate (TIME_WAIT,
+ * or FIN_WAIT2 when the FIN_WAIT2 timeout is parked in a timewait socket).
+ * The tuple is read from the full socket: for IPv6, tcp_time_wait() copies
+ * the addresses into the timewait socket only after this returns.
+ */
+SEC("fexit/inet_twsk_alloc")
+int BPF_PROG(tw_alloc_fexit, const struct sock *sk, struct inet_timewait_death_row *dr,
+	     const int state, struct inet_timewait_sock *tw)
+{
+	if (!tw)
+		return 0;
+	return report_tw((__u64)tw, &sk->__sk_common,
+			 BPF_CORE_READ((struct inet_sock *)sk, inet_sport), state, SRC_TW_ALLOC);
+}
+
+/* Birth, kprobe kind: a kretprobe sees only the result, so the entry probe
+ * keeps the arguments per thread until the return. */
+struct alloc_args {
+	__u64 sk;
+	__s32 state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct alloc_args);
+} tw_allocs SEC(".maps");
+
+SEC("kprobe/inet_twsk_alloc")
+int BPF_KPROBE(tw_alloc_kprobe, const struct sock *sk, void *dr, const int state)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct alloc_args args = { .sk = (__u64)sk, .state = state };
+
+	bpf_map_update_elem(&tw_allocs, &tid, &args, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/inet_twsk_alloc")
+int BPF_KRETPROBE(tw_alloc_kretprobe, struct inet_timewait_sock *tw)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct alloc_args *args = bpf_map_lookup_elem(&tw_allocs, &tid);
+	const struct sock *sk;
+
+	if (!args)
+		return 0;
+	sk = (const struct sock *)args->sk;
+	if (tw)
+		report_tw((__u64)tw, &sk->__sk_common,
+			  BPF_CORE_READ((struct inet_sock *)sk, inet_sport), args->state, SRC_TW_ALLOC);
+	bpf_map_delete_elem(&tw_allocs, &tid);
+	return 0;
+}
+
+/*
+ * Death, fentry and kprobe kinds. Mirrors inet_twsk_free(), which frees the
+ * timewait socket whatever ended it (expiry, reuse, RST/SYN, namespace
+ * exit). Kernels that lack it as a symbol get inet_twsk_put() instead,
+ * which runs on every reference drop: only a drop of the last reference
+ * frees, so the others are skipped. User space sets the target.
+ */
+static __always_inline int tw_freed(const struct inet_timewait_sock *tw)
+{
+	if (tw_free_checks_ref &&
+	    BPF_CORE_READ(tw, __tw_common.skc_refcnt.refs.counter) != 1)
+		return 0;
+	return report_tw_self(tw, SRC_TW_FREE);
+}
+
+SEC("fentry/inet_twsk_free")
+int BPF_PROG(tw_free_fentry, struct inet_timewait_sock *tw)
+{
+	return tw_freed(tw);
+}
+
+SEC("kprobe/inet_twsk_free")
+int BPF_KPROBE(tw_free_kprobe, struct inet_timewait_sock *tw)
+{
+	return tw_freed(tw);
+}
+
+/*
+ * Birth, re-arm and death, timer kind: tracepoints only, for kernels without
+ * fentry or kprobes. Every timewait socket arms tw->tw_timer, whose callback
+ * is tw_timer_handler (address from /proc/kallsyms). Mirrors
+ * __inet_twsk_schedule() (timer_start: armed, or re-armed when FIN_WAIT2
+ * becomes TIME_WAIT or a FIN is retransmitted), inet_twsk_deschedule_put()
+ * (timer_cancel alone: killed early) and tw_timer_handler() itself
+ * (timer_cancel then timer_expire_entry: expired). Only the first argument
+ * is used: timer_start has three on 6.1 and two on 6.18.
+ */
+static __always_inline const struct inet_timewait_sock *tw_of(const struct timer_list *timer)
+{
+	if (!tw_timer_fn || (__u64)BPF_CORE_READ(timer, function) != tw_timer_fn)
+		return NULL;
+	return (const void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+}
+
+static __always_inline int report_tw_timer(const struct timer_list *timer, __u8 source)
+{
+	const struct inet_timewait_sock *tw = tw_of(timer);
+
+	return tw ? report_tw_self(tw, source) : 0;
+}
+
+SEC("tp_btf/timer_start")
+int BPF_PROG(tw_timer_start, struct timer_list *timer)
+{
+	return report_tw_timer(timer, SRC_TW_ARM);
+}
+
+SEC("tp_btf/timer_cancel")
+int BPF_PROG(tw_timer_cancel, struct timer_list *timer)
+{
+	return report_tw_timer(timer, SRC_TW_CANCEL);
+}
+
+SEC("tp_btf/timer_expire_entry")
+int BPF_PROG(tw_timer_expire, struct timer_list *timer)
+{
+	return report_tw_timer(timer, SRC_TW_EXPIRE);
+}

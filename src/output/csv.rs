@@ -40,7 +40,7 @@ impl Formatter for Csv {
             self.clock.format(ev.ts_ns),
             ev.ts_ns,
             ev.side,
-            ev.old,
+            ev.old_label(),
             ev.new,
             ev.family(),
             ev.saddr,

@@ -27,6 +27,9 @@ struct Record<'a> {
     netns: u32,
     prev_state_ms: Option<f64>,
     inferred: bool,
+    /// Only on raw timewait probe events (--raw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
 }
 
 impl<'a> From<&'a Event> for Record<'a> {
@@ -34,7 +37,7 @@ impl<'a> From<&'a Event> for Record<'a> {
         Record {
             ts_ns: ev.ts_ns,
             side: ev.side.as_str(),
-            old: ev.old.to_string(),
+            old: ev.old_label().into_owned(),
             new: ev.new.to_string(),
             family: ev.family(),
             saddr: ev.saddr.to_string(),
@@ -47,6 +50,7 @@ impl<'a> From<&'a Event> for Record<'a> {
             netns: ev.netns,
             prev_state_ms: ev.prev_state_ms(),
             inferred: ev.inferred,
+            source: ev.is_raw_tw().then(|| ev.source.as_str()),
         }
     }
 }

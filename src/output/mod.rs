@@ -65,6 +65,11 @@ impl Clock {
     }
 }
 
+/// Now, on the clock of the kernel's bpf_ktime_get_ns().
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
@@ -87,7 +92,7 @@ impl Formatter for Seed {
     }
 
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
-        writeln!(out, "ts:{}:{}:{}:{}", ev.ts_ns, ev.side, ev.old, ev.new)
+        writeln!(out, "ts:{}:{}:{}:{}", ev.ts_ns, ev.side, ev.old_label(), ev.new)
     }
 }
 

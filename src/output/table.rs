@@ -43,7 +43,7 @@ impl Formatter for Table {
             ev.sport,
             ev.daddr.to_string(),
             ev.dport,
-            ev.old,
+            ev.old_label(),
             ev.new,
             ms
         )

@@ -23,12 +23,15 @@ pub const SERVER_SEQ: [&str; 5] = [
     "LAST_ACK:CLOSE",
 ];
 
-/// The client sequence up to the hand-off to a timewait socket.
-pub const CLIENT_SEQ: [&str; 4] = [
+/// The client sequence up to the hand-off to a timewait socket, which the
+/// TIME_WAIT probes (on this kernel: timer tracepoints) report as entering
+/// TIME_WAIT.
+pub const CLIENT_SEQ: [&str; 5] = [
     "CLOSE:SYN_SENT",
     "SYN_SENT:ESTABLISHED",
     "ESTABLISHED:FIN_WAIT1",
     "FIN_WAIT1:FIN_WAIT2",
+    "FIN_WAIT2:TIME_WAIT",
 ];
 
 /// Root-only tests run everywhere root is; in CI a missing root is a
@@ -287,7 +290,9 @@ pub fn transition(ev: &serde_json::Value) -> String {
 }
 
 /// JSON events grouped per socket lifetime, each in arrival order. The
-/// kernel reuses a freed socket's address, so a lifetime ends at `-> CLOSE`.
+/// kernel reuses a freed socket's address, so a lifetime ends at `-> CLOSE`
+/// or at the hand-off to a timewait socket (`-> TIME_WAIT`), whose own
+/// `TIME_WAIT:CLOSE` then starts a group of its own.
 pub fn by_socket(events: &[serde_json::Value]) -> Vec<Vec<serde_json::Value>> {
     let mut groups: Vec<Vec<serde_json::Value>> = Vec::new();
     let mut open: BTreeMap<String, usize> = BTreeMap::new();
@@ -298,7 +303,7 @@ pub fn by_socket(events: &[serde_json::Value]) -> Vec<Vec<serde_json::Value>> {
             groups.len() - 1
         });
         groups[idx].push(ev.clone());
-        if ev["new"] == "CLOSE" {
+        if ev["new"] == "CLOSE" || ev["new"] == "TIME_WAIT" {
             open.remove(&key);
         }
     }

@@ -1,0 +1,518 @@
+//! Turns the raw TIME_WAIT probe events into coherent transitions.
+//!
+//! The kernel hands an actively closed connection from its full socket to a
+//! timewait socket: the probes see the timewait socket born (alloc or first
+//! timer arm), then the full socket's `FIN_WAIT2 -> CLOSE`, then timer
+//! re-arms and finally a death (free, expiry, or a cancel that no re-arm
+//! follows). Users want one story per connection:
+//! `FIN_WAIT2 -> TIME_WAIT` at the hand-off and `TIME_WAIT -> CLOSE` exactly
+//! once at death, with the full socket's side and owner on both.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use crate::event::{Event, Source};
+use crate::state::TcpState;
+
+/// How long a timer cancel waits for the re-arm or expiry that would make
+/// it not a death. Both follow within microseconds on the same CPU; the
+/// margin covers ring order lagging across CPUs.
+pub const CANCEL_HOLD_NS: u64 = 5_000_000;
+
+/// A cancel followed this soon by an arm of the same socket is one
+/// mod_timer() call (a re-arm), not a death and a rebirth.
+const REARM_WINDOW_NS: u64 = 1_000_000;
+
+/// A birth not claimed by its full socket's hand-off within this time
+/// belongs to a socket we do not report (filtered, or its event lost).
+const CLAIM_WINDOW_NS: u64 = 100_000_000;
+
+/// Timewait sockets live 60 s, a FIN retransmit can re-arm once more;
+/// one silent this long died while an event was lost.
+const STALE_NS: u64 = 600_000_000_000;
+
+/// Deaths remembered to drop duplicate exits of the same socket.
+const RECENT_DEATHS: usize = 4096;
+
+/// Most timewait sockets tracked at once (the kernel's own default
+/// tcp_max_tw_buckets is of this order per namespace).
+pub const MAX_TW: usize = 262_144;
+
+/// A connection as both its full and its timewait socket know it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    netns: u32,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+}
+
+impl ConnKey {
+    fn of(ev: &Event) -> ConnKey {
+        ConnKey { netns: ev.netns, saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport }
+    }
+}
+
+/// One live timewait socket.
+#[derive(Debug)]
+struct Tw {
+    key: ConnKey,
+    /// The state users see it in: TIME_WAIT, or FIN_WAIT2 while parked.
+    state: TcpState,
+    /// When it entered `state`, if seen.
+    since: Option<u64>,
+    /// The fields its transitions carry: the full socket's side and owner
+    /// once claimed, else what the probe saw.
+    template: Event,
+    /// Its full socket's hand-off was seen.
+    claimed: bool,
+    /// Timer cancel awaiting a re-arm or expiry.
+    cancel_ts: Option<u64>,
+    /// Last probe event, to age out sockets whose death was lost.
+    last_ts: u64,
+}
+
+/// The coherent-stream state machine. Feed events in time order with
+/// [`Lifecycle::push`]; call [`Lifecycle::tick`] regularly so that timer
+/// cancels turn into deaths.
+#[derive(Default)]
+pub struct Lifecycle {
+    tws: HashMap<u64, Tw>,
+    /// Births awaiting their hand-off, by connection.
+    births: HashMap<ConnKey, u64>,
+    /// Recently dead (address, connection), newest last.
+    dead: VecDeque<(u64, ConnKey)>,
+    /// A pid filter is on: a timewait socket never claimed by a reported
+    /// full socket belongs to another process.
+    owned_only: bool,
+    /// Timewait sockets not tracked because `MAX_TW` were live.
+    pub untracked: u64,
+}
+
+impl Lifecycle {
+    pub fn new(owned_only: bool) -> Lifecycle {
+        Lifecycle { owned_only, ..Lifecycle::default() }
+    }
+
+    /// Timewait sockets currently alive (for metrics and tests).
+    pub fn live(&self) -> usize {
+        self.tws.len()
+    }
+
+    /// Takes one raw event; appends what users should see to `out`.
+    pub fn push(&mut self, ev: Event, out: &mut Vec<Event>) {
+        match ev.source {
+            Source::SetState | Source::Lifecycle => self.set_state(ev, out),
+            Source::TwAlloc => self.born(ev, out),
+            Source::TwArm => self.armed(ev, out),
+            Source::TwCancel => self.cancelled(ev, out),
+            Source::TwExpire | Source::TwFree => self.died(ev.skaddr, ev.ts_ns, Some(&ev), out),
+        }
+    }
+
+    /// Resolves what waited long enough, as of kernel time `now_ns`.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        let due: Vec<(u64, u64)> = self
+            .tws
+            .iter()
+            .filter_map(|(&addr, tw)| match tw.cancel_ts {
+                Some(c) if c + CANCEL_HOLD_NS <= now_ns => Some((addr, c)),
+                _ if tw.last_ts + STALE_NS <= now_ns => Some((addr, 0)),
+                _ => None,
+            })
+            .collect();
+        for (addr, cancel_ts) in due {
+            if cancel_ts == 0 {
+                self.forget(addr);
+            } else {
+                self.died(addr, cancel_ts, None, out);
+            }
+        }
+        let tws = &self.tws;
+        self.births.retain(|_, addr| tws.get(addr).is_some_and(|tw| tw.last_ts + CLAIM_WINDOW_NS > now_ns));
+    }
+
+    /// A full socket's transition: the hand-off to a timewait socket is
+    /// replaced by the state the connection really entered.
+    fn set_state(&mut self, ev: Event, out: &mut Vec<Event>) {
+        if ev.new != TcpState::CLOSE {
+            out.push(ev);
+            return;
+        }
+        let Some(addr) = self.births.remove(&ConnKey::of(&ev)) else {
+            out.push(ev);
+            return;
+        };
+        let Some(tw) = self.tws.get_mut(&addr) else {
+            out.push(ev);
+            return;
+        };
+        tw.claimed = true;
+        tw.template = Event { skaddr: addr, source: Source::Lifecycle, ..ev.clone() };
+        if tw.state == ev.old {
+            // A FIN_WAIT2 parked in a timewait socket stays FIN_WAIT2, and
+            // has been since the full socket entered it.
+            tw.since = ev.prev_state_ns.map(|p| ev.ts_ns.saturating_sub(p));
+            return;
+        }
+        tw.since = Some(ev.ts_ns);
+        // Reported on the full socket, whose last transition this is.
+        out.push(Event { new: tw.state, ..ev });
+    }
+
+    fn born(&mut self, ev: Event, out: &mut Vec<Event>) {
+        if self.tws.contains_key(&ev.skaddr) {
+            // Its death was lost: the address is a new socket now.
+            self.died(ev.skaddr, ev.ts_ns, None, out);
+        }
+        if self.tws.len() >= MAX_TW {
+            self.untracked += 1;
+            return;
+        }
+        let key = ConnKey::of(&ev);
+        self.births.insert(key.clone(), ev.skaddr);
+        self.tws.insert(
+            ev.skaddr,
+            Tw {
+                key,
+                state: ev.tw_substate,
+                since: None,
+                claimed: false,
+                cancel_ts: None,
+                last_ts: ev.ts_ns,
+                template: Event { source: Source::Lifecycle, ..ev },
+            },
+        );
+    }
+
+    /// Timer armed: a birth, or a re-arm of a live socket (whose substate
+    /// may have moved from FIN_WAIT2 to TIME_WAIT).
+    fn armed(&mut self, ev: Event, out: &mut Vec<Event>) {
+        let key = ConnKey::of(&ev);
+        let rearm = self.tws.get(&ev.skaddr).map(|tw| {
+            tw.key == key && tw.cancel_ts.is_none_or(|c| ev.ts_ns.saturating_sub(c) <= REARM_WINDOW_NS)
+        });
+        match rearm {
+            Some(true) => self.moved(ev, out),
+            Some(false) => {
+                let cancel = self.tws[&ev.skaddr].cancel_ts.unwrap_or(ev.ts_ns);
+                self.died(ev.skaddr, cancel, None, out);
+                self.born(ev, out);
+            }
+            None => self.born(ev, out),
+        }
+    }
+
+    /// A live socket's timer was re-armed, maybe in a new substate.
+    fn moved(&mut self, ev: Event, out: &mut Vec<Event>) {
+        let Some(tw) = self.tws.get_mut(&ev.skaddr) else { return };
+        tw.cancel_ts = None;
+        tw.last_ts = ev.ts_ns;
+        if ev.tw_substate == tw.state {
+            return;
+        }
+        let transition = transition_of(tw, tw.state, ev.tw_substate, ev.ts_ns, false);
+        tw.state = ev.tw_substate;
+        tw.since = Some(ev.ts_ns);
+        if tw.claimed || !self.owned_only {
+            out.push(transition);
+        }
+    }
+
+    fn cancelled(&mut self, ev: Event, out: &mut Vec<Event>) {
+        if !self.tws.contains_key(&ev.skaddr) {
+            if self.recently_dead(&ev) {
+                return;
+            }
+            // Born before we started: track it so its death is told.
+            self.born(ev.clone(), out);
+            self.births.remove(&ConnKey::of(&ev));
+        }
+        if let Some(tw) = self.tws.get_mut(&ev.skaddr) {
+            tw.cancel_ts.get_or_insert(ev.ts_ns);
+            tw.last_ts = ev.ts_ns;
+        }
+    }
+
+    /// The socket at `addr` died at `ts`. `probe` is the event that said so,
+    /// when a probe did (it carries the substate at death).
+    fn died(&mut self, addr: u64, ts: u64, probe: Option<&Event>, out: &mut Vec<Event>) {
+        let Some(mut tw) = self.tws.remove(&addr) else {
+            // Never saw it born: it predates us, unless it just died.
+            if let Some(ev) = probe.filter(|ev| !self.recently_dead(ev)) {
+                self.remember_death(addr, ConnKey::of(ev));
+                if !self.owned_only {
+                    out.push(Event { old: ev.tw_substate, new: TcpState::CLOSE, prev_state_ns: None, ..ev.clone() });
+                }
+            }
+            return;
+        };
+        if self.births.get(&tw.key) == Some(&addr) {
+            self.births.remove(&tw.key);
+        }
+        self.remember_death(addr, tw.key.clone());
+        let report = tw.claimed || !self.owned_only;
+        // A substate change no timer event showed (fentry and kprobe kinds).
+        if let Some(ev) = probe.filter(|ev| ev.tw_substate != tw.state && ev.tw_substate == TcpState::TIME_WAIT) {
+            if report {
+                out.push(transition_of(&tw, tw.state, ev.tw_substate, ts, true));
+            }
+            tw.state = ev.tw_substate;
+            tw.since = Some(ts);
+        }
+        if report {
+            out.push(transition_of(&tw, tw.state, TcpState::CLOSE, ts, false));
+        }
+    }
+
+    /// Drops a socket whose death was never seen (a lost event).
+    fn forget(&mut self, addr: u64) {
+        if let Some(tw) = self.tws.remove(&addr) {
+            if self.births.get(&tw.key) == Some(&addr) {
+                self.births.remove(&tw.key);
+            }
+        }
+    }
+
+    fn remember_death(&mut self, addr: u64, key: ConnKey) {
+        if self.dead.len() == RECENT_DEATHS {
+            self.dead.pop_front();
+        }
+        self.dead.push_back((addr, key));
+    }
+
+    /// A second exit for a socket already reported dead (inet_twsk_put runs
+    /// once per reference; the original tool reported each).
+    fn recently_dead(&self, ev: &Event) -> bool {
+        let key = ConnKey::of(ev);
+        self.dead.iter().any(|(a, k)| *a == ev.skaddr && *k == key)
+    }
+}
+
+/// A transition of a timewait socket, carrying its template's fields.
+fn transition_of(tw: &Tw, old: TcpState, new: TcpState, ts: u64, inferred: bool) -> Event {
+    Event {
+        ts_ns: ts,
+        old,
+        new,
+        prev_state_ns: tw.since.map(|s| ts.saturating_sub(s)),
+        inferred,
+        tw_substate: new,
+        ..tw.template.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Side;
+
+    const FW2: TcpState = TcpState::FIN_WAIT2;
+    const TW: TcpState = TcpState::TIME_WAIT;
+    const SK: u64 = 0xffff_0000_0000_1000;
+    const TWA: u64 = 0xffff_0000_0000_2000;
+
+    fn ev(ts: u64, source: Source, skaddr: u64, old: TcpState, new: TcpState) -> Event {
+        Event {
+            ts_ns: ts,
+            side: Side::Client,
+            old,
+            new,
+            saddr: "127.0.0.1".parse().unwrap(),
+            sport: 40000,
+            daddr: "127.0.0.1".parse().unwrap(),
+            dport: 80,
+            pid: (source == Source::SetState).then_some(77),
+            comm: (source == Source::SetState).then(|| "curl".to_string()),
+            skaddr,
+            netns: 1,
+            prev_state_ns: (source == Source::SetState).then_some(1000),
+            source,
+            nested: false,
+            inferred: false,
+            tw_substate: if source == Source::SetState { TcpState(0) } else { new },
+        }
+    }
+
+    fn tw_ev(ts: u64, source: Source, sub: TcpState) -> Event {
+        ev(ts, source, TWA, sub, sub)
+    }
+
+    fn run(events: Vec<Event>, end: u64) -> Vec<(String, u64, Option<u64>, u64)> {
+        let mut lc = Lifecycle::new(false);
+        let mut out = Vec::new();
+        for e in events {
+            let ts = e.ts_ns;
+            lc.tick(ts, &mut out);
+            lc.push(e, &mut out);
+        }
+        lc.tick(end, &mut out);
+        out.iter().map(|e| (format!("{}:{}", e.old, e.new), e.ts_ns, e.prev_state_ns, e.skaddr)).collect()
+    }
+
+    fn handoff(tw_source: Source) -> Vec<Event> {
+        vec![
+            ev(100, Source::SetState, SK, TcpState::FIN_WAIT1, FW2),
+            tw_ev(200, tw_source, TW),
+            ev(300, Source::SetState, SK, FW2, TcpState::CLOSE),
+        ]
+    }
+
+    #[test]
+    fn hand_off_becomes_time_wait_and_expiry_closes_it_once() {
+        let mut events = handoff(Source::TwArm);
+        let death = 300 + 60_000_000_000;
+        events.push(tw_ev(death, Source::TwCancel, TW));
+        events.push(tw_ev(death + 10, Source::TwExpire, TW));
+        let out = run(events, death + CANCEL_HOLD_NS * 2);
+        assert_eq!(
+            out,
+            [
+                ("FIN_WAIT1:FIN_WAIT2".into(), 100, Some(1000), SK),
+                ("FIN_WAIT2:TIME_WAIT".into(), 300, Some(1000), SK),
+                ("TIME_WAIT:CLOSE".into(), death + 10, Some(death + 10 - 300), TWA),
+            ]
+        );
+    }
+
+    #[test]
+    fn time_wait_carries_the_full_sockets_owner() {
+        let mut lc = Lifecycle::new(true);
+        let mut out = Vec::new();
+        for e in handoff(Source::TwAlloc) {
+            lc.push(e, &mut out);
+        }
+        lc.push(tw_ev(5000, Source::TwFree, TW), &mut out);
+        let last = out.last().unwrap();
+        assert_eq!((last.old, last.new), (TW, TcpState::CLOSE));
+        assert_eq!((last.pid, last.comm.as_deref(), last.side), (Some(77), Some("curl"), Side::Client));
+        assert_eq!(lc.live(), 0);
+    }
+
+    #[test]
+    fn cancel_then_arm_is_a_rearm_not_a_death() {
+        let mut events = handoff(Source::TwArm);
+        events.push(tw_ev(1_000, Source::TwCancel, TW));
+        events.push(tw_ev(1_200, Source::TwArm, TW));
+        let out = run(events, 1_000 + CANCEL_HOLD_NS * 3);
+        assert_eq!(out.len(), 2, "no death: {out:?}");
+    }
+
+    #[test]
+    fn cancel_alone_is_an_early_death_at_the_cancel() {
+        let mut events = handoff(Source::TwArm);
+        events.push(tw_ev(9_000, Source::TwCancel, TW));
+        let out = run(events, 9_000 + CANCEL_HOLD_NS);
+        assert_eq!(out[2], ("TIME_WAIT:CLOSE".into(), 9_000, Some(8_700), TWA));
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn pending_cancel_is_not_a_death_before_the_hold_ends() {
+        let mut lc = Lifecycle::new(false);
+        let mut out = Vec::new();
+        for e in handoff(Source::TwArm) {
+            lc.push(e, &mut out);
+        }
+        lc.push(tw_ev(9_000, Source::TwCancel, TW), &mut out);
+        lc.tick(9_000 + CANCEL_HOLD_NS - 1, &mut out);
+        assert_eq!(out.len(), 2);
+        lc.tick(9_000 + CANCEL_HOLD_NS, &mut out);
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn parked_fin_wait2_stays_until_it_moves_on() {
+        let events = vec![
+            ev(100, Source::SetState, SK, TcpState::FIN_WAIT1, FW2),
+            tw_ev(200, Source::TwArm, FW2),
+            ev(300, Source::SetState, SK, FW2, TcpState::CLOSE),
+            tw_ev(5_000, Source::TwCancel, FW2),
+            tw_ev(5_001, Source::TwArm, TW),
+            tw_ev(90_000, Source::TwCancel, TW),
+            tw_ev(90_001, Source::TwExpire, TW),
+        ];
+        let out = run(events, 90_001 + CANCEL_HOLD_NS);
+        let names: Vec<&str> = out.iter().map(|o| o.0.as_str()).collect();
+        assert_eq!(names, ["FIN_WAIT1:FIN_WAIT2", "FIN_WAIT2:TIME_WAIT", "TIME_WAIT:CLOSE"]);
+        // FIN_WAIT2 counted from the full socket's entry into it (300 - 1000 saturates to 0).
+        assert_eq!(out[1].1, 5_001);
+        assert_eq!(out[2].2, Some(90_001 - 5_001));
+    }
+
+    #[test]
+    fn parked_fin_wait2_that_dies_closes_from_fin_wait2() {
+        let events = vec![
+            ev(100, Source::SetState, SK, TcpState::FIN_WAIT1, FW2),
+            tw_ev(200, Source::TwAlloc, FW2),
+            ev(300, Source::SetState, SK, FW2, TcpState::CLOSE),
+            tw_ev(7_000, Source::TwFree, FW2),
+        ];
+        let names: Vec<String> = run(events, 8_000).into_iter().map(|o| o.0).collect();
+        assert_eq!(names, ["FIN_WAIT1:FIN_WAIT2", "FIN_WAIT2:CLOSE"]);
+    }
+
+    #[test]
+    fn duplicate_exits_are_reported_once() {
+        let mut events = handoff(Source::TwAlloc);
+        events.push(tw_ev(7_000, Source::TwFree, TW));
+        events.push(tw_ev(7_001, Source::TwFree, TW));
+        let out = run(events, 8_000);
+        assert_eq!(out.iter().filter(|o| o.0 == "TIME_WAIT:CLOSE").count(), 1);
+    }
+
+    #[test]
+    fn simultaneous_close_enters_time_wait_from_closing() {
+        let events = vec![
+            ev(100, Source::SetState, SK, TcpState::FIN_WAIT1, TcpState::CLOSING),
+            tw_ev(200, Source::TwAlloc, TW),
+            ev(300, Source::SetState, SK, TcpState::CLOSING, TcpState::CLOSE),
+        ];
+        let names: Vec<String> = run(events, 400).into_iter().map(|o| o.0).collect();
+        assert_eq!(names, ["FIN_WAIT1:CLOSING", "CLOSING:TIME_WAIT"]);
+    }
+
+    #[test]
+    fn close_without_a_timewait_socket_passes_through() {
+        let events = vec![ev(300, Source::SetState, SK, FW2, TcpState::CLOSE)];
+        assert_eq!(run(events, 400)[0].0, "FIN_WAIT2:CLOSE");
+    }
+
+    #[test]
+    fn time_wait_born_before_us_is_told_when_it_dies() {
+        let events = vec![tw_ev(100, Source::TwCancel, TW), tw_ev(110, Source::TwExpire, TW)];
+        let out = run(events, 200 + CANCEL_HOLD_NS);
+        assert_eq!(out, [("TIME_WAIT:CLOSE".into(), 110, None, TWA)]);
+    }
+
+    #[test]
+    fn a_new_connection_at_a_reused_address_is_a_death_and_a_birth() {
+        let mut events = handoff(Source::TwArm);
+        events.push(tw_ev(1_000, Source::TwCancel, TW));
+        let mut reborn = tw_ev(2_000_000 + 1_000, Source::TwArm, TW);
+        reborn.sport = 40001;
+        events.push(reborn);
+        let out = run(events, 3_000_000);
+        assert_eq!(out[2], ("TIME_WAIT:CLOSE".into(), 1_000, Some(700), TWA));
+    }
+
+    #[test]
+    fn unclaimed_births_are_hidden_under_a_pid_filter() {
+        let mut lc = Lifecycle::new(true);
+        let mut out = Vec::new();
+        lc.push(tw_ev(200, Source::TwAlloc, TW), &mut out);
+        lc.push(tw_ev(9_000, Source::TwFree, TW), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn stale_sockets_are_forgotten() {
+        let mut lc = Lifecycle::new(false);
+        let mut out = Vec::new();
+        lc.push(tw_ev(200, Source::TwAlloc, TW), &mut out);
+        lc.tick(200 + STALE_NS, &mut out);
+        assert_eq!(lc.live(), 0);
+        assert!(out.is_empty());
+    }
+}
