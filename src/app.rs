@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Format, TraceArgs, TwProbe};
 use crate::event::Event;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::output::{monotonic_ns, Clock, Printer};
 use crate::summary::Summary;
 use crate::tracer::{self, Config, Tracer};
@@ -87,14 +87,14 @@ pub fn run(args: &TraceArgs) -> Result<()> {
             }
         }
         ring.consume().context("reading the ring buffer")?;
-        done = flow.emit(&batch, &mut printer, &mut summary, args.count)?;
+        done = flow.emit(&batch, &mut printer, &mut summary, args.count, false)?;
     }
 
     // Detach first so nothing new arrives, then take what is still queued.
     drop(links);
     if !done {
         ring.consume().context("draining the ring buffer")?;
-        flow.emit(&batch, &mut printer, &mut summary, args.count)?;
+        flow.emit(&batch, &mut printer, &mut summary, args.count, true)?;
     }
     summary.lost = tracer.lost()?;
     if args.wants_summary() {
@@ -127,52 +127,68 @@ impl Batch {
     }
 }
 
+/// How long an event waits before it is printed, so that output is in
+/// timestamp order: ring order can lag timestamps across CPUs (about 1 ms),
+/// and a timewait socket's death by cancel is only known CANCEL_HOLD_NS
+/// after the cancel, which is when it happened.
+const REORDER_NS: u64 = 2 * CANCEL_HOLD_NS;
+
 /// What happens to decoded events before they are printed: the TIME_WAIT
-/// lifecycle, unless --raw asks for what the probes saw.
+/// lifecycle (unless --raw asks for what the probes saw), then reordering.
 struct Flow {
     lifecycle: Option<Lifecycle>,
-    out: Vec<Event>,
+    /// Events not yet printed, sorted by timestamp.
+    pending: Vec<Event>,
 }
 
 impl Flow {
     fn new(args: &TraceArgs) -> Flow {
-        Flow { lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())), out: Vec::new() }
+        Flow { lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())), pending: Vec::new() }
     }
 
-    /// Prints the queued events in time order; true once `count` is reached.
+    /// Prints the events older than the reordering window (all of them when
+    /// `all`), in time order; true once `count` is reached.
     fn emit(
         &mut self,
         batch: &RefCell<Batch>,
         printer: &mut Printer,
         summary: &mut Summary,
         count: Option<u64>,
+        all: bool,
     ) -> Result<bool> {
         let mut batch = batch.borrow_mut();
         if let Some(e) = batch.error.take() {
             return Err(e);
         }
-        // Per socket the ring is already in order; across CPUs it can lag
-        // the timestamps a little, which a sort of the batch mends.
+        let now = monotonic_ns();
         batch.events.sort_by_key(|ev| ev.ts_ns);
         match &mut self.lifecycle {
             Some(lc) => {
                 for ev in batch.events.drain(..) {
-                    lc.push(ev, &mut self.out);
+                    lc.push(ev, &mut self.pending);
                 }
-                lc.tick(monotonic_ns(), &mut self.out);
+                lc.tick(now, &mut self.pending);
             }
-            None => self.out.append(&mut batch.events),
+            None => self.pending.append(&mut batch.events),
         }
+        // Stable and adaptive: cheap on the nearly sorted queue, and keeps
+        // a socket's same-timestamp events in arrival order.
+        self.pending.sort_by_key(|ev| ev.ts_ns);
+        let ready = if all {
+            self.pending.len()
+        } else {
+            let horizon = now.saturating_sub(REORDER_NS);
+            self.pending.partition_point(|ev| ev.ts_ns <= horizon)
+        };
         let mut done = false;
-        for ev in self.out.drain(..) {
-            if done {
-                break;
-            }
+        for ev in self.pending.drain(..ready) {
             printer.event(&ev)?;
             summary.count(&ev);
-            done = count.is_some_and(|n| summary.total() >= n);
+            if count.is_some_and(|n| summary.total() >= n) {
+                done = true;
+                break;
+            }
         }
-        self.out.clear();
         printer.flush()?;
         Ok(done)
     }

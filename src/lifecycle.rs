@@ -20,8 +20,9 @@ use crate::state::TcpState;
 pub const CANCEL_HOLD_NS: u64 = 5_000_000;
 
 /// A cancel followed this soon by an arm of the same socket is one
-/// mod_timer() call (a re-arm), not a death and a rebirth.
-const REARM_WINDOW_NS: u64 = 1_000_000;
+/// mod_timer() call (a re-arm), not a death and a rebirth. Should a new
+/// connection with the same tuple still fit in it, its hand-off tells.
+const REARM_WINDOW_NS: u64 = 100_000;
 
 /// A birth not claimed by its full socket's hand-off within this time
 /// belongs to a socket we do not report (filtered, or its event lost).
@@ -69,6 +70,10 @@ struct Tw {
     claimed: bool,
     /// Timer cancel awaiting a re-arm or expiry.
     cancel_ts: Option<u64>,
+    /// The cancel the last re-arm followed, in case it was a death after all.
+    rearm_cancel_ts: Option<u64>,
+    /// First seen.
+    born_ts: u64,
     /// Last probe event, to age out sockets whose death was lost.
     last_ts: u64,
 }
@@ -79,8 +84,8 @@ struct Tw {
 #[derive(Default)]
 pub struct Lifecycle {
     tws: HashMap<u64, Tw>,
-    /// Births awaiting their hand-off, by connection.
-    births: HashMap<ConnKey, u64>,
+    /// The live timewait socket of each connection.
+    by_key: HashMap<ConnKey, u64>,
     /// Recently dead (address, connection), newest last.
     dead: VecDeque<(u64, ConnKey)>,
     /// A pid filter is on: a timewait socket never claimed by a reported
@@ -124,13 +129,11 @@ impl Lifecycle {
             .collect();
         for (addr, cancel_ts) in due {
             if cancel_ts == 0 {
-                self.forget(addr);
+                self.remove(addr);
             } else {
                 self.died(addr, cancel_ts, None, out);
             }
         }
-        let tws = &self.tws;
-        self.births.retain(|_, addr| tws.get(addr).is_some_and(|tw| tw.last_ts + CLAIM_WINDOW_NS > now_ns));
     }
 
     /// A full socket's transition: the hand-off to a timewait socket is
@@ -140,10 +143,27 @@ impl Lifecycle {
             out.push(ev);
             return;
         }
-        let Some(addr) = self.births.remove(&ConnKey::of(&ev)) else {
+        let Some(&addr) = self.by_key.get(&ConnKey::of(&ev)) else {
             out.push(ev);
             return;
         };
+        let tw = &self.tws[&addr];
+        if tw.claimed {
+            // Its connection was handed over already, so this is a new
+            // connection with the same tuple whose birth looked like a
+            // re-arm: the old life ended at that cancel.
+            let Some(cancel) = tw.rearm_cancel_ts else {
+                out.push(ev);
+                return;
+            };
+            let reborn = Event { ts_ns: cancel, tw_substate: tw.state, ..tw.template.clone() };
+            self.died(addr, cancel, None, out);
+            self.born(reborn, out);
+        } else if tw.born_ts + CLAIM_WINDOW_NS < ev.ts_ns {
+            // A timewait socket older than this hand-off is not its own.
+            out.push(ev);
+            return;
+        }
         let Some(tw) = self.tws.get_mut(&addr) else {
             out.push(ev);
             return;
@@ -171,7 +191,13 @@ impl Lifecycle {
             return;
         }
         let key = ConnKey::of(&ev);
-        self.births.insert(key.clone(), ev.skaddr);
+        if let Some(&old) = self.by_key.get(&key) {
+            // A tuple has one timewait socket at a time: the previous one
+            // died, at its pending cancel if it had one (tw_reuse).
+            let ts = self.tws.get(&old).and_then(|tw| tw.cancel_ts).unwrap_or(ev.ts_ns);
+            self.died(old, ts, None, out);
+        }
+        self.by_key.insert(key.clone(), ev.skaddr);
         self.tws.insert(
             ev.skaddr,
             Tw {
@@ -180,6 +206,8 @@ impl Lifecycle {
                 since: None,
                 claimed: false,
                 cancel_ts: None,
+                rearm_cancel_ts: None,
+                born_ts: ev.ts_ns,
                 last_ts: ev.ts_ns,
                 template: Event { source: Source::Lifecycle, ..ev },
             },
@@ -207,7 +235,7 @@ impl Lifecycle {
     /// A live socket's timer was re-armed, maybe in a new substate.
     fn moved(&mut self, ev: Event, out: &mut Vec<Event>) {
         let Some(tw) = self.tws.get_mut(&ev.skaddr) else { return };
-        tw.cancel_ts = None;
+        tw.rearm_cancel_ts = tw.cancel_ts.take();
         tw.last_ts = ev.ts_ns;
         if ev.tw_substate == tw.state {
             return;
@@ -225,9 +253,12 @@ impl Lifecycle {
             if self.recently_dead(&ev) {
                 return;
             }
-            // Born before we started: track it so its death is told.
+            // Born before we started (or not ours): track it so that its
+            // death is told. Too old to be claimed by a hand-off.
             self.born(ev.clone(), out);
-            self.births.remove(&ConnKey::of(&ev));
+            if let Some(tw) = self.tws.get_mut(&ev.skaddr) {
+                tw.born_ts = 0;
+            }
         }
         if let Some(tw) = self.tws.get_mut(&ev.skaddr) {
             tw.cancel_ts.get_or_insert(ev.ts_ns);
@@ -238,7 +269,7 @@ impl Lifecycle {
     /// The socket at `addr` died at `ts`. `probe` is the event that said so,
     /// when a probe did (it carries the substate at death).
     fn died(&mut self, addr: u64, ts: u64, probe: Option<&Event>, out: &mut Vec<Event>) {
-        let Some(mut tw) = self.tws.remove(&addr) else {
+        let Some(mut tw) = self.remove(addr) else {
             // Never saw it born: it predates us, unless it just died.
             if let Some(ev) = probe.filter(|ev| !self.recently_dead(ev)) {
                 self.remember_death(addr, ConnKey::of(ev));
@@ -248,9 +279,6 @@ impl Lifecycle {
             }
             return;
         };
-        if self.births.get(&tw.key) == Some(&addr) {
-            self.births.remove(&tw.key);
-        }
         self.remember_death(addr, tw.key.clone());
         let report = tw.claimed || !self.owned_only;
         // A substate change no timer event showed (fentry and kprobe kinds).
@@ -266,13 +294,13 @@ impl Lifecycle {
         }
     }
 
-    /// Drops a socket whose death was never seen (a lost event).
-    fn forget(&mut self, addr: u64) {
-        if let Some(tw) = self.tws.remove(&addr) {
-            if self.births.get(&tw.key) == Some(&addr) {
-                self.births.remove(&tw.key);
-            }
+    /// Stops tracking a socket: it died, or its death was lost long ago.
+    fn remove(&mut self, addr: u64) -> Option<Tw> {
+        let tw = self.tws.remove(&addr)?;
+        if self.by_key.get(&tw.key) == Some(&addr) {
+            self.by_key.remove(&tw.key);
         }
+        Some(tw)
     }
 
     fn remember_death(&mut self, addr: u64, key: ConnKey) {
@@ -495,6 +523,43 @@ mod tests {
         events.push(reborn);
         let out = run(events, 3_000_000);
         assert_eq!(out[2], ("TIME_WAIT:CLOSE".into(), 1_000, Some(700), TWA));
+    }
+
+    #[test]
+    fn same_tuple_reborn_inside_the_rearm_window_is_told_by_its_hand_off() {
+        let mut events = handoff(Source::TwArm);
+        events.push(tw_ev(1_000_000, Source::TwCancel, TW));
+        // tw_reuse: a new connection with the same tuple, whose timewait
+        // socket lands at the same address right away.
+        events.push(ev(1_000_010, Source::SetState, SK + 1, TcpState::CLOSE, TcpState::SYN_SENT));
+        events.push(tw_ev(1_000_050, Source::TwArm, TW));
+        events.push(ev(1_000_060, Source::SetState, SK + 1, FW2, TcpState::CLOSE));
+        let out = run(events, 1_000_070);
+        let got: Vec<(String, u64)> = out.iter().map(|o| (o.0.clone(), o.1)).collect();
+        assert_eq!(
+            got[2..],
+            [
+                ("CLOSE:SYN_SENT".into(), 1_000_010),
+                ("TIME_WAIT:CLOSE".into(), 1_000_000),
+                ("FIN_WAIT2:TIME_WAIT".into(), 1_000_060),
+            ]
+        );
+    }
+
+    #[test]
+    fn reuse_kills_the_old_socket_when_the_new_one_is_born_elsewhere() {
+        let mut events = handoff(Source::TwArm);
+        events.push(tw_ev(1_000_000, Source::TwCancel, TW));
+        let mut reborn = tw_ev(1_000_300, Source::TwArm, TW);
+        reborn.skaddr = TWA + 0x100;
+        events.push(reborn);
+        events.push(ev(1_000_310, Source::SetState, SK + 1, FW2, TcpState::CLOSE));
+        let out = run(events, 1_000_320);
+        let got: Vec<(String, u64, u64)> = out.iter().map(|o| (o.0.clone(), o.1, o.3)).collect();
+        assert_eq!(
+            got[2..],
+            [("TIME_WAIT:CLOSE".into(), 1_000_000, TWA), ("FIN_WAIT2:TIME_WAIT".into(), 1_000_310, SK + 1)]
+        );
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl Nginx {
 
     /// Listens on `addr` ("127.0.0.1:8080", "[::1]:8080"); returns once it does.
     pub fn start_on(addr: &str) -> Nginx {
+        Nginx::start_in(None, addr)
+    }
+
+    /// Like [`Nginx::start_on`], inside a network namespace when given.
+    pub fn start_in(netns: Option<&Netns>, addr: &str) -> Nginx {
         let addr: SocketAddr = addr.parse().unwrap();
         let port = addr.port();
         let dir = std::env::temp_dir().join(format!("tcpstate-nginx-{}-{port}", std::process::id()));
@@ -78,7 +83,11 @@ impl Nginx {
             d = dir.display()
         );
         fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
+        let mut cmd = match netns {
+            Some(ns) => ns.cmd("nginx"),
+            None => Command::new("nginx"),
+        };
+        let child = cmd
             .args(["-e", "stderr", "-p"])
             .arg(&dir)
             .arg("-c")
@@ -89,7 +98,10 @@ impl Nginx {
             .spawn()
             .expect("nginx not found: run `make deps`");
         let nginx = Nginx { addr, child, dir };
-        wait_for(Duration::from_secs(10), "nginx to listen", || listening(port));
+        let pid = nginx.child.id();
+        wait_for(Duration::from_secs(10), "nginx to listen", || {
+            socket_states_of(Some(pid), port).iter().any(|s| s == "0A")
+        });
         nginx
     }
 
@@ -99,8 +111,11 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM: the master stops its workers too (SIGKILL would orphan them,
+    /// keeping a test's network namespace alive).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -110,10 +125,16 @@ impl Drop for Nginx {
 /// whose local or remote port is `port`. Reading /proc makes no connection
 /// the tracer would see.
 pub fn socket_states(port: u16) -> Vec<String> {
+    socket_states_of(None, port)
+}
+
+/// [`socket_states`] in the network namespace of process `pid`.
+pub fn socket_states_of(pid: Option<u32>, port: u16) -> Vec<String> {
     let want = format!(":{port:04X}");
+    let dir = pid.map_or("/proc/net".to_string(), |p| format!("/proc/{p}/net"));
     let mut states = Vec::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for l in fs::read_to_string(f).unwrap_or_default().lines().skip(1) {
+    for f in ["tcp", "tcp6"] {
+        for l in fs::read_to_string(format!("{dir}/{f}")).unwrap_or_default().lines().skip(1) {
             let cols: Vec<&str> = l.split_whitespace().collect();
             if cols.len() > 3 && (cols[1].ends_with(&want) || cols[2].ends_with(&want)) {
                 states.push(cols[3].to_string());
@@ -155,8 +176,14 @@ pub fn curl(url: &str) -> i32 {
 /// A plain HTTP/1.1 request on a fresh connection that the client closes
 /// first, as curl does; returns the client's local port.
 pub fn http_get(addr: SocketAddr) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let s = TcpStream::connect(addr).unwrap();
     let local = s.local_addr().unwrap().port();
+    http_exchange(s);
+    local
+}
+
+/// One request and its answer on a connected stream, which is then closed.
+pub fn http_exchange(mut s: TcpStream) {
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut buf = [0u8; 512];
     let mut got = Vec::new();
@@ -165,7 +192,6 @@ pub fn http_get(addr: SocketAddr) -> u16 {
         assert!(n > 0, "nginx closed before answering");
         got.extend_from_slice(&buf[..n]);
     }
-    local
 }
 
 /// The tcpstate binary running in the background, stopped by SIGINT.
@@ -310,6 +336,38 @@ pub fn by_socket(events: &[serde_json::Value]) -> Vec<Vec<serde_json::Value>> {
     groups
 }
 
+/// Whole connections: each socket lifetime from [`by_socket`], with the
+/// transitions of its timewait socket appended (same namespace and tuple
+/// as the full socket's hand-off).
+pub fn connections(events: &[serde_json::Value]) -> Vec<Vec<serde_json::Value>> {
+    let tuple = |e: &serde_json::Value| {
+        (e["netns"].clone(), e["saddr"].clone(), e["sport"].clone(), e["daddr"].clone(), e["dport"].clone())
+    };
+    let mut conns: Vec<Vec<serde_json::Value>> = Vec::new();
+    for group in by_socket(events) {
+        let first = &group[0];
+        let from_tw = first["old"] == "TIME_WAIT" || first["old"] == "FIN_WAIT2";
+        if from_tw {
+            // tw_reuse can give two connections the same tuple: the timewait
+            // socket belongs to the latest hand-off before its own events.
+            let ts = |e: &serde_json::Value| e["ts_ns"].as_u64().unwrap();
+            if let Some(c) = conns
+                .iter_mut()
+                .filter(|c| {
+                    let last = c.last().unwrap();
+                    last["new"] == first["old"] && tuple(last) == tuple(first) && ts(last) <= ts(first)
+                })
+                .max_by_key(|c| ts(c.last().unwrap()))
+            {
+                c.extend(group);
+                continue;
+            }
+        }
+        conns.push(group);
+    }
+    conns
+}
+
 pub fn transitions(events: &[serde_json::Value]) -> Vec<String> {
     events.iter().map(transition).collect()
 }
@@ -317,4 +375,55 @@ pub fn transitions(events: &[serde_json::Value]) -> Vec<String> {
 /// Path of a file under tests/data.
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+/// A network namespace of the test's own, with `lo` up; deleted on drop.
+/// Its processes' sockets are visible to the tracer like any others.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("tcpstate-{tag}-{}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        run(ns.cmd("ip").args(["link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered the namespace, so that the
+    /// sockets it makes live there.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let ns = fs::File::open(&path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Deletes the namespace now; the kernel then destroys it, and its
+    /// timewait sockets with it, once its last process is gone.
+    pub fn delete(self) {}
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e} (run `make deps`)"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
 }

@@ -1,0 +1,205 @@
+//! TIME_WAIT from entry to death, with the probes this kernel accepts
+//! (here: the timer tracepoints), against real nginx, curl and sockets.
+//! Each test runs its connections in a network namespace of its own, so
+//! that it can end their timewait sockets by deleting it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+use common::*;
+
+/// The client sequence of one connection, TIME_WAIT entered and left once.
+fn full_client_seq() -> Vec<&'static str> {
+    let mut seq = CLIENT_SEQ.to_vec();
+    seq.push("TIME_WAIT:CLOSE");
+    seq
+}
+
+/// Events of client connections (those that begin with connect()).
+fn client_connections(stdout: &str) -> Vec<Vec<serde_json::Value>> {
+    connections(&json_events(stdout)).into_iter().filter(|c| transition(&c[0]) == "CLOSE:SYN_SENT").collect()
+}
+
+fn count_in(stdout: &str, what: &str) -> usize {
+    json_events(stdout).iter().filter(|e| transition(e) == what).count()
+}
+
+/// Waits until the tracer has printed `n` transitions `what`.
+fn wait_for_transitions(tracer: &Tracer, what: &str, n: usize, limit: Duration) {
+    wait_for(limit, &format!("{n} {what}"), || count_in(&tracer.stdout_now(), what) >= n);
+}
+
+fn assert_time_wait_fields(conn: &[serde_json::Value]) {
+    let (handoff, death) = (&conn[conn.len() - 2], &conn[conn.len() - 1]);
+    for field in ["side", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm", "family"] {
+        assert_eq!(death[field], handoff[field], "{field} of TIME_WAIT:CLOSE");
+    }
+    assert_ne!(death["skaddr"], handoff["skaddr"], "TIME_WAIT:CLOSE is the timewait socket's");
+    assert!(death["prev_state_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn namespace_exit_ends_time_wait_once_per_connection() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let ns = Netns::new("nsexit");
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    for _ in 0..3 {
+        let ok = ns.cmd("curl").args(["-sS", "-o", "/dev/null", &nginx.url()]).status().unwrap();
+        assert!(ok.success());
+    }
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 3, Duration::from_secs(5));
+    drop(nginx);
+    ns.delete();
+    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 3, Duration::from_secs(20));
+    // Nothing more may come for these connections.
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let conns = client_connections(&out.stdout);
+    assert_eq!(conns.len(), 3);
+    for c in &conns {
+        assert_eq!(transitions(c), full_client_seq());
+        assert_time_wait_fields(c);
+        assert_eq!(c.last().unwrap()["comm"], "curl");
+    }
+    assert_eq!(count_in(&out.stdout, "FIN_WAIT2:CLOSE"), 0, "the hand-off is not shown");
+}
+
+#[test]
+fn many_connections_each_leave_time_wait_once() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 60;
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let ns = Netns::new("many");
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    let addr = nginx.addr;
+    ns.run_in(move || {
+        let workers: Vec<_> =
+            (0..6).map(|_| std::thread::spawn(move || (0..N / 6).for_each(|_| drop(http_get(addr))))).collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+    });
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", N, Duration::from_secs(10));
+    drop(nginx);
+    ns.delete();
+    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", N, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    let conns = client_connections(&out.stdout);
+    assert_eq!(conns.len(), N);
+    for c in &conns {
+        assert_eq!(transitions(c), full_client_seq());
+        assert_time_wait_fields(c);
+    }
+    assert!(out.stderr.contains("lost 0:"), "{}", out.stderr);
+}
+
+/// A client socket bound to a fixed port, as a tw_reuse test needs.
+fn get_from_port(server: SocketAddr, local_port: u16) {
+    use nix::sys::socket::{bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).unwrap();
+    setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(127, 0, 0, 1, local_port)).unwrap();
+    let SocketAddr::V4(v4) = server else { panic!("IPv4 server expected") };
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
+    // SAFETY: a connected TCP socket we own.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    http_exchange(stream);
+}
+
+#[test]
+fn reuse_by_a_new_connection_ends_time_wait() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let ns = Netns::new("reuse");
+    let ok = ns.cmd("sysctl").args(["-qw", "net.ipv4.tcp_tw_reuse=1"]).status().unwrap();
+    assert!(ok.success());
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    let addr = nginx.addr;
+    let local = free_port();
+    ns.run_in(move || get_from_port(addr, local));
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 1, Duration::from_secs(5));
+    // tcp_tw_reuse only takes timewait sockets older than tcp_tw_reuse_delay (1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.run_in(move || get_from_port(addr, local));
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 2, Duration::from_secs(5));
+    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 1, Duration::from_secs(5));
+    let out = tracer.stop();
+    let conns = client_connections(&out.stdout);
+    assert_eq!(conns.len(), 2, "{:#?}", conns);
+    let (first, second) = (&conns[0], &conns[1]);
+    assert_eq!(transitions(first), full_client_seq());
+    assert_time_wait_fields(first);
+    assert_eq!(transitions(second), CLIENT_SEQ, "the second is still in TIME_WAIT");
+    assert_eq!(first[1]["sport"], second[1]["sport"], "same tuple, reused");
+    // Killed by the second connect(): after its SYN_SENT, before its ESTABLISHED.
+    let ts = |e: &serde_json::Value| e["ts_ns"].as_u64().unwrap();
+    let death = first.last().unwrap();
+    assert!(ts(&second[0]) <= ts(death) && ts(death) <= ts(&second[1]), "{death} vs {second:?}");
+    assert!(death["prev_state_ms"].as_f64().unwrap() >= 1000.0);
+    assert_eq!(count_in(&out.stdout, "TIME_WAIT:CLOSE"), 1);
+}
+
+/// The real thing: TIME_WAIT lasts TCP_TIMEWAIT_LEN, 60 s, then expires.
+#[test]
+fn time_wait_expires_after_sixty_seconds() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let ns = Netns::new("expiry");
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    let ok = ns.cmd("curl").args(["-sS", "-o", "/dev/null", &nginx.url()]).status().unwrap();
+    assert!(ok.success());
+    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 1, Duration::from_secs(75));
+    let out = tracer.stop();
+    let conns = client_connections(&out.stdout);
+    assert_eq!(conns.len(), 1);
+    assert_eq!(transitions(&conns[0]), full_client_seq());
+    assert_time_wait_fields(&conns[0]);
+    let ms = conns[0].last().unwrap()["prev_state_ms"].as_f64().unwrap();
+    // The kernel's timer wheel fires a 60 s timer up to one bucket late.
+    let late = timer_wheel_slack_ms(60_000);
+    assert!((59_900.0..=60_000.0 + late + 300.0).contains(&ms), "TIME_WAIT lasted {ms} ms (slack {late} ms)");
+}
+
+/// How late the timer wheel (kernel/time/timer.c) may fire a timer due in
+/// `ms` on this kernel.
+fn timer_wheel_slack_ms(ms: u64) -> f64 {
+    wheel_slack_ms(ms, kernel_hz().unwrap_or(100))
+}
+
+/// The wheel files a timer in the level whose buckets, 8^level jiffies
+/// wide, cover its delay (level n starts at 63 << 3(n-1) jiffies) and rounds
+/// the expiry up to a bucket boundary.
+fn wheel_slack_ms(ms: u64, hz: u64) -> f64 {
+    let jiffies = ms * hz / 1000;
+    let level = (1..9u32).find(|&l| jiffies < 63 << (3 * l)).unwrap_or(8);
+    (1u64 << (3 * level)) as f64 * 1000.0 / hz as f64
+}
+
+/// CONFIG_HZ from /proc/config.gz, when the kernel exposes it.
+fn kernel_hz() -> Option<u64> {
+    let out = std::process::Command::new("zcat").arg("/proc/config.gz").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")?.parse().ok())
+}
+
+#[test]
+fn timer_wheel_slack_follows_the_kernel_levels() {
+    assert_eq!(wheel_slack_ms(60_000, 250), 2048.0); // 15000 jiffies: level 3
+    assert_eq!(wheel_slack_ms(60_000, 1000), 4096.0); // 60000 jiffies: level 4
+    assert_eq!(wheel_slack_ms(100, 1000), 8.0); // 100 jiffies: level 1
+}
