@@ -6,11 +6,13 @@ BIN        := target/release/tcpstate
 SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages: build (clang, libelf, zlib, pkg-config), vmlinux.h and
-# leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2).
+# leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2),
+# stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock).
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
-              nginx-light curl iproute2 ca-certificates
+              nginx-light curl iproute2 ca-certificates \
+              qemu-system-x86 busybox-static cpio xz-utils util-linux
 
-.PHONY: all deps build run test test-unit test-host vmlinux clean
+.PHONY: all deps build run test test-kernels vmlinux clean
 
 all: build
 
@@ -35,6 +37,11 @@ run: build
 # Not root: cargo builds as you, and only the test binaries run under sudo.
 test: deps
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --all-targets
+
+# Only the QEMU part: fentry/fexit and kprobe TIME_WAIT probes on stock
+# Debian 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).
+test-kernels: deps
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels
 
 # Regenerates the BPF program's kernel types from the running kernel.
 vmlinux:

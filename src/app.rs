@@ -37,6 +37,7 @@ impl TraceArgs {
             pid: self.pid,
             ringbuf_kb: self.ringbuf_kb,
             tw_probe: self.tw_probe,
+            tw_free_fn: self.tw_free_fn.clone(),
             btf: self.btf.clone(),
         }
     }

@@ -98,6 +98,11 @@ pub struct TraceArgs {
     #[arg(long = "tw-probe", value_enum, default_value_t = TwProbe::Auto, value_name = "KIND")]
     pub tw_probe: TwProbe,
 
+    /// Free function the fentry/kprobe kinds watch (default: the first of
+    /// inet_twsk_free, inet_twsk_put this kernel has); for kernel engineers
+    #[arg(long = "tw-free-fn", value_name = "FUNC", hide = true)]
+    pub tw_free_fn: Option<String>,
+
     /// Show what the kernel probes see (the full socket's hand-off to its
     /// timewait socket, timer re-arms) instead of one coherent sequence
     #[arg(long)]

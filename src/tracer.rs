@@ -34,6 +34,8 @@ pub struct Config {
     pub pid: Option<u32>,
     pub ringbuf_kb: u32,
     pub tw_probe: TwProbe,
+    /// Overrides the choice among [`FREE_FNS`].
+    pub tw_free_fn: Option<String>,
     /// Kernel BTF, for CO-RE and for finding traceable functions.
     pub btf: PathBuf,
 }
@@ -78,7 +80,7 @@ impl Lost {
 struct TwPlan {
     kind: TwProbe,
     /// The function whose entry means "timewait socket freed".
-    free_fn: &'static str,
+    free_fn: String,
     /// Address of tw_timer_handler, for the timer kind.
     timer_fn: u64,
 }
@@ -90,17 +92,19 @@ const ALLOC_FN: &str = "inet_twsk_alloc";
 
 impl TwPlan {
     /// Checks the kernel has what `kind` needs, before any load is tried.
-    fn new(kind: TwProbe, kernel: &Kernel) -> Result<TwPlan> {
-        let mut plan = TwPlan { kind, free_fn: FREE_FNS[0], timer_fn: 0 };
+    fn new(kind: TwProbe, kernel: &Kernel, free_fn: Option<&str>) -> Result<TwPlan> {
+        let candidates: Vec<&str> = free_fn.map_or(FREE_FNS.to_vec(), |f| vec![f]);
+        let mut plan = TwPlan { kind, free_fn: String::new(), timer_fn: 0 };
         match kind {
             TwProbe::Fentry => {
                 if !kernel.btf_func(ALLOC_FN) {
                     bail!("{ALLOC_FN} is not a BTF function of this kernel");
                 }
-                plan.free_fn = *FREE_FNS
+                plan.free_fn = candidates
                     .iter()
                     .find(|f| kernel.btf_func(f))
-                    .ok_or_else(|| anyhow!("neither {} is a BTF function of this kernel", FREE_FNS.join(" nor ")))?;
+                    .ok_or_else(|| anyhow!("no BTF function {} in this kernel", candidates.join(" or ")))?
+                    .to_string();
             }
             TwProbe::Kprobe => {
                 if !kernel.has_kprobes() {
@@ -109,10 +113,11 @@ impl TwPlan {
                 if kernel.symbol(ALLOC_FN).is_none() {
                     bail!("{ALLOC_FN} is not in /proc/kallsyms");
                 }
-                plan.free_fn = *FREE_FNS
+                plan.free_fn = candidates
                     .iter()
                     .find(|f| kernel.symbol(f).is_some())
-                    .ok_or_else(|| anyhow!("neither {} is in /proc/kallsyms", FREE_FNS.join(" nor ")))?;
+                    .ok_or_else(|| anyhow!("no {} in /proc/kallsyms", candidates.join(" or ")))?
+                    .to_string();
             }
             TwProbe::Timer => {
                 plan.timer_fn = kernel
@@ -143,7 +148,7 @@ impl TwPlan {
         p.tw_timer_expire.set_autoload(timer);
         if fentry {
             p.tw_free_fentry
-                .set_attach_target(0, Some(self.free_fn.to_string()))
+                .set_attach_target(0, Some(self.free_fn.clone()))
                 .context("pointing the fentry probe at its function")?;
         }
         Ok(())
@@ -162,7 +167,7 @@ impl TwPlan {
             TwProbe::Kprobe => {
                 links.push(named("kprobe/inet_twsk_alloc", p.tw_alloc_kprobe.attach_kprobe(false, ALLOC_FN))?);
                 links.push(named("kretprobe/inet_twsk_alloc", p.tw_alloc_kretprobe.attach_kprobe(true, ALLOC_FN))?);
-                links.push(named(&format!("kprobe/{}", self.free_fn), p.tw_free_kprobe.attach_kprobe(false, self.free_fn))?);
+                links.push(named(&format!("kprobe/{}", self.free_fn), p.tw_free_kprobe.attach_kprobe(false, &self.free_fn))?);
             }
             TwProbe::Timer => {
                 links.push(named("tp_btf/timer_start", p.tw_timer_start.attach())?);
@@ -198,7 +203,7 @@ impl<'obj> Tracer<'obj> {
         let mut refused = Vec::new();
         let mut slots = slots.iter_mut();
         for kind in kinds {
-            let attempt = TwPlan::new(kind, &kernel).and_then(|plan| {
+            let attempt = TwPlan::new(kind, &kernel, cfg.tw_free_fn.as_deref()).and_then(|plan| {
                 let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
                 let skel = load(cfg, &plan, slot)?;
                 let links = plan.attach(&skel)?;

@@ -11,18 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The client sequence of one connection, TIME_WAIT entered and left once.
-fn full_client_seq() -> Vec<&'static str> {
-    let mut seq = CLIENT_SEQ.to_vec();
-    seq.push("TIME_WAIT:CLOSE");
-    seq
-}
-
-/// Events of client connections (those that begin with connect()).
-fn client_connections(stdout: &str) -> Vec<Vec<serde_json::Value>> {
-    connections(&json_events(stdout)).into_iter().filter(|c| transition(&c[0]) == "CLOSE:SYN_SENT").collect()
-}
-
 fn count_in(stdout: &str, what: &str) -> usize {
     json_events(stdout).iter().filter(|e| transition(e) == what).count()
 }
@@ -30,15 +18,6 @@ fn count_in(stdout: &str, what: &str) -> usize {
 /// Waits until the tracer has printed `n` transitions `what`.
 fn wait_for_transitions(tracer: &Tracer, what: &str, n: usize, limit: Duration) {
     wait_for(limit, &format!("{n} {what}"), || count_in(&tracer.stdout_now(), what) >= n);
-}
-
-fn assert_time_wait_fields(conn: &[serde_json::Value]) {
-    let (handoff, death) = (&conn[conn.len() - 2], &conn[conn.len() - 1]);
-    for field in ["side", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm", "family"] {
-        assert_eq!(death[field], handoff[field], "{field} of TIME_WAIT:CLOSE");
-    }
-    assert_ne!(death["skaddr"], handoff["skaddr"], "TIME_WAIT:CLOSE is the timewait socket's");
-    assert!(death["prev_state_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

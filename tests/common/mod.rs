@@ -34,6 +34,34 @@ pub const CLIENT_SEQ: [&str; 5] = [
     "FIN_WAIT2:TIME_WAIT",
 ];
 
+/// The client sequence of one connection, TIME_WAIT entered and left once.
+pub fn full_client_seq() -> Vec<&'static str> {
+    let mut seq = CLIENT_SEQ.to_vec();
+    seq.push("TIME_WAIT:CLOSE");
+    seq
+}
+
+/// Connections that begin with connect(), from JSON output.
+pub fn client_connections(stdout: &str) -> Vec<Vec<serde_json::Value>> {
+    connections(&json_events(stdout)).into_iter().filter(|c| transition(&c[0]) == "CLOSE:SYN_SENT").collect()
+}
+
+/// Connections accepted from a listener, from JSON output.
+pub fn server_connections(stdout: &str) -> Vec<Vec<serde_json::Value>> {
+    connections(&json_events(stdout)).into_iter().filter(|c| transition(&c[0]) == "LISTEN:SYN_RECV").collect()
+}
+
+/// `TIME_WAIT:CLOSE` carries the hand-off's side, tuple and owner, the
+/// timewait socket's own address, and the time spent in TIME_WAIT.
+pub fn assert_time_wait_fields(conn: &[serde_json::Value]) {
+    let (handoff, death) = (&conn[conn.len() - 2], &conn[conn.len() - 1]);
+    for field in ["side", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm", "family"] {
+        assert_eq!(death[field], handoff[field], "{field} of TIME_WAIT:CLOSE");
+    }
+    assert_ne!(death["skaddr"], handoff["skaddr"], "TIME_WAIT:CLOSE is the timewait socket's");
+    assert!(death["prev_state_ms"].as_f64().unwrap() > 0.0);
+}
+
 /// Root-only tests run everywhere root is; in CI a missing root is a
 /// failure, elsewhere the test says why it did nothing.
 pub fn require_root() -> bool {

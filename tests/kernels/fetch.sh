@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# fetch.sh VERSION  (VERSION = 6.1 | 6.12)
+#
+# Downloads the newest stock Debian bookworm cloud kernel of that series
+# through apt and extracts what the QEMU tests need into the cache directory
+# .kernels/VERSION/ at the repository root (override the root with
+# TCPSTATE_KERNEL_CACHE). Prints the absolute path of the vmlinuz on stdout;
+# everything else goes to stderr.
+#
+# Cache layout (.kernels/VERSION/):
+#   vmlinuz   the kernel image          config    its .config
+#   veth.ko   the veth module, uncompressed (load it in the guest with insmod)
+#   release   the kernel release (uname -r)
+#   package   "NAME VERSION" of the Debian package it came from
+#
+# The newest package is found through the meta package's Depends
+# (linux-image-cloud-amd64 for 6.1, linux-image-6.12-cloud-amd64 for 6.12).
+# A cache whose package matches is reused without touching the network.
+# `apt-get update` runs only when apt knows nothing about the meta package,
+# or when a download fails (stale lists), never otherwise.
+set -euo pipefail
+
+usage() { echo "usage: $0 6.1|6.12" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+version=$1
+case "$version" in
+    6.1)  meta=linux-image-cloud-amd64 ;;
+    6.12) meta=linux-image-6.12-cloud-amd64 ;;
+    *)    usage ;;
+esac
+
+log() { echo "fetch.sh[$version]: $*" >&2; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache_root=${TCPSTATE_KERNEL_CACHE:-$root/.kernels}
+dir=$cache_root/$version
+mkdir -p "$cache_root"
+
+# Serialise concurrent callers (cargo runs tests on several threads).
+exec 8>"$cache_root/.lock"
+flock 8
+
+export DEBIAN_FRONTEND=noninteractive
+apt_opts=()
+[ "$(id -u)" -eq 0 ] && apt_opts=(-o APT::Sandbox::User=root)
+
+cache_ok() {
+    [ -s "$dir/vmlinuz" ] && [ -s "$dir/package" ] && [ -s "$dir/release" ]
+}
+
+# Resolves the meta package to "IMAGE_PACKAGE VERSION" on stdout, or fails
+# when apt does not know the meta package. Prefers the "-unsigned" twin of the
+# image package (identical kernel, no Secure Boot signature). Two apt-cache
+# calls only (each costs about 0.5 s here). No `| grep -q` anywhere: under
+# pipefail an early-closing reader can fail the pipeline with SIGPIPE.
+resolve() {
+    local deps dep pol
+    deps=$(apt-cache depends "$meta" 2>/dev/null) || true
+    dep=$(awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }' <<<"$deps")
+    [ -n "$dep" ] || return 1
+    pol=$(apt-cache policy "$dep-unsigned" "$dep" 2>/dev/null) || true
+    awk -v want1="$dep-unsigned:" -v want2="$dep:" '
+        /^[^ ]/ { pkg = $1 }
+        $1 == "Candidate:" && $2 != "(none)" { cand[pkg] = $2 }
+        END {
+            if (want1 in cand) { sub(/:$/, "", want1); print want1, cand[want1 ":"]; exit 0 }
+            if (want2 in cand) { sub(/:$/, "", want2); print want2, cand[want2 ":"]; exit 0 }
+            exit 1
+        }' <<<"$pol"
+}
+
+if ! want=$(resolve); then
+    if cache_ok; then
+        # No package lists (fresh machine) but a usable cache: stay offline.
+        log "apt knows no $meta; reusing cached $(cat "$dir/package")"
+        echo "$dir/vmlinuz"
+        exit 0
+    fi
+    log "apt knows no $meta: running apt-get update"
+    apt-get update -qq >&2
+    want=$(resolve) || { log "ERROR: $meta not found even after apt-get update"; exit 1; }
+fi
+
+if cache_ok && [ "$(cat "$dir/package")" = "$want" ]; then
+    log "cached: $want ($(cat "$dir/release"))"
+    echo "$dir/vmlinuz"
+    exit 0
+fi
+
+pkg=${want% *}
+log "downloading $want"
+work=$(mktemp -d "$cache_root/.fetch-$version.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+t0=$(date +%s.%N)
+if ! (cd "$work" && apt-get download -q "${apt_opts[@]}" "$pkg" >&2); then
+    log "download failed; refreshing package lists and retrying once"
+    apt-get update -qq >&2
+    want=$(resolve) || { log "ERROR: cannot resolve $meta after apt-get update"; exit 1; }
+    pkg=${want% *}
+    (cd "$work" && apt-get download -q "${apt_opts[@]}" "$pkg" >&2)
+fi
+t1=$(date +%s.%N)
+
+deb=$(find "$work" -maxdepth 1 -name '*.deb' -print -quit)
+[ -n "$deb" ] || { log "ERROR: apt-get download produced no .deb"; exit 1; }
+
+# Only the few files we need: the image, its config and the veth module.
+mkdir -p "$work/x"
+dpkg-deb --fsys-tarfile "$deb" \
+    | tar -x -C "$work/x" --wildcards './boot/vmlinuz-*' './boot/config-*' '*/drivers/net/veth.ko*'
+
+vmlinuz=$(find "$work/x/boot" -name 'vmlinuz-*' -print -quit)
+[ -n "$vmlinuz" ] || { log "ERROR: no boot/vmlinuz-* in $deb"; exit 1; }
+release=${vmlinuz##*/vmlinuz-}
+
+mkdir -p "$work/out"
+mv "$vmlinuz" "$work/out/vmlinuz"
+mv "$work/x/boot/config-$release" "$work/out/config"
+veth=$(find "$work/x" -name 'veth.ko*' -print -quit)
+case "$veth" in
+    *.ko.xz) xz -dc "$veth" > "$work/out/veth.ko" ;;
+    *.ko.zst) zstd -qdc "$veth" > "$work/out/veth.ko" ;;
+    *.ko)    mv "$veth" "$work/out/veth.ko" ;;
+    *)       log "warning: no veth module in $pkg" ;;
+esac
+echo "$release" > "$work/out/release"
+echo "$want" > "$work/out/package"
+
+rm -rf "$dir"
+mv "$work/out" "$dir"
+t2=$(date +%s.%N)
+log "$want -> $dir (kernel $release; download $(awk "BEGIN{printf \"%.1f\", $t1-$t0}") s, extract $(awk "BEGIN{printf \"%.1f\", $t2-$t1}") s)"
+echo "$dir/vmlinuz"
