@@ -7,12 +7,14 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages: build (clang, libelf, zlib, pkg-config), vmlinux.h and
 # leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2),
-# stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock).
+# stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock),
+# a font for PNG pictures.
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               nginx-light curl iproute2 ca-certificates \
-              qemu-system-x86 busybox-static cpio xz-utils util-linux
+              qemu-system-x86 busybox-static cpio xz-utils util-linux \
+              fonts-dejavu-core
 
-.PHONY: all deps build run test test-kernels vmlinux clean
+.PHONY: all deps build run test test-kernels demo vmlinux clean
 
 all: build
 
@@ -42,6 +44,10 @@ test: deps
 # Debian 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).
 test-kernels: deps
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels
+
+# One curl -> nginx request, traced and drawn as timeline.svg (TIME_WAIT ended early).
+demo: build
+	$(SUDO) scripts/demo.sh $(BIN) timeline.svg
 
 # Regenerates the BPF program's kernel types from the running kernel.
 vmlinux:

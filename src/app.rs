@@ -15,6 +15,7 @@ use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::output::{monotonic_ns, Clock, Printer};
 use crate::summary::Summary;
 use crate::tracer::{self, Config, Tracer};
+use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::{libbpf_log, owners, preflight};
 
 /// How often the ring is drained when nothing forces a wake-up: events are
@@ -50,9 +51,9 @@ impl TraceArgs {
 
 /// Runs the tracer. A closed output ends it quietly: see [`is_broken_pipe`].
 pub fn run(args: &TraceArgs) -> Result<()> {
+    libbpf_log::init(args.verbose);
     preflight::check_privileges()?;
     preflight::check_btf(&args.btf)?;
-    libbpf_log::init(args.verbose);
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -68,8 +69,8 @@ pub fn run(args: &TraceArgs) -> Result<()> {
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mut printer = Printer::for_format(args.output, clock, !args.ipv4);
-    printer.start()?;
-    printer.flush()?;
+    printer.start().context("writing the output")?;
+    printer.flush().context("writing the output")?;
 
     let mut flow = Flow::new(args);
     let batch = RefCell::new(Batch::default());
@@ -100,6 +101,13 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     summary.lost = tracer.lost()?;
     if args.wants_summary() {
         eprintln!("{summary}");
+    }
+    if let (Some(path), Some(plotted)) = (&args.plot, &flow.plotted) {
+        if plotted.full && !args.quiet {
+            eprintln!("tcpstate: warning: the picture shows the first {PLOT_MAX} transitions only");
+        }
+        plot::write_picture(&plotted.events, &PlotOptions::default(), path, None)
+            .with_context(|| format!("drawing {}", path.display()))?;
     }
     Ok(())
 }
@@ -140,11 +148,43 @@ struct Flow {
     lifecycle: Option<Lifecycle>,
     /// Events not yet printed, sorted by timestamp.
     pending: Vec<Event>,
+    /// What --plot will draw: the transitions printed, up to PLOT_MAX.
+    plotted: Option<Plotted>,
 }
+
+/// The transitions kept for --plot.
+#[derive(Default)]
+struct Plotted {
+    events: Vec<PlotEvent>,
+    /// More came than PLOT_MAX.
+    full: bool,
+}
+
+impl Plotted {
+    /// Keeps a printed transition (not raw probe events).
+    fn keep(&mut self, ev: &Event) {
+        if ev.is_raw_tw() {
+            return;
+        }
+        if self.events.len() < PLOT_MAX {
+            self.events.push(PlotEvent::from(ev));
+        } else {
+            self.full = true;
+        }
+    }
+}
+
+/// --plot keeps this many transitions at most (about 60 MB), so that a
+/// long run cannot grow without bound.
+const PLOT_MAX: usize = 1_000_000;
 
 impl Flow {
     fn new(args: &TraceArgs) -> Flow {
-        Flow { lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())), pending: Vec::new() }
+        Flow {
+            lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())),
+            pending: Vec::new(),
+            plotted: args.plot.is_some().then(Plotted::default),
+        }
     }
 
     /// Prints the events older than the reordering window (all of them when
@@ -183,14 +223,17 @@ impl Flow {
         };
         let mut done = false;
         for ev in self.pending.drain(..ready) {
-            printer.event(&ev)?;
+            printer.event(&ev).context("writing the output")?;
             summary.count(&ev);
+            if let Some(plotted) = &mut self.plotted {
+                plotted.keep(&ev);
+            }
             if count.is_some_and(|n| summary.total() >= n) {
                 done = true;
                 break;
             }
         }
-        printer.flush()?;
+        printer.flush().context("writing the output")?;
         Ok(done)
     }
 }

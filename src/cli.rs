@@ -71,7 +71,7 @@ pub struct TraceArgs {
     pub rport: Option<PortList>,
 
     /// Only sockets owned by this process
-    #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid)]
+    #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Option<u32>,
 
     /// Output format
@@ -83,11 +83,11 @@ pub struct TraceArgs {
     pub wall_time: bool,
 
     /// Stop after this many seconds
-    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
 
     /// Stop after this many transitions
-    #[arg(short = 'c', long, value_name = "N", value_parser = parse_count)]
+    #[arg(short = 'c', long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub count: Option<u64>,
 
     /// Ring buffer size in KiB (a power of two, at least 4)
@@ -292,7 +292,8 @@ mod tests {
             (&["-d", "0"], "greater than 0"),
             (&["-d", "abc"], "not a duration"),
             (&["-c", "0"], "greater than 0"),
-            (&["-p", "-3"], ""),
+            (&["-p", "-3"], "not a process id"),
+            (&["-c", "-3"], "greater than 0"),
             (&["--ringbuf-kb", "1000"], "power of two"),
             (&["-o", "xml"], "xml"),
         ] {

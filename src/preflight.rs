@@ -37,13 +37,20 @@ fn effective_caps(status: &str) -> u64 {
 /// CO-RE relocation needs the kernel's BTF; without it every load fails
 /// with a message about relocations that helps nobody.
 pub fn check_btf(path: &Path) -> Result<()> {
-    match fs::metadata(path) {
-        Ok(m) if m.len() > 0 => Ok(()),
-        _ => bail!(
-            "kernel BTF not found at {}: tcpstate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+    if !path.exists() {
+        bail!(
+            "kernel BTF not found at {}: tcpstate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+             (or --btf PATH to a BTF file of the running kernel)",
             path.display()
-        ),
+        );
     }
+    if libbpf_rs::btf::Btf::from_path(path).is_err() {
+        bail!(
+            "{} is not a BTF file: pass --btf the running kernel's BTF (e.g. /sys/kernel/btf/vmlinux)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -61,5 +68,11 @@ mod tests {
     fn missing_btf_names_the_path_and_the_fix() {
         let err = check_btf(Path::new("/nonexistent/vmlinux")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/vmlinux") && err.contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_btf_is_refused() {
+        let err = check_btf(Path::new("/proc/self/status")).unwrap_err().to_string();
+        assert!(err.contains("is not a BTF file"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -14,6 +14,7 @@ use crate::cli::TwProbe;
 use crate::kernel::Kernel;
 use crate::libbpf_log;
 use crate::owners::Listener;
+use crate::preflight;
 use crate::skel::{types, OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
 
 const AF_INET: u16 = 2;
@@ -283,6 +284,9 @@ impl<'obj> Tracer<'obj> {
 fn load<'obj>(cfg: &Config, plan: &TwPlan, slot: &'obj mut MaybeUninit<OpenObject>) -> Result<TcpstateSkel<'obj>> {
     let mut builder = TcpstateSkelBuilder::default();
     builder.obj_builder.name("tcpstate").context("naming the BPF object")?;
+    if cfg.btf != Path::new(preflight::KERNEL_BTF) {
+        builder.obj_builder.btf_custom_path(&cfg.btf).context("using --btf")?;
+    }
     let mut open = builder.open(slot).context("opening the BPF object")?;
     configure(&mut open, cfg)?;
     plan.apply(&mut open)?;

@@ -200,3 +200,165 @@ fn parallel_burst_is_counted_exactly() {
     assert!(out.stderr.contains(&format!("tcpstate: {} transitions", 1 + 10 * n)), "{}", out.stderr);
     assert!(out.stderr.contains("lost 0:"), "{}", out.stderr);
 }
+
+/// Without a server every socket is reported; the side comes from how the
+/// socket began, and the port filters pick the test's own.
+#[test]
+fn without_a_server_sides_come_from_how_sockets_began() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let p = port.to_string();
+    let local = Tracer::start(&["-L", &p, "-o", "json"]);
+    let remote = Tracer::start(&["-D", &p, "-o", "json"]);
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    assert_eq!(curl(&nginx.url()), 0);
+    wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
+    let (local, remote) = (local.stop(), remote.stop());
+    // -L: the listener and the accepted socket, all server side.
+    let events = json_events(&local.stdout);
+    assert!(events.iter().all(|e| e["side"] == "server" && e["sport"].as_u64() == Some(port.into())));
+    let mut expect = vec!["CLOSE:LISTEN"];
+    expect.extend(SERVER_SEQ);
+    assert_eq!(transitions(&events), expect);
+    // -D: curl's socket, client side.
+    let events = json_events(&remote.stdout);
+    assert!(events.iter().all(|e| e["side"] == "client" && e["dport"].as_u64() == Some(port.into())));
+    assert_eq!(transitions(&events), CLIENT_SEQ);
+}
+
+#[test]
+fn pid_filter_keeps_one_owners_sockets() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    let me = std::process::id().to_string();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "-p", &me]);
+    assert_eq!(curl(&nginx.url()), 0); // another process: not shown
+    http_get(nginx.addr); // this one: shown, client side only
+    wait_for(Duration::from_secs(5), "the connections to close", || !has_connection(port));
+    let out = tracer.stop();
+    let events = json_events(&out.stdout);
+    assert_eq!(transitions(&events), CLIENT_SEQ);
+    assert!(events.iter().all(|e| e["pid"].as_u64() == Some(std::process::id().into())));
+}
+
+#[test]
+fn family_filters_split_ipv4_from_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let p = port.to_string();
+    let v4 = Tracer::start(&["-4", "-D", &p, "-o", "json"]);
+    let v6 = Tracer::start(&["-6", "-D", &p, "-o", "json"]);
+    let n4 = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    let n6 = Nginx::start_on(&format!("[::1]:{port}"));
+    assert_eq!(curl(&n4.url()), 0);
+    assert_eq!(curl(&n6.url()), 0);
+    wait_for(Duration::from_secs(5), "the connections to close", || !has_connection(port));
+    let (v4, v6) = (json_events(&v4.stop().stdout), json_events(&v6.stop().stdout));
+    assert_eq!(transitions(&v4), CLIENT_SEQ);
+    assert_eq!(transitions(&v6), CLIENT_SEQ);
+    assert!(v4.iter().all(|e| e["family"] == 4 && e["daddr"] == "127.0.0.1"));
+    assert!(v6.iter().all(|e| e["family"] == 6 && e["daddr"] == "::1"));
+}
+
+#[test]
+fn count_and_duration_end_the_run() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    let counted = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "-c", "3"]);
+    let timed = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "csv", "-d", "1.5"]);
+    let started = std::time::Instant::now();
+    assert_eq!(curl(&nginx.url()), 0);
+    let counted = counted.finish();
+    assert_eq!(counted.code, Some(0), "{}", counted.stderr);
+    assert_eq!(json_events(&counted.stdout).len(), 3);
+    assert!(counted.stderr.contains("tcpstate: 3 transitions"), "{}", counted.stderr);
+    let timed = timed.finish();
+    assert_eq!(timed.code, Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let rows: Vec<&str> = timed.stdout.lines().collect();
+    assert!(rows[0].starts_with("time,ts_ns,side,old,new,"), "{}", rows[0]);
+    assert_eq!(rows.len(), 1 + 10, "header and ten transitions: {}", timed.stdout);
+}
+
+#[test]
+fn table_and_wall_clock_time() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "table", "-T", "-4"]);
+    assert_eq!(curl(&nginx.url()), 0);
+    wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
+    let out = tracer.stop();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("TIME            SIDE       PID COMM"), "{}", lines[0]);
+    assert_eq!(lines.len(), 11);
+    let row = lines.iter().find(|l| l.contains("SYN_SENT     -> ESTABLISHED")).unwrap();
+    // HH:MM:SS.micros of today (UTC), then the side and curl's pid and comm.
+    let time = &row[..15];
+    assert!(time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.', "{row}");
+    assert!(row[16..].starts_with("client"), "{row}");
+    assert!(row.contains(" curl "), "{row}");
+    assert!(out.stderr.starts_with("tcpstate: 10 transitions"), "{}", out.stderr);
+}
+
+#[test]
+fn sigterm_detaches_drains_and_summarises() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let pid = tracer.pid();
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    assert_eq!(curl(&nginx.url()), 0);
+    let out = tracer.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(out.code, Some(0));
+    assert!(out.stderr.contains("transitions"), "{}", out.stderr);
+    assert!(!has_bpf_link(pid));
+}
+
+/// A reader that stops early (`| head -1`) ends tcpstate quietly.
+#[test]
+fn closed_stdout_ends_quietly() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    let script = format!("{BIN} 127.0.0.1 {port} -o json | head -1; echo \"exit=${{PIPESTATUS[0]}}\"");
+    let child = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line reaches head once tcpstate is attached; keep making
+    // connections until then, and one more so that it writes again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let child_pid = child.id();
+    while std::process::Command::new("pgrep").args(["-P", &child_pid.to_string()]).output().is_ok_and(|o| !o.stdout.is_empty())
+        && std::time::Instant::now() < deadline
+    {
+        assert_eq!(curl(&nginx.url()), 0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.starts_with("{\"ts_ns\":"), "{stdout}");
+    assert!(stdout.ends_with("exit=0\n"), "{stdout}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}

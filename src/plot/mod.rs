@@ -1,8 +1,156 @@
-//! Timeline pictures (being written; placeholder so the crate builds).
-#[derive(clap::Args, Debug)]
-pub struct PlotArgs {
-    pub input: Option<String>,
+//! Timeline pictures of a trace: `tcpstate plot` and the tracer's `--plot`.
+//!
+//! The work is a pipeline, one module per step, so that each step can be
+//! tested on its own and the tracer can enter it half-way with events it
+//! already holds:
+//!
+//! 1. `parse`: bytes (original `ts:` lines or JSON lines) → [`PlotEvent`]s
+//!    and warnings for broken lines.
+//! 2. [`model`]: events → a [`Timeline`] of connection groups, each with a
+//!    server and a client lane made of state segments and transition marks.
+//!    `select` applies `--port`, `--conn` and `--max-conns` to the groups.
+//! 3. `axis`: the shared time axis, with long idle stretches compressed
+//!    behind visible breaks so that a 60 s TIME_WAIT does not squash the
+//!    one-millisecond handshake into a pixel.
+//! 4. `draw`: the SVG document, built with the `svg` crate, with
+//!    `lanes` drawing each connection's lanes; `style` holds the colours,
+//!    text measures and number formats they share with the axis.
+//! 5. `png`: optional rasterising of that SVG with resvg (pure Rust).
+//!
+//! `command` is the `tcpstate plot` subcommand that strings them together.
+//!
+//! Choices a user can see:
+//! - Listening sockets get their own one-lane "listener" group (rather than
+//!   being dropped): when nginx starts during the trace, that is news.
+//! - `-o FILE` is always SVG (`-` for stdout) and `--png FILE` adds a PNG of
+//!   the same picture; `-o x.png` is refused with that hint.
+//! - `--conn` takes `SADDR:SPORT-DADDR:DPORT` in either order (IPv6 in
+//!   brackets), or one `ADDR:PORT` for every connection with that endpoint.
+//! - Up to six groups every marker is labelled `time:STATE`; more groups get
+//!   a compact layout whose markers and bars carry the same text as tooltips.
+//! - PNG text needs a system font (Debian: `fonts-dejavu-core`); without one
+//!   the PNG is drawn without text and a warning says so.
+
+mod axis;
+mod command;
+mod draw;
+mod lanes;
+pub mod model;
+mod parse;
+mod png;
+mod select;
+mod style;
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+
+use crate::state::TcpState;
+
+pub use self::command::{run, write_picture, PlotArgs};
+pub use self::model::{build_timeline, Timeline};
+pub use self::parse::parse_trace;
+pub use self::png::{fonts_available, render_png};
+
+/// One TCP state transition, as much as the picture needs of it.
+///
+/// Both the trace parser and the tracer (`--plot`) produce these, so the
+/// drawing code never sees where an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlotEvent {
+    /// Nanoseconds on any clock; only differences are drawn.
+    pub ts_ns: u64,
+    pub side: PlotSide,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// The 4-tuple as seen from the event's own socket; `None` when the trace
+    /// has no addresses (the original tool's lines).
+    pub conn: Option<Conn>,
+    /// The transition was deduced rather than seen; drawn with a hollow marker.
+    pub inferred: bool,
 }
-pub fn run(_args: &PlotArgs) -> anyhow::Result<()> {
-    anyhow::bail!("plot: not written yet")
+
+/// Which end of the connection the socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PlotSide {
+    Server,
+    Client,
+}
+
+impl PlotSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlotSide::Server => "server",
+            PlotSide::Client => "client",
+        }
+    }
+
+    /// The spelling the tracer writes (`server`, `client`), nothing else.
+    pub fn from_name(name: &str) -> Option<PlotSide> {
+        match name {
+            "server" => Some(PlotSide::Server),
+            "client" => Some(PlotSide::Client),
+            _ => None,
+        }
+    }
+}
+
+/// A socket's 4-tuple from its own point of view: `s*` is the local end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conn {
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+}
+
+/// What to draw and how big. `Default` is what `tcpstate plot` uses without
+/// options, and what the tracer's `--plot` should pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlotOptions {
+    /// Draw at most this many connections (and, separately, this many
+    /// listener lanes); the rest are counted in a note under the picture.
+    pub max_conns: usize,
+    /// Keep only connections with this port at either end.
+    pub port: Option<u16>,
+    /// Keep only this connection: `SADDR:SPORT-DADDR:DPORT` (either order),
+    /// or one `ADDR:PORT` to keep every connection with that endpoint.
+    pub conn: Option<String>,
+    /// Picture width in pixels; the height follows from the lane count.
+    pub width: u32,
+    /// Title line; `None` for the default.
+    pub title: Option<String>,
+}
+
+impl Default for PlotOptions {
+    fn default() -> PlotOptions {
+        PlotOptions { max_conns: 20, port: None, conn: None, width: 1200, title: None }
+    }
+}
+
+/// Draws `events` as an SVG document.
+///
+/// Fails (instead of drawing an empty picture) when there is nothing to
+/// draw, when the filters leave nothing, or when `opts.conn` is malformed;
+/// each message says what to change.
+pub fn render_svg(events: &[PlotEvent], opts: &PlotOptions) -> Result<String> {
+    let timeline = build_timeline(events, opts)?;
+    Ok(draw::document(&timeline, opts))
+}
+
+/// The tracer's decoded event, for `--plot`: keeps exactly what is drawn.
+impl From<&crate::event::Event> for PlotEvent {
+    fn from(ev: &crate::event::Event) -> PlotEvent {
+        PlotEvent {
+            ts_ns: ev.ts_ns,
+            side: match ev.side {
+                crate::event::Side::Server => PlotSide::Server,
+                crate::event::Side::Client => PlotSide::Client,
+            },
+            old: ev.old,
+            new: ev.new,
+            conn: Some(Conn { saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport }),
+            inferred: ev.inferred,
+        }
+    }
 }

@@ -1,0 +1,299 @@
+//! Reading a trace: the original tool's `ts:<ns>:<side>:<OLD>:<NEW>` lines
+//! and `tcpstate -o json` lines, told apart line by line.
+//!
+//! Deciding per line rather than per file means a log that mixes both (or
+//! carries libbpf chatter, shell prompts, `Ctrl-C` echoes) still draws: a
+//! line is an event candidate only if it starts like one (`ts:` or `{`);
+//! everything else is skipped silently. A candidate that fails to parse is a
+//! warning naming its line, because it is most likely a truncated or edited
+//! event the user wants to know about.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use anyhow::{bail, Result};
+use serde_json::{Map, Value};
+
+use super::{Conn, PlotEvent, PlotSide};
+use crate::state::TcpState;
+
+/// What one line of input turned out to be.
+enum Line {
+    Event(PlotEvent),
+    /// Looked like an event but was not one: why.
+    Broken(String),
+    /// Anything else (banners, log chatter, blank lines).
+    Other,
+}
+
+/// Parses a whole trace.
+///
+/// Returns the events in input order and one warning per broken line, each
+/// starting with `line N:`. With `strict`, the first broken line is an error
+/// instead. No events at all is an error too, since there is nothing to draw
+/// and the user most likely gave the wrong file.
+///
+/// Never panics: invalid UTF-8 is replaced (so such a line cannot parse and
+/// becomes a warning if it looked like an event).
+pub fn parse_trace(input: &[u8], strict: bool) -> Result<(Vec<PlotEvent>, Vec<String>)> {
+    let mut events = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, raw) in input.split(|&b| b == b'\n').enumerate() {
+        let n = index + 1;
+        let text: Cow<str> = String::from_utf8_lossy(raw);
+        match classify(text.trim()) {
+            Line::Event(ev) => events.push(ev),
+            Line::Broken(why) if strict => bail!(
+                "line {n}: {why} (fix or delete that line, or drop --strict to skip broken lines)"
+            ),
+            Line::Broken(why) => warnings.push(format!("line {n}: {why}")),
+            Line::Other => {}
+        }
+    }
+    if events.is_empty() {
+        // A final newline ends the last line rather than starting another.
+        let lines = input.split(|&b| b == b'\n').count()
+            - usize::from(input.is_empty() || input.ends_with(b"\n"));
+        bail!("{}", no_events_message(lines, &warnings));
+    }
+    Ok((events, warnings))
+}
+
+fn no_events_message(lines: usize, warnings: &[String]) -> String {
+    let mut msg = format!(
+        "no TCP state transitions in the input ({lines} line{} read): expected lines like \
+         `ts:1000123456789:client:CLOSE:SYN_SENT` (tcpstate's default output, on stderr) \
+         or JSON lines from `tcpstate -o json`",
+        if lines == 1 { "" } else { "s" }
+    );
+    if let Some(first) = warnings.first() {
+        msg.push_str(&format!(
+            "; {} line{} looked like events but could not be read, the first at {first}",
+            warnings.len(),
+            if warnings.len() == 1 { "" } else { "s" }
+        ));
+    }
+    msg
+}
+
+fn classify(line: &str) -> Line {
+    if let Some(rest) = line.strip_prefix("ts:") {
+        return match parse_original(rest) {
+            Ok(ev) => Line::Event(ev),
+            Err(why) => Line::Broken(why),
+        };
+    }
+    if line.starts_with('{') {
+        return parse_json(line);
+    }
+    Line::Other
+}
+
+/// `<ns>:<side>:<OLD>:<NEW>`, what follows `ts:`.
+fn parse_original(rest: &str) -> Result<PlotEvent, String> {
+    let fields: Vec<&str> = rest.split(':').collect();
+    let [ts, side, old, new] = fields[..] else {
+        return Err(format!(
+            "expected ts:<ns>:<side>:<OLD>:<NEW> (5 fields), found {} fields",
+            fields.len() + 1
+        ));
+    };
+    Ok(PlotEvent {
+        ts_ns: ts.parse().map_err(|_| {
+            format!("timestamp '{}' is not a whole number of nanoseconds", clip(ts))
+        })?,
+        side: side_from(side)?,
+        old: state_from(old)?,
+        new: state_from(new)?,
+        conn: None,
+        inferred: false,
+    })
+}
+
+/// A `{` line: an event object, a broken one, or some other JSON object.
+fn parse_json(line: &str) -> Line {
+    let obj: Map<String, Value> = match serde_json::from_str(line) {
+        Ok(obj) => obj,
+        Err(e) => return Line::Broken(format!("not a complete JSON object ({e})")),
+    };
+    // A JSON object with none of our keys is someone else's log line.
+    if !["ts_ns", "side", "old", "new"].iter().any(|k| obj.contains_key(*k)) {
+        return Line::Other;
+    }
+    match json_event(&obj) {
+        Ok(ev) => Line::Event(ev),
+        Err(why) => Line::Broken(why),
+    }
+}
+
+fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
+    let ts_ns = match present(obj, "ts_ns") {
+        None => return Err("JSON event has no \"ts_ns\"".into()),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            format!("\"ts_ns\" is {}, not a whole number of nanoseconds", clip(&v.to_string()))
+        })?,
+    };
+    Ok(PlotEvent {
+        ts_ns,
+        side: side_from(required_str(obj, "side")?)?,
+        old: state_from(required_str(obj, "old")?)?,
+        new: state_from(required_str(obj, "new")?)?,
+        conn: json_conn(obj)?,
+        inferred: match present(obj, "inferred") {
+            None => false,
+            Some(v) => v.as_bool().ok_or("\"inferred\" is not true or false")?,
+        },
+    })
+}
+
+/// The 4-tuple when all four keys are there; `None` when any is missing or
+/// null (older traces, other producers). A value of the wrong kind is an error
+/// because it means the line is not what it claims to be.
+fn json_conn(obj: &Map<String, Value>) -> Result<Option<Conn>, String> {
+    let keys = ["saddr", "sport", "daddr", "dport"];
+    if keys.iter().any(|k| present(obj, k).is_none()) {
+        return Ok(None);
+    }
+    Ok(Some(Conn {
+        saddr: addr(obj, "saddr")?,
+        sport: port(obj, "sport")?,
+        daddr: addr(obj, "daddr")?,
+        dport: port(obj, "dport")?,
+    }))
+}
+
+/// The value of `key` unless it is missing or null.
+fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
+    match present(obj, key) {
+        None => Err(format!("JSON event has no \"{key}\"")),
+        Some(v) => v.as_str().ok_or_else(|| format!("\"{key}\" is not a string")),
+    }
+}
+
+fn addr(obj: &Map<String, Value>, key: &str) -> Result<IpAddr, String> {
+    let text = required_str(obj, key)?;
+    text.parse().map_err(|_| format!("\"{key}\" '{}' is not an IPv4 or IPv6 address", clip(text)))
+}
+
+fn port(obj: &Map<String, Value>, key: &str) -> Result<u16, String> {
+    present(obj, key)
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("\"{key}\" is not a port number (0 to 65535)"))
+}
+
+fn side_from(name: &str) -> Result<PlotSide, String> {
+    PlotSide::from_name(name)
+        .ok_or_else(|| format!("side '{}' is neither 'server' nor 'client'", clip(name)))
+}
+
+fn state_from(name: &str) -> Result<TcpState, String> {
+    TcpState::from_name(name).ok_or_else(|| {
+        format!(
+            "'{}' is not a TCP state (expected a kernel name without TCP_, like ESTABLISHED, or UNKNOWN(<n>))",
+            clip(name)
+        )
+    })
+}
+
+/// Quotes at most 40 characters of user input, so one garbage line cannot
+/// flood the terminal.
+fn clip(s: &str) -> Cow<'_, str> {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        None => Cow::Borrowed(s),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &s[..cut])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_lines_parse_and_other_text_is_skipped() {
+        let input = b"Tracing... Ctrl-C to end\nts:5:server:LISTEN:SYN_RECV\r\n\n  ts:9:client:CLOSE:UNKNOWN(42)\n";
+        let (events, warnings) = parse_trace(input, true).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].ts_ns, 5);
+        assert_eq!(events[0].side, PlotSide::Server);
+        assert_eq!(events[0].new, TcpState::SYN_RECV);
+        assert_eq!(events[1].new, TcpState(42));
+        assert!(events.iter().all(|e| e.conn.is_none() && !e.inferred));
+    }
+
+    #[test]
+    fn json_lines_parse_with_missing_and_null_optional_keys() {
+        let input = br#"{"ts_ns":7,"side":"client","old":"CLOSE","new":"SYN_SENT","saddr":"::1","sport":40000,"daddr":"::1","dport":80,"pid":null,"extra":[1]}
+{"ts_ns":8,"side":"server","old":"LISTEN","new":"SYN_RECV","saddr":null,"inferred":true}
+{"level":"info","msg":"unrelated"}"#;
+        let (events, warnings) = parse_trace(input, true).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(events.len(), 2);
+        let conn = events[0].conn.unwrap();
+        assert_eq!((conn.sport, conn.dport), (40000, 80));
+        assert_eq!(events[1].conn, None);
+        assert!(events[1].inferred);
+    }
+
+    #[test]
+    fn broken_lines_name_their_line_and_reason() {
+        let input = "ts:1:server:LISTEN:SYN_RECV\n\
+                     ts:abc:server:LISTEN:SYN_RECV\n\
+                     ts:1:sideways:A:B\n\
+                     {\"side\":\"client\",\"old\":\"CLOSE\",\"new\":\"SYN_SENT\"}\n\
+                     ts:2:client:CLOSE:SYN_SNET\n\
+                     {\"ts_ns\":3,\"side\":\"client\",\"old\":\"CLOSE\",\"new\":\"SYN_SENT\",\"saddr\":\"x\",\"sport\":1,\"daddr\":\"::1\",\"dport\":2}\n\
+                     {\"ts_ns\":-4,\n\
+                     ts:1:server:LISTEN\n";
+        let (events, warnings) = parse_trace(input.as_bytes(), false).unwrap();
+        assert_eq!(events.len(), 1);
+        let expect = [
+            ("line 2:", "'abc'"),
+            ("line 3:", "sideways"),
+            ("line 4:", "ts_ns"),
+            ("line 5:", "SYN_SNET"),
+            ("line 6:", "saddr"),
+            ("line 7:", "JSON"),
+            ("line 8:", "5 fields"),
+        ];
+        assert_eq!(warnings.len(), expect.len(), "{warnings:#?}");
+        for (w, (line, needle)) in warnings.iter().zip(expect) {
+            assert!(w.starts_with(line) && w.contains(needle), "{w}");
+        }
+        let err = parse_trace(input.as_bytes(), true).unwrap_err().to_string();
+        assert!(err.starts_with("line 2:") && err.contains("--strict"), "{err}");
+    }
+
+    #[test]
+    fn no_events_is_one_error_that_says_what_was_expected() {
+        let err = parse_trace(b"hello\nworld\n", false).unwrap_err().to_string();
+        assert!(err.contains("no TCP state transitions") && err.contains("ts:"), "{err}");
+        assert!(err.contains("(2 lines read)"), "{err}");
+        let err = parse_trace(b"", false).unwrap_err().to_string();
+        assert!(err.contains("(0 lines read)"), "{err}");
+        let err = parse_trace(b"ts:x:server:A:B\n", false).unwrap_err().to_string();
+        assert!(err.contains("(1 line read)") && err.contains("first at line 1:"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_warning_not_a_panic() {
+        let input = b"ts:1:server:LISTEN:SYN_RECV\nts:2:client:CLOSE:\xff\xfe\n\xc3\x28 junk\n";
+        let (events, warnings) = parse_trace(input, false).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("line 2:"));
+    }
+
+    #[test]
+    fn long_garbage_is_clipped_in_messages() {
+        let line = format!("ts:{}:server:A:B", "9".repeat(500));
+        let err = parse_trace(line.as_bytes(), true).unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+    }
+}
