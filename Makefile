@@ -14,7 +14,7 @@ DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               qemu-system-x86 busybox-static cpio xz-utils util-linux \
               fonts-dejavu-core
 
-.PHONY: all deps build run test test-kernels demo vmlinux clean
+.PHONY: all deps build run test test-kernels demo install uninstall vmlinux clean
 
 all: build
 
@@ -48,6 +48,22 @@ test-kernels: deps
 # One curl -> nginx request, traced and drawn as timeline.svg (TIME_WAIT ended early).
 demo: build
 	$(SUDO) scripts/demo.sh $(BIN) timeline.svg
+
+# The binary, shell completions and man page, under PREFIX (DESTDIR for packaging).
+install: build
+	install -Dm755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tcpstate
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	$(BIN) man > $(DESTDIR)$(PREFIX)/share/man/man1/tcpstate.1
+	$(BIN) completions bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tcpstate
+	$(BIN) completions zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_tcpstate
+	$(BIN) completions fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/tcpstate.fish
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tcpstate $(DESTDIR)$(PREFIX)/share/man/man1/tcpstate.1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/tcpstate \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_tcpstate \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/tcpstate.fish
 
 # Regenerates the BPF program's kernel types from the running kernel.
 vmlinux:

@@ -11,10 +11,11 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Format, TraceArgs, TwProbe};
 use crate::event::Event;
+use crate::gaps::Gaps;
 use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::output::{monotonic_ns, Clock, Printer};
 use crate::summary::Summary;
-use crate::tracer::{self, Config, Tracer};
+use crate::tracer::{self, Config, NestedGuard, Tracer};
 use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::{libbpf_log, owners, preflight};
 
@@ -52,6 +53,8 @@ impl TraceArgs {
 /// Runs the tracer. A closed output ends it quietly: see [`is_broken_pipe`].
 pub fn run(args: &TraceArgs) -> Result<()> {
     libbpf_log::init(args.verbose);
+    preflight::refuse_setuid()?;
+    let user = args.user.as_deref().map(preflight::lookup_user).transpose()?;
     preflight::check_privileges()?;
     preflight::check_btf(&args.btf)?;
 
@@ -75,6 +78,12 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut flow = Flow::new(args);
     let batch = RefCell::new(Batch::default());
     let ring = tracer.ring_buffer(|data| batch.borrow_mut().push(data))?;
+    if let Some(user) = &user {
+        preflight::drop_privileges(user)?;
+        if args.verbose {
+            eprintln!("tcpstate: now running as {} (uid {}), without capabilities", user.name, user.uid);
+        }
+    }
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut summary = Summary::default();
     let mut done = false;
@@ -145,6 +154,9 @@ const REORDER_NS: u64 = 2 * CANCEL_HOLD_NS;
 /// What happens to decoded events before they are printed: the TIME_WAIT
 /// lifecycle (unless --raw asks for what the probes saw), then reordering.
 struct Flow {
+    gaps: Gaps,
+    /// Events after gap inference, before the lifecycle.
+    checked: Vec<Event>,
     lifecycle: Option<Lifecycle>,
     /// Events not yet printed, sorted by timestamp.
     pending: Vec<Event>,
@@ -181,6 +193,8 @@ const PLOT_MAX: usize = 1_000_000;
 impl Flow {
     fn new(args: &TraceArgs) -> Flow {
         Flow {
+            gaps: Gaps::default(),
+            checked: Vec::new(),
             lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())),
             pending: Vec::new(),
             plotted: args.plot.is_some().then(Plotted::default),
@@ -203,14 +217,18 @@ impl Flow {
         }
         let now = monotonic_ns();
         batch.events.sort_by_key(|ev| ev.ts_ns);
+        for ev in batch.events.drain(..) {
+            self.gaps.check(ev, &mut self.checked);
+        }
+        summary.inferred = self.gaps.inferred;
         match &mut self.lifecycle {
             Some(lc) => {
-                for ev in batch.events.drain(..) {
+                for ev in self.checked.drain(..) {
                     lc.push(ev, &mut self.pending);
                 }
                 lc.tick(now, &mut self.pending);
             }
-            None => self.pending.append(&mut batch.events),
+            None => self.pending.append(&mut self.checked),
         }
         // Stable and adaptive: cheap on the nearly sorted queue, and keeps
         // a socket's same-timestamp events in arrival order.
@@ -243,7 +261,11 @@ fn report_probes(args: &TraceArgs, tracer: &Tracer<'_>, described: &str) {
     let refused: Vec<String> =
         tracer.refused.iter().map(|(kind, why)| format!("{} refused: {why}", kind.name())).collect();
     if args.verbose {
-        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state");
+        let guard = match tracer.nested_guard {
+            NestedGuard::ProgActive => "the main program's recursion guard",
+            NestedGuard::Flag => "a flag (misses the few that land outside the main program's body)",
+        };
+        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state, and a backup for nested events keyed on {guard}");
         eprintln!("tcpstate: TIME_WAIT probes: {described}");
         for line in &refused {
             eprintln!("tcpstate:   {line}");

@@ -13,8 +13,10 @@ Examples:
   tcpstate -o table                every TCP socket on the machine, as a table
   tcpstate --server [::1]:8080 -o json | jq .
   tcpstate -L 443 -o csv -d 60     one minute of local port 443, as CSV
+  tcpstate -o json | jq -c 'select(.prev_state_ms > 100)'
   tcpstate 127.0.0.1 80 --plot timeline.svg
-  tcpstate plot trace.log -o timeline.svg";
+  tcpstate plot trace.log -o timeline.svg --png timeline.png
+  tcpstate --metrics 127.0.0.1:9187 -o json > /dev/null &   then: curl 127.0.0.1:9187/metrics";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +39,14 @@ pub struct Cli {
 pub enum Command {
     /// Draw a trace (original lines or JSON lines) as a timeline picture
     Plot(crate::plot::PlotArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as `make install` installs it
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Args, Debug, Default)]
@@ -111,6 +121,10 @@ pub struct TraceArgs {
     /// Kernel BTF file, for kernels that do not expose /sys/kernel/btf/vmlinux
     #[arg(long, value_name = "PATH", default_value = crate::preflight::KERNEL_BTF)]
     pub btf: PathBuf,
+
+    /// Drop to this user, with no capabilities left, once the programs are attached
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 
     /// When tracing ends, draw everything traced as a timeline picture (SVG)
     #[arg(long, value_name = "FILE")]

@@ -6,7 +6,9 @@
 
 pub mod app;
 pub mod cli;
+pub mod docs;
 pub mod event;
+pub mod gaps;
 pub mod kernel;
 pub mod libbpf_log;
 pub mod lifecycle;

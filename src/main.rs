@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 use tcpstate::cli::{Cli, Command};
-use tcpstate::{app, plot};
+use tcpstate::{app, docs, plot};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -18,6 +18,8 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Plot(args)) => plot::run(args),
+        Some(Command::Completions { shell }) => docs::completions(*shell),
+        Some(Command::Man) => docs::man_page(),
         None => app::run(&cli.trace),
     };
     match result {

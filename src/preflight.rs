@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use nix::unistd::{self, Gid, Uid, User};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -23,6 +24,45 @@ pub fn check_privileges() -> Result<()> {
         return Ok(());
     }
     bail!("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON): run tcpstate with sudo")
+}
+
+/// A setuid-root tcpstate would hand kernel tracing to anyone who can run
+/// it; it runs only from a real root (or capable) user.
+pub fn refuse_setuid() -> Result<()> {
+    if unistd::getuid() != unistd::geteuid() || unistd::getgid() != unistd::getegid() {
+        bail!("refusing to run setuid or setgid: remove the bit (chmod u-s,g-s) and run tcpstate with sudo");
+    }
+    Ok(())
+}
+
+/// The account `--user` names, looked up before anything is loaded.
+pub fn lookup_user(name: &str) -> Result<User> {
+    match User::from_name(name) {
+        Ok(Some(user)) => Ok(user),
+        _ => bail!("unknown user '{name}' for --user: name an existing account, e.g. nobody"),
+    }
+}
+
+/// Becomes `user` for good, once every program is attached and the ring
+/// buffer is mapped: reading events needs no privilege from then on. The
+/// uid change clears every capability; no_new_privs keeps them from coming
+/// back through exec. The process stays dumpable so that it can read its
+/// own /proc/self/fdinfo (the kernel's skipped-run counts) afterwards.
+pub fn drop_privileges(user: &User) -> Result<()> {
+    let context = || format!("dropping privileges to {}", user.name);
+    unistd::setgroups(&[user.gid]).with_context(context)?;
+    unistd::setgid(user.gid).with_context(context)?;
+    unistd::setuid(user.uid).with_context(context)?;
+    // SAFETY: plain prctl calls with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if effective_caps(&status) != 0 || unistd::setuid(Uid::from_raw(0)).is_ok() || unistd::setgid(Gid::from_raw(0)).is_ok() {
+        bail!("{}: capabilities remain after the switch", context());
+    }
+    Ok(())
 }
 
 /// The CapEff bit mask from /proc/self/status, 0 when absent.

@@ -10,6 +10,8 @@ pub struct Summary {
     pub server: u64,
     pub client: u64,
     pub lost: Lost,
+    /// Transitions no probe saw, deduced from the next one.
+    pub inferred: u64,
 }
 
 impl Summary {
@@ -27,26 +29,26 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let skipped: u64 = self.lost.recursion_misses.iter().map(|(_, n)| n).sum();
+        let lost = &self.lost;
         write!(
             f,
-            "tcpstate: {} transitions (server {}, client {}); lost {}: ring buffer full {}, skipped by the kernel {}",
+            "tcpstate: {} transitions (server {}, client {}); lost {}: ring buffer full {}, \
+             skipped by the kernel {} and recovered {}",
             self.total(),
             self.server,
             self.client,
-            self.lost.total(),
-            self.lost.ringbuf_full,
-            skipped
+            lost.total(),
+            lost.ringbuf_full,
+            lost.skipped,
+            lost.recovered
         )?;
-        let by_prog: Vec<String> = self
-            .lost
-            .recursion_misses
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(prog, n)| format!("{prog} {n}"))
-            .collect();
-        if !by_prog.is_empty() {
-            write!(f, " ({})", by_prog.join(", "))?;
+        if self.inferred > 0 {
+            write!(f, "; {} inferred from the next transition", self.inferred)?;
+        }
+        let tw: Vec<String> =
+            lost.tw_skipped.iter().filter(|(_, n)| *n > 0).map(|(prog, n)| format!("{prog} {n}")).collect();
+        if !tw.is_empty() {
+            write!(f, "; TIME_WAIT probes skipped by the kernel: {}", tw.join(", "))?;
         }
         Ok(())
     }
@@ -67,12 +69,14 @@ mod tests {
         s.count(&server);
         s.lost = Lost {
             ringbuf_full: 2,
-            recursion_misses: vec![("inet_sock_set_state".into(), 3), ("tw_timer_start".into(), 0)],
+            skipped: 5,
+            recovered: 4,
+            tw_skipped: vec![("tw_timer_start".into(), 0), ("tw_timer_cancel".into(), 7)],
         };
         assert_eq!(
             s.to_string(),
-            "tcpstate: 3 transitions (server 2, client 1); lost 5: ring buffer full 2, \
-             skipped by the kernel 3 (inet_sock_set_state 3)"
+            "tcpstate: 3 transitions (server 2, client 1); lost 3: ring buffer full 2, \
+             skipped by the kernel 5 and recovered 4; TIME_WAIT probes skipped by the kernel: tw_timer_cancel 7"
         );
     }
 }

@@ -19,8 +19,9 @@ use crate::skel::{types, OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-/// Index in the `counters` map (enum counter in src/bpf/tcpstate.h).
+/// Indexes in the `counters` map (enum counter in src/bpf/tcpstate.h).
 const CNT_RINGBUF_FULL: u32 = 0;
+const CNT_NESTED: u32 = 2;
 
 /// What to trace: the kernel-side filters and the TIME_WAIT probe wanted.
 #[derive(Clone, Debug, Default)]
@@ -56,25 +57,42 @@ pub struct Tracer<'obj> {
     pub tw_probe: TwProbe,
     /// Kinds tried before it, with why each was refused.
     pub refused: Vec<(TwProbe, String)>,
+    pub nested_guard: NestedGuard,
 }
 
 /// Attached programs: dropping it detaches them.
 pub struct Links(#[allow(dead_code)] Vec<Link>);
 
-/// Events the kernel side could not deliver.
+/// Events the kernel side could not deliver, and those it recovered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lost {
     /// The ring buffer was full.
     pub ringbuf_full: u64,
-    /// The kernel skipped a program because it was already running on that
-    /// CPU (bpf_prog_info.recursion_misses), per program.
-    pub recursion_misses: Vec<(String, u64)>,
+    /// State changes the kernel skipped the main program for, because it was
+    /// already running on that CPU (its bpf_prog_info.recursion_misses).
+    pub skipped: u64,
+    /// Of those, the ones the backup program caught.
+    pub recovered: u64,
+    /// The same count for the TIME_WAIT probe programs; the timer kind's
+    /// include skipped timers of every kind, not only timewait sockets'.
+    pub tw_skipped: Vec<(String, u64)>,
 }
 
 impl Lost {
+    /// State transitions lost for good.
     pub fn total(&self) -> u64 {
-        self.ringbuf_full + self.recursion_misses.iter().map(|(_, n)| n).sum::<u64>()
+        self.ringbuf_full + self.skipped.saturating_sub(self.recovered)
     }
+}
+
+/// How the backup program knows the main one was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NestedGuard {
+    /// Reads the main program's own recursion guard (prog->active): exact.
+    ProgActive,
+    /// A flag the main program's body sets: misses a nested event that lands
+    /// while the kernel counts the main program active outside its body.
+    Flag,
 }
 
 /// How one TIME_WAIT probe kind will be set up on this kernel.
@@ -155,11 +173,14 @@ impl TwPlan {
         Ok(())
     }
 
-    /// Attaches the state tracepoint and this kind's programs.
+    /// Attaches the state tracepoint, its backup and this kind's programs.
     fn attach(&self, skel: &TcpstateSkel<'_>) -> Result<Links> {
         let p = &skel.progs;
-        let mut links = vec![p.inet_sock_set_state.attach().context("attaching tp_btf/inet_sock_set_state")?];
         let named = |what: &str, r: libbpf_rs::Result<Link>| r.with_context(|| format!("attaching {what}"));
+        let mut links = vec![
+            named("tp_btf/inet_sock_set_state", p.inet_sock_set_state.attach())?,
+            named("tp_btf/inet_sock_set_state (backup)", p.inet_sock_set_state_nested.attach())?,
+        ];
         match self.kind {
             TwProbe::Fentry => {
                 links.push(named("fexit/inet_twsk_alloc", p.tw_alloc_fexit.attach())?);
@@ -206,13 +227,14 @@ impl<'obj> Tracer<'obj> {
         for kind in kinds {
             let attempt = TwPlan::new(kind, &kernel, cfg.tw_free_fn.as_deref()).and_then(|plan| {
                 let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
-                let skel = load(cfg, &plan, slot)?;
+                let mut skel = load(cfg, &plan, slot)?;
+                let guard = find_main_guard(&mut skel);
                 let links = plan.attach(&skel)?;
-                Ok((skel, links, plan.describe()))
+                Ok((skel, links, plan.describe(), guard))
             });
             match attempt {
-                Ok((skel, links, described)) => {
-                    return Ok((Tracer { skel, tw_probe: kind, refused }, links, described));
+                Ok((skel, links, described, nested_guard)) => {
+                    return Ok((Tracer { skel, tw_probe: kind, refused, nested_guard }, links, described));
                 }
                 // Without TIME_WAIT probes this is the tracer itself failing.
                 Err(e) if kind == TwProbe::Off => return Err(e),
@@ -259,24 +281,48 @@ impl<'obj> Tracer<'obj> {
 
     /// Reads the drop counters and each loaded program's recursion misses.
     pub fn lost(&self) -> Result<Lost> {
-        let key = CNT_RINGBUF_FULL.to_ne_bytes();
-        let per_cpu = self
-            .skel
-            .maps
-            .counters
-            .lookup_percpu(&key, MapFlags::ANY)
-            .context("reading the drop counters")?
-            .unwrap_or_default();
-        let ringbuf_full = per_cpu
-            .iter()
-            .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
-            .sum();
-        let mut recursion_misses = Vec::new();
+        let mut lost = Lost {
+            ringbuf_full: self.counter(CNT_RINGBUF_FULL)?,
+            recovered: self.counter(CNT_NESTED)?,
+            skipped: recursion_misses_of(&self.skel.progs.inet_sock_set_state)?,
+            tw_skipped: Vec::new(),
+        };
         for prog in self.skel.object().progs().filter(|p| p.autoload()) {
             let name = prog.name().to_string_lossy().into_owned();
-            recursion_misses.push((name, recursion_misses_of(&prog)?));
+            if name.starts_with("tw_") {
+                lost.tw_skipped.push((name, recursion_misses_of(&prog)?));
+            }
         }
-        Ok(Lost { ringbuf_full, recursion_misses })
+        Ok(lost)
+    }
+
+    /// A kernel-side counter, read from the mapped .bss (no system call).
+    fn counter(&self, index: u32) -> Result<u64> {
+        let bss = self.skel.maps.bss_data.as_deref().ok_or_else(|| anyhow!("BPF object has no .bss"))?;
+        let slot = bss.counters.get(index as usize).ok_or_else(|| anyhow!("no counter {index}"))?;
+        // SAFETY: an aligned u64 in the mapped .bss that BPF programs update
+        // atomically; a volatile read sees their latest value.
+        Ok(unsafe { std::ptr::read_volatile(slot) })
+    }
+}
+
+/// Runs the find_main_prog iterator, which looks up the main program's
+/// recursion guard for the backup program. Without it (an iterator the
+/// kernel refuses, a struct bpf_prog without `active`) the backup falls back
+/// to the main program's flag.
+fn find_main_guard(skel: &mut TcpstateSkel<'_>) -> NestedGuard {
+    let found = (|| -> Result<bool> {
+        let id = libbpf_rs::Program::id_from_fd(skel.progs.inet_sock_set_state.as_fd())?;
+        let bss = skel.maps.bss_data.as_deref_mut().ok_or_else(|| anyhow!("no .bss"))?;
+        bss.main_prog_id = id;
+        let link = skel.progs.find_main_prog.attach()?;
+        let mut iter = libbpf_rs::Iter::new(&link)?;
+        std::io::Read::read_to_end(&mut iter, &mut Vec::new())?;
+        Ok(skel.maps.bss_data.as_deref().is_some_and(|b| b.main_active != 0))
+    })();
+    match found {
+        Ok(true) => NestedGuard::ProgActive,
+        _ => NestedGuard::Flag,
     }
 }
 
@@ -361,22 +407,17 @@ fn load_error(err: libbpf_rs::Error) -> anyhow::Error {
     }
 }
 
+/// The kernel's count of runs it skipped for `prog`, from the program's
+/// /proc/self/fdinfo entry: unlike bpf_prog_get_info_by_fd() that needs no
+/// privilege, so it still works after --user.
 fn recursion_misses_of(prog: &libbpf_rs::Program<'_>) -> Result<u64> {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info is a properly sized, zeroed bpf_prog_info; the fd is the
-    // program's own, alive as long as `prog`.
-    let ret = unsafe {
-        libbpf_sys::bpf_prog_get_info_by_fd(
-            prog.as_fd().as_raw_fd(),
-            &mut info,
-            &mut len,
-        )
-    };
-    if ret != 0 {
-        bail!("reading program info: {}", std::io::Error::from_raw_os_error(-ret));
-    }
-    Ok(info.recursion_misses)
+    let path = format!("/proc/self/fdinfo/{}", prog.as_fd().as_raw_fd());
+    let info = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    fdinfo_field(&info, "recursion_misses").ok_or_else(|| anyhow!("{path} has no recursion_misses"))
+}
+
+fn fdinfo_field(info: &str, key: &str) -> Option<u64> {
+    info.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -394,6 +435,14 @@ mod tests {
         let (fam, w) = ip_words("::1".parse().unwrap());
         assert_eq!(fam, AF_INET6);
         assert_eq!(w[3].to_ne_bytes(), [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn reads_fdinfo_fields() {
+        let info = "pos:\t0\nprog_type:\t26\nrun_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t900\n";
+        assert_eq!(fdinfo_field(info, "recursion_misses"), Some(17));
+        assert_eq!(fdinfo_field(info, "run_cnt"), Some(0));
+        assert_eq!(fdinfo_field(info, "missing"), None);
     }
 
     #[test]

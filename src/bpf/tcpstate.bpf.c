@@ -82,13 +82,9 @@ struct {
 	__type(value, struct owner);
 } listeners SEC(".maps");
 
-/* enum counter, per CPU: user space sums them for the exit summary. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+/* enum counter. In .bss, which user space reads through its mmap: no
+ * system call, so it still works after --user dropped every privilege. */
+__u64 counters[CNT_MAX] = {};
 
 /* Makes `struct event` appear in the generated skeleton types. */
 struct event _event = {};
@@ -105,11 +101,8 @@ struct tuple {
 
 static __always_inline void count(enum counter which)
 {
-	__u32 key = which;
-	__u64 *val = bpf_map_lookup_elem(&counters, &key);
-
-	if (val)
-		*val += 1;
+	if (which < CNT_MAX)
+		__sync_fetch_and_add(&counters[which], 1);
 }
 
 static __always_inline bool is_v4_mapped(const __u32 *a)
@@ -341,6 +334,15 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	return 0;
 }
 
+/* Per CPU: 1 while the main program's body runs (the fallback signal for
+ * the backup program below). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} in_main SEC(".maps");
+
 /*
  * Mirrors inet_sk_state_store()/inet_sk_set_state() in net/ipv4/af_inet.c,
  * which fire this tracepoint on every TCP state change of a full socket.
@@ -348,7 +350,92 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return handle_set_state(sk, oldstate, newstate, 0);
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&in_main, &zero);
+
+	if (busy)
+		*busy = 1;
+	handle_set_state(sk, oldstate, newstate, 0);
+	if (busy)
+		*busy = 0;
+	return 0;
+}
+
+/* --------------------------------------------------------------------------
+ * Nested events
+ *
+ * The kernel skips a program when its tracepoint fires again while that
+ * program already runs on the CPU (__bpf_trace_run() checks prog->active and
+ * only counts a recursion miss). On a busy machine that happens when a
+ * softirq on top of one socket's tcp_set_state() changes another socket's
+ * state. A second program on the same tracepoint has its own prog->active,
+ * so it does run then; it reports the event only when the main program is
+ * active on this CPU, i.e. exactly when the main program was skipped.
+ * ------------------------------------------------------------------------ */
+
+/* Found once by find_main_prog (0 until then, and where not found: the
+ * flag above is used instead). Per-CPU pointers must be offset by the CPU's
+ * per-CPU area, which this kernel hides from BPF; in_main's element 0 gives
+ * it: its per-CPU pointer (in_main_pcpu) versus the address a lookup returns
+ * on this CPU. */
+__u64 main_active = 0;   /* per-CPU pointer: the main program's prog->active */
+__u64 in_main_pcpu = 0;  /* per-CPU pointer: in_main's element 0 */
+/* The main program's id, written by user space before running the iterator. */
+__u32 main_prog_id = 0;
+
+/* A pointer's value as a plain number: the verifier forbids arithmetic on
+ * map and map value pointers, so read the value back through the stack. */
+static __always_inline __u64 address_of(const void *ptr)
+{
+	__u64 addr = 0;
+
+	bpf_probe_read_kernel(&addr, sizeof(addr), &ptr);
+	return addr;
+}
+
+static __always_inline bool main_is_running(void)
+{
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&in_main, &zero);
+	int active = 0;
+
+	if (!busy)
+		return false;
+	if (main_active && in_main_pcpu) {
+		__u64 cpu_offset = address_of(busy) - in_main_pcpu;
+
+		bpf_probe_read_kernel(&active, sizeof(active), (void *)(main_active + cpu_offset));
+		return active > 0;
+	}
+	return *busy;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state_nested, const struct sock *sk, const int oldstate,
+	     const int newstate)
+{
+	if (!main_is_running())
+		return 0;
+	count(CNT_NESTED);
+	return handle_set_state(sk, oldstate, newstate, EV_NESTED);
+}
+
+/* Run once by user space: finds the main program's struct bpf_prog among
+ * all programs and keeps the per-CPU address of its recursion guard. */
+SEC("iter/bpf_prog")
+int find_main_prog(struct bpf_iter__bpf_prog *ctx)
+{
+	struct bpf_prog *prog = ctx->prog;
+
+	__u64 pptrs = address_of(&in_main) + bpf_core_field_offset(struct bpf_array, pptrs);
+
+	if (!prog || !bpf_core_field_exists(prog->active))
+		return 0;
+	if (BPF_CORE_READ(prog, aux, id) != main_prog_id)
+		return 0;
+	bpf_probe_read_kernel(&in_main_pcpu, sizeof(in_main_pcpu), (void *)pptrs);
+	main_active = (__u64)BPF_CORE_READ(prog, active);
+	return 0;
 }
 
 /* --------------------------------------------------------------------------

@@ -59,7 +59,8 @@ struct event {
 enum counter {
 	CNT_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve() failed: event dropped */
 	CNT_SOCKS_FULL = 1,   /* socket table insert failed (never expected with LRU) */
-	CNT_MAX = 2,
+	CNT_NESTED = 2,       /* state changes the main program missed and the backup took */
+	CNT_MAX = 3,
 };
 
 #endif /* TCPSTATE_H */
