@@ -8,13 +8,13 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages: build (clang, libelf, zlib, pkg-config), vmlinux.h and
 # leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2),
 # stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock),
-# a font for PNG pictures.
+# a font for PNG pictures, bpftrace (a peer in make bench).
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               nginx-light curl iproute2 ca-certificates \
               qemu-system-x86 busybox-static cpio xz-utils util-linux \
-              fonts-dejavu-core
+              fonts-dejavu-core bpftrace
 
-.PHONY: all deps build run test test-kernels demo install uninstall vmlinux clean
+.PHONY: all deps build run test test-kernels demo bench soak install uninstall vmlinux clean
 
 all: build
 
@@ -38,12 +38,23 @@ run: build
 # Every test: unit tests and the kernel tests against real nginx and curl.
 # Not root: cargo builds as you, and only the test binaries run under sudo.
 test: deps
-	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --all-targets
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --workspace --all-targets
 
 # Only the QEMU part: fentry/fexit and kprobe TIME_WAIT probes on stock
 # Debian 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).
 test-kernels: deps
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels
+
+# Connection storm: tcpstate against no tracer, a count-only floor and bpftrace,
+# side by side over alternating rounds. Tables on stdout, bench/results.json.
+# N, ROUNDS, MODE (client-close|reset|concurrent), ROWS.
+N      ?= 20000
+ROUNDS ?= 5
+MODE   ?= client-close
+ROWS   ?= all
+bench: deps
+	$(CARGO) build --release --locked --workspace
+	$(SUDO) target/release/bench -n $(N) -r $(ROUNDS) --mode $(MODE) --rows $(ROWS) -o bench/results.json
 
 # One curl -> nginx request, traced and drawn as timeline.svg (TIME_WAIT ended early).
 demo: build

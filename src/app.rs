@@ -16,6 +16,7 @@ use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::output::{monotonic_ns, Clock, Printer};
 use crate::summary::Summary;
 use crate::tracer::{self, Config, NestedGuard, Tracer};
+use crate::metrics::{self, Metrics};
 use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::{libbpf_log, owners, preflight};
 
@@ -78,6 +79,13 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut flow = Flow::new(args);
     let batch = RefCell::new(Batch::default());
     let ring = tracer.ring_buffer(|data| batch.borrow_mut().push(data))?;
+    // Bound before dropping privileges: a low port needs them.
+    let metrics = args.metrics.map(|addr| {
+        let m = Metrics::new();
+        metrics::serve(m.clone(), addr).map(|server| (m, server))
+    });
+    let metrics = metrics.transpose()?;
+    flow.metrics = metrics.as_ref().map(|(m, _)| m.clone());
     if let Some(user) = &user {
         preflight::drop_privileges(user)?;
         if args.verbose {
@@ -87,6 +95,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut summary = Summary::default();
     let mut done = false;
+    let mut next_lost_read = Instant::now();
 
     while !done && !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         // poll() returns on a forced wake-up or after TICK; consume() then
@@ -99,6 +108,12 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         }
         ring.consume().context("reading the ring buffer")?;
         done = flow.emit(&batch, &mut printer, &mut summary, args.count, false)?;
+        if let Some(m) = &flow.metrics {
+            if Instant::now() >= next_lost_read {
+                next_lost_read = Instant::now() + Duration::from_secs(1);
+                m.set_lost(&tracer.lost()?);
+            }
+        }
     }
 
     // Detach first so nothing new arrives, then take what is still queued.
@@ -162,6 +177,8 @@ struct Flow {
     pending: Vec<Event>,
     /// What --plot will draw: the transitions printed, up to PLOT_MAX.
     plotted: Option<Plotted>,
+    /// --metrics: fed every printed transition.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The transitions kept for --plot.
@@ -198,6 +215,7 @@ impl Flow {
             lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())),
             pending: Vec::new(),
             plotted: args.plot.is_some().then(Plotted::default),
+            metrics: None,
         }
     }
 
@@ -246,12 +264,19 @@ impl Flow {
             if let Some(plotted) = &mut self.plotted {
                 plotted.keep(&ev);
             }
+            if let Some(m) = &self.metrics {
+                m.observe(&ev);
+            }
             if count.is_some_and(|n| summary.total() >= n) {
                 done = true;
                 break;
             }
         }
         printer.flush().context("writing the output")?;
+        if let Some(m) = &self.metrics {
+            m.set_inferred(self.gaps.inferred);
+            m.set_time_wait_alive(self.lifecycle.as_ref().map_or(0, |lc| lc.live()));
+        }
         Ok(done)
     }
 }

@@ -122,6 +122,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PATH", default_value = crate::preflight::KERNEL_BTF)]
     pub btf: PathBuf,
 
+    /// Serve Prometheus metrics on this address while tracing (e.g. 127.0.0.1:9187)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
+
     /// Drop to this user, with no capabilities left, once the programs are attached
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
@@ -216,6 +220,10 @@ fn parse_server(s: &str) -> Result<SocketAddr, String> {
         return Err(format!("'{s}' has port 0: use a port from 1 to 65535"));
     }
     Ok(addr)
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("'{s}' is not an address to listen on: write e.g. 127.0.0.1:9187 or [::1]:9187"))
 }
 
 fn parse_port_list(s: &str) -> Result<PortList, String> {

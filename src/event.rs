@@ -113,7 +113,7 @@ pub struct Event {
     pub dport: u16,
     /// Owning process; `None` when the kernel side never saw it act.
     pub pid: Option<u32>,
-    pub comm: Option<String>,
+    pub comm: Option<Comm>,
     pub skaddr: u64,
     pub netns: u32,
     /// Time spent in `old`; `None` when the socket's previous transition was not seen.
@@ -155,7 +155,7 @@ impl Event {
             2 => Side::Client,
             _ => Side::guess_from_ports(raw.sport, raw.dport),
         };
-        let comm = comm_string(&raw.comm);
+        let comm = Comm::from_raw(&raw.comm);
         Ok(Event {
             ts_ns: raw.ts_ns,
             side,
@@ -166,7 +166,7 @@ impl Event {
             daddr,
             dport: raw.dport,
             pid: (raw.pid != 0).then_some(raw.pid),
-            comm: (raw.pid != 0 && !comm.is_empty()).then_some(comm),
+            comm: (raw.pid != 0 && !comm.as_str().is_empty()).then_some(comm),
             skaddr: raw.skaddr,
             netns: raw.netns,
             prev_state_ns: (raw.prev_state_ns != 0).then_some(raw.prev_state_ns),
@@ -212,9 +212,56 @@ fn ipv4(bytes: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
 }
 
-fn comm_string(raw: &[i8]) -> String {
-    let bytes: Vec<u8> = raw.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+/// A task's comm (at most 15 bytes), stored inline so that decoding and
+/// copying events allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comm {
+    bytes: [u8; 15],
+    len: u8,
+}
+
+impl Comm {
+    /// Up to the first NUL; bytes that are not printable ASCII become '?',
+    /// so that the result is always valid, printable UTF-8.
+    pub fn from_raw(raw: &[i8]) -> Comm {
+        let mut comm = Comm {
+            bytes: [0; 15],
+            len: 0,
+        };
+        for &c in raw.iter().take(15).take_while(|&&c| c != 0) {
+            let b = c as u8;
+            comm.bytes[comm.len as usize] = if b.is_ascii_graphic() || b == b' ' {
+                b
+            } else {
+                b'?'
+            };
+            comm.len += 1;
+        }
+        comm
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        let raw: Vec<i8> = s.bytes().map(|b| b as i8).collect();
+        Comm::from_raw(&raw)
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -259,7 +306,7 @@ pub(crate) mod tests {
         assert_eq!(ev.daddr, "127.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!((ev.sport, ev.dport), (51234, 80));
         assert_eq!(ev.pid, Some(4242));
-        assert_eq!(ev.comm.as_deref(), Some("curl"));
+        assert_eq!(ev.comm.map(|c| c.to_string()).as_deref(), Some("curl"));
         assert_eq!(ev.prev_state_ms(), Some(2.5));
         assert_eq!(ev.family(), 4);
         assert_eq!(ev.source, Source::SetState);
@@ -278,8 +325,18 @@ pub(crate) mod tests {
         assert_eq!(ev.saddr, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(ev.family(), 6);
         assert_eq!(ev.side, Side::Server);
-        assert_eq!((ev.pid, ev.comm.as_deref()), (None, None));
+        assert_eq!((ev.pid, ev.comm), (None, None));
         assert_eq!(ev.prev_state_ms(), None);
+    }
+
+    #[test]
+    fn comm_is_printable_and_bounded() {
+        let mut raw = [0i8; 16];
+        for (d, s) in raw.iter_mut().zip(b"a\"b\x01\xffcdefghijklmnop") {
+            *d = *s as i8;
+        }
+        assert_eq!(Comm::from_raw(&raw).as_str(), "a\"b??cdefghijkl");
+        assert_eq!(Comm::from("nginx").as_str(), "nginx");
     }
 
     #[test]

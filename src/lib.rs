@@ -12,6 +12,7 @@ pub mod gaps;
 pub mod kernel;
 pub mod libbpf_log;
 pub mod lifecycle;
+pub mod metrics;
 pub mod output;
 pub mod owners;
 pub mod plot;

@@ -88,6 +88,11 @@ pub struct Lifecycle {
     by_key: HashMap<ConnKey, u64>,
     /// Recently dead (address, connection), newest last.
     dead: VecDeque<(u64, ConnKey)>,
+    /// Timer cancels awaiting their verdict, (time, address), oldest first:
+    /// tick() looks at these only, not at every live socket.
+    cancels: VecDeque<(u64, u64)>,
+    /// When tick() last looked for sockets gone silent.
+    last_sweep_ns: u64,
     /// A pid filter is on: a timewait socket never claimed by a reported
     /// full socket belongs to another process.
     owned_only: bool,
@@ -118,20 +123,23 @@ impl Lifecycle {
 
     /// Resolves what waited long enough, as of kernel time `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) {
-        let due: Vec<(u64, u64)> = self
-            .tws
-            .iter()
-            .filter_map(|(&addr, tw)| match tw.cancel_ts {
-                Some(c) if c + CANCEL_HOLD_NS <= now_ns => Some((addr, c)),
-                _ if tw.last_ts + STALE_NS <= now_ns => Some((addr, 0)),
-                _ => None,
-            })
-            .collect();
-        for (addr, cancel_ts) in due {
-            if cancel_ts == 0 {
+        while let Some(&(ts, addr)) = self.cancels.front() {
+            if ts + CANCEL_HOLD_NS > now_ns {
+                break;
+            }
+            self.cancels.pop_front();
+            // Still the same pending cancel: no re-arm or expiry came.
+            if self.tws.get(&addr).is_some_and(|tw| tw.cancel_ts == Some(ts)) {
+                self.died(addr, ts, None, out);
+            }
+        }
+        // Sockets whose death was lost: rare, so looked for rarely.
+        if now_ns >= self.last_sweep_ns + STALE_NS / 10 {
+            self.last_sweep_ns = now_ns;
+            let stale: Vec<u64> =
+                self.tws.iter().filter(|(_, tw)| tw.last_ts + STALE_NS <= now_ns).map(|(&a, _)| a).collect();
+            for addr in stale {
                 self.remove(addr);
-            } else {
-                self.died(addr, cancel_ts, None, out);
             }
         }
     }
@@ -261,7 +269,10 @@ impl Lifecycle {
             }
         }
         if let Some(tw) = self.tws.get_mut(&ev.skaddr) {
-            tw.cancel_ts.get_or_insert(ev.ts_ns);
+            if tw.cancel_ts.is_none() {
+                tw.cancel_ts = Some(ev.ts_ns);
+                self.cancels.push_back((ev.ts_ns, ev.skaddr));
+            }
             tw.last_ts = ev.ts_ns;
         }
     }
@@ -334,7 +345,7 @@ fn transition_of(tw: &Tw, old: TcpState, new: TcpState, ts: u64, inferred: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Side;
+    use crate::event::{Comm, Side};
 
     const FW2: TcpState = TcpState::FIN_WAIT2;
     const TW: TcpState = TcpState::TIME_WAIT;
@@ -352,7 +363,7 @@ mod tests {
             daddr: "127.0.0.1".parse().unwrap(),
             dport: 80,
             pid: (source == Source::SetState).then_some(77),
-            comm: (source == Source::SetState).then(|| "curl".to_string()),
+            comm: (source == Source::SetState).then(|| Comm::from("curl")),
             skaddr,
             netns: 1,
             prev_state_ns: (source == Source::SetState).then_some(1000),
@@ -414,7 +425,10 @@ mod tests {
         lc.push(tw_ev(5000, Source::TwFree, TW), &mut out);
         let last = out.last().unwrap();
         assert_eq!((last.old, last.new), (TW, TcpState::CLOSE));
-        assert_eq!((last.pid, last.comm.as_deref(), last.side), (Some(77), Some("curl"), Side::Client));
+        assert_eq!(
+            (last.pid, last.comm, last.side),
+            (Some(77), Some(Comm::from("curl")), Side::Client)
+        );
         assert_eq!(lc.live(), 0);
     }
 

@@ -84,7 +84,12 @@ pub fn check_btf(path: &Path) -> Result<()> {
             path.display()
         );
     }
-    if libbpf_rs::btf::Btf::from_path(path).is_err() {
+    // Raw BTF (what /sys/kernel/btf/vmlinux holds) or an ELF file with a
+    // .BTF section; libbpf reads either. Only the magic is checked here:
+    // parsing megabytes of BTF twice is what the load does anyway.
+    let mut magic = [0u8; 4];
+    let readable = fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    if readable.is_err() || !(magic[..2] == [0x9f, 0xeb] || magic == *b"\x7fELF") {
         bail!(
             "{} is not a BTF file: pass --btf the running kernel's BTF (e.g. /sys/kernel/btf/vmlinux)",
             path.display()

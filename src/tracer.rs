@@ -108,6 +108,8 @@ struct TwPlan {
 /// ended it; inet_twsk_put (every reference drop) when that is not a symbol.
 const FREE_FNS: [&str; 2] = ["inet_twsk_free", "inet_twsk_put"];
 const ALLOC_FN: &str = "inet_twsk_alloc";
+/// Every timewait socket's timer callback.
+const TIMER_FN: &str = "tw_timer_handler";
 
 impl TwPlan {
     /// Checks the kernel has what `kind` needs, before any load is tried.
@@ -115,20 +117,12 @@ impl TwPlan {
         let candidates: Vec<&str> = free_fn.map_or(FREE_FNS.to_vec(), |f| vec![f]);
         let mut plan = TwPlan { kind, free_fn: String::new(), timer_fn: 0 };
         match kind {
-            TwProbe::Fentry => {
-                if !kernel.btf_func(ALLOC_FN) {
-                    bail!("{ALLOC_FN} is not a BTF function of this kernel");
-                }
-                plan.free_fn = candidates
-                    .iter()
-                    .find(|f| kernel.btf_func(f))
-                    .ok_or_else(|| anyhow!("no BTF function {} in this kernel", candidates.join(" or ")))?
-                    .to_string();
-            }
-            TwProbe::Kprobe => {
-                if !kernel.has_kprobes() {
+            TwProbe::Fentry | TwProbe::Kprobe => {
+                if kind == TwProbe::Kprobe && !kernel.has_kprobes() {
                     bail!("this kernel has no kprobes (CONFIG_KPROBES is off)");
                 }
+                // A function must exist (and not be inlined away) to be
+                // probed; fentry also needs it in BTF, which the load checks.
                 if kernel.symbol(ALLOC_FN).is_none() {
                     bail!("{ALLOC_FN} is not in /proc/kallsyms");
                 }
@@ -139,9 +133,8 @@ impl TwPlan {
                     .to_string();
             }
             TwProbe::Timer => {
-                plan.timer_fn = kernel
-                    .symbol("tw_timer_handler")
-                    .ok_or_else(|| anyhow!("tw_timer_handler is not in /proc/kallsyms"))?;
+                plan.timer_fn =
+                    kernel.symbol(TIMER_FN).ok_or_else(|| anyhow!("{TIMER_FN} is not in /proc/kallsyms"))?;
             }
             TwProbe::Off | TwProbe::Auto => {}
         }
@@ -217,7 +210,10 @@ impl<'obj> Tracer<'obj> {
     /// for, or with `auto` the first of fentry, kprobe, timer this kernel
     /// accepts, and none rather than no tracing at all.
     pub fn start(cfg: &Config, slots: &'obj mut Slots) -> Result<(Tracer<'obj>, Links, String)> {
-        let kernel = Kernel::inspect(&cfg.btf);
+        let mut wanted = vec![ALLOC_FN, TIMER_FN];
+        wanted.extend(FREE_FNS);
+        wanted.extend(cfg.tw_free_fn.as_deref());
+        let kernel = Kernel::inspect(&wanted);
         let kinds = match cfg.tw_probe {
             TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
             kind => vec![kind],

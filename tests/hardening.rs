@@ -139,3 +139,38 @@ fn plot_of_random_bytes_is_one_clear_error() {
     assert!(last.starts_with("tcpstate: ") && last.contains("no TCP state transitions in the input"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// --metrics, scraped with curl while tracing.
+#[test]
+fn metrics_are_scrapeable_while_tracing() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--metrics", &metrics_addr]);
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    assert_eq!(curl(&nginx.url()), 0);
+    let scrape = || {
+        let out = Command::new("curl").args(["-sS", &format!("http://{metrics_addr}/metrics")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let want = [
+        "tcpstate_transitions_total{side=\"client\",old=\"CLOSE\",new=\"SYN_SENT\"} 1",
+        "tcpstate_transitions_total{side=\"client\",old=\"FIN_WAIT2\",new=\"TIME_WAIT\"} 1",
+        "tcpstate_transitions_total{side=\"server\",old=\"LAST_ACK\",new=\"CLOSE\"} 1",
+        "tcpstate_sockets{side=\"client\",state=\"TIME_WAIT\"} 1",
+        "tcpstate_sockets{side=\"server\",state=\"LISTEN\"} 1",
+        "tcpstate_time_wait_sockets 1",
+        "tcpstate_lost_events_total{reason=\"ring_buffer_full\"} 0",
+    ];
+    let mut text = String::new();
+    wait_for(Duration::from_secs(10), "the metrics to show the connection", || {
+        text = scrape();
+        want.iter().all(|line| text.lines().any(|l| l == *line))
+    });
+    assert!(text.contains("# TYPE tcpstate_transitions_total counter"), "{text}");
+    let out = tracer.stop();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(json_events(&out.stdout).len(), 11, "the scrapes are not on the traced port");
+}

@@ -19,6 +19,18 @@ impl Csv {
 
 const HEADER: &str = "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred";
 
+/// Time in the previous state in ms, empty when unknown; no allocation.
+struct PrevMs(Option<u64>);
+
+impl std::fmt::Display for PrevMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ns) => write!(f, "{}.{:06}", ns / 1_000_000, ns % 1_000_000),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Quotes a field only when it needs it (RFC 4180).
 fn field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
@@ -48,10 +60,10 @@ impl Formatter for Csv {
             ev.daddr,
             ev.dport,
             ev.pid.map(|p| p.to_string()).unwrap_or_default(),
-            field(ev.comm.as_deref().unwrap_or("")),
+            field(ev.comm.as_ref().map_or("", |c| c.as_str())),
             ev.skaddr,
             ev.netns,
-            ev.prev_state_ms().map(|ms| ms.to_string()).unwrap_or_default(),
+            PrevMs(ev.prev_state_ns),
             ev.inferred
         )
     }
@@ -65,18 +77,18 @@ mod tests {
     #[test]
     fn header_then_rows() {
         let mut odd = sample(1, 4);
-        odd.comm = Some("a,\"b\"".into());
+        odd.comm = Some(crate::event::Comm::from("a,\"b\""));
         odd.pid = None;
         let out = render(Box::new(Csv::new(Clock::relative())), &[sample(2, 1), odd]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], HEADER);
         assert_eq!(
             lines[1],
-            "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,2.5,false"
+            "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,2.500000,false"
         );
         assert_eq!(
             lines[2],
-            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,\"a,\"\"b\"\"\",0xffff888012345678,4026531840,2.5,false"
+            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,\"a,\"\"b\"\"\",0xffff888012345678,4026531840,2.500000,false"
         );
     }
 }

@@ -6,6 +6,7 @@ mod csv;
 mod json;
 mod table;
 
+use std::fmt;
 use std::io::{self, Write};
 
 use crate::cli::Format;
@@ -41,28 +42,62 @@ impl Clock {
     }
 
     /// `HH:MM:SS.ffffff` (UTC) or seconds since the first event.
-    pub fn format(&mut self, ts_ns: u64) -> String {
+    pub fn format(&mut self, ts_ns: u64) -> Stamp {
         match self.wall_offset_ns {
             Some(offset) => {
                 let real = ts_ns as i128 + offset;
-                let day_ns = real.rem_euclid(86_400 * 1_000_000_000);
-                let secs = day_ns / 1_000_000_000;
-                let micros = (day_ns % 1_000_000_000) / 1000;
-                format!(
+                let day_ns = real.rem_euclid(86_400 * 1_000_000_000) as u64;
+                Stamp::TimeOfDay {
+                    secs: day_ns / 1_000_000_000,
+                    micros: day_ns % 1_000_000_000 / 1000,
+                }
+            }
+            None => {
+                let first = *self.first_ts.get_or_insert(ts_ns);
+                let delta = ts_ns.saturating_sub(first);
+                Stamp::Since {
+                    secs: delta / 1_000_000_000,
+                    micros: delta % 1_000_000_000 / 1000,
+                }
+            }
+        }
+    }
+}
+
+/// A formatted TIME value that honours width and alignment without
+/// allocating (it is printed for every event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    TimeOfDay { secs: u64, micros: u64 },
+    Since { secs: u64, micros: u64 },
+}
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Stamp::TimeOfDay { secs, micros } => pad_args(
+                f,
+                format_args!(
                     "{:02}:{:02}:{:02}.{:06}",
                     secs / 3600,
                     secs / 60 % 60,
                     secs % 60,
                     micros
-                )
-            }
-            None => {
-                let first = *self.first_ts.get_or_insert(ts_ns);
-                let delta = ts_ns.saturating_sub(first);
-                format!("{}.{:06}", delta / 1_000_000_000, delta % 1_000_000_000 / 1000)
-            }
+                ),
+            ),
+            Stamp::Since { secs, micros } => pad_args(f, format_args!("{secs}.{micros:06}")),
         }
     }
+}
+
+/// Formats `args` on the stack, then pads them as the caller's format
+/// string asks: width and alignment for composite values, no allocation.
+pub(crate) fn pad_args(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
+    let mut buf = [0u8; 64];
+    let mut cursor = io::Cursor::new(&mut buf[..]);
+    cursor.write_fmt(args).map_err(|_| fmt::Error)?;
+    let len = cursor.position() as usize;
+    f.pad(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
 }
 
 /// Now, on the clock of the kernel's bpf_ktime_get_ns().
@@ -170,14 +205,15 @@ pub(crate) mod tests {
     #[test]
     fn relative_clock_counts_from_the_first_event() {
         let mut c = Clock::relative();
-        assert_eq!(c.format(5_000_000_000), "0.000000");
-        assert_eq!(c.format(6_234_567_890), "1.234567");
+        assert_eq!(c.format(5_000_000_000).to_string(), "0.000000");
+        assert_eq!(c.format(6_234_567_890).to_string(), "1.234567");
+        assert_eq!(format!("{:<10}|", c.format(5_000_000_000)), "0.000000  |");
     }
 
     #[test]
     fn wall_clock_prints_time_of_day() {
         // monotonic 1 s + offset of 13:45:10 exactly
         let mut c = Clock::with_wall_offset((13 * 3600 + 45 * 60 + 9) * 1_000_000_000);
-        assert_eq!(c.format(1_000_250_000), "13:45:10.000250");
+        assert_eq!(c.format(1_000_250_000).to_string(), "13:45:10.000250");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{Clock, Formatter};
+use super::{pad_args, Clock, Formatter};
 use crate::event::Event;
 
 pub struct Table {
@@ -18,6 +18,28 @@ impl Table {
     }
 }
 
+/// A value, or `-` when unknown; padding applies to either.
+struct Dash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.pad("-"),
+        }
+    }
+}
+
+/// Nanoseconds shown as milliseconds with three decimals.
+struct Millis(u64);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = (self.0 + 500) / 1000;
+        pad_args(f, format_args!("{}.{:03}", micros / 1000, micros % 1000))
+    }
+}
+
 impl Formatter for Table {
     fn header(&mut self, out: &mut dyn Write) -> io::Result<()> {
         let w = self.addr_width;
@@ -30,18 +52,18 @@ impl Formatter for Table {
 
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
         let w = self.addr_width;
-        let pid = ev.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
-        let ms = ev.prev_state_ms().map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"));
+        let pid = Dash(ev.pid);
+        let ms = Dash(ev.prev_state_ns.map(Millis));
         writeln!(
             out,
             "{:<15} {:<6} {:>7} {:<16} {:<w$} {:>5} {:<w$} {:>5} {:<12} -> {:<12} {:>10}",
             self.clock.format(ev.ts_ns),
             ev.side,
             pid,
-            ev.comm.as_deref().unwrap_or("-"),
-            ev.saddr.to_string(),
+            ev.comm.as_ref().map_or("-", |c| c.as_str()),
+            ev.saddr,
             ev.sport,
-            ev.daddr.to_string(),
+            ev.daddr,
             ev.dport,
             ev.old_label(),
             ev.new,

@@ -13,7 +13,9 @@ use svg::node::element::{Group as G, Text, Title};
 use svg::{Document, Node};
 
 use super::axis::{Anchor, Axis, TICK_FONT};
-use super::lanes::{draw_groups, lane_labels, line, mark_label, marker, rect, text, STUB_PX};
+use super::lanes::{
+    draw_groups, lane_labels, line, mark_label, marker, rect, text, LABEL_RISE, STUB_PX,
+};
 use super::model::{GroupKind, Mark, Timeline};
 use super::style::{fit_text, format_duration, state_colour, text_width, FONT_FAMILY};
 use super::PlotOptions;
@@ -71,7 +73,7 @@ impl Metrics {
             bar_h: if detail { 22.0 } else { 14.0 },
             marker_r: if detail { 4.5 } else { 3.2 },
             label_band: if detail {
-                (widest_mark * FRAC_1_SQRT_2 + 10.0).clamp(24.0, 170.0)
+                (widest_mark * FRAC_1_SQRT_2 + LABEL_RISE + 5.0).clamp(24.0, 176.0)
             } else {
                 0.0
             },
@@ -254,6 +256,7 @@ fn draw_axis(axis: &Axis, m: &Metrics, y: &mut f64) -> G {
     if axis.breaks().next().is_some() {
         title.push_str(" (shaded: idle time cut short, its real length under the axis)");
     }
+    let title = fit_text(&title, 11.0, m.width - m.plot_left - m.margin);
     g.append(text(m.plot_left, base + 36.0, title, 11.0).set("fill", "#555555"));
     *y = base + 40.0;
     g

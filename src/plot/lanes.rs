@@ -19,10 +19,15 @@ use crate::state::TcpState;
 pub const STUB_PX: f64 = 46.0;
 /// A stub is never shorter than this, even right before a break.
 const MIN_STUB_PX: f64 = 12.0;
-/// How far a marker label may slide right to avoid its neighbour.
-const MAX_LABEL_SHIFT: f64 = 30.0;
+/// How far a marker label may move to clear its neighbours.
+const MAX_LABEL_SHIFT: f64 = 36.0;
+/// Marker labels start this far above the bar, leaving room for the stems
+/// that lead moved labels back to their markers.
+pub const LABEL_RISE: f64 = 11.0;
 /// Breaks are drawn as two tears this far inside the break's edges.
 const TEAR_INSET: f64 = 9.0;
+/// A break narrower than this gets one tear in its middle, not two.
+const NARROW_BREAK_PX: f64 = 56.0;
 /// Marker labels rise at 45°.
 const LABEL_ANGLE: f64 = -45.0;
 
@@ -152,22 +157,42 @@ impl LaneDrawing<'_> {
             visible_end = x1 + stub;
         }
         let breaks: Vec<&Span> = axis.breaks_within(seg.start_ns, end).collect();
-        for (i, b) in breaks.iter().enumerate() {
-            g.append(self.tear(b.x0 + TEAR_INSET));
-            g.append(self.tear(b.x1 - TEAR_INSET));
-            let at_least = if seg.end_ns.is_none() { "≥" } else { "" };
-            let duration = format!("{at_least}{}", format_duration(end - seg.start_ns));
-            if i == 0 && text_width(&duration, m.small_font) + 4.0 <= b.x1 - b.x0 - 2.0 * TEAR_INSET
-            {
-                g.append(
-                    self.centred(&duration, (b.x0 + b.x1) / 2.0, colour).set("font-weight", "bold"),
-                );
+        for b in &breaks {
+            if b.x1 - b.x0 >= NARROW_BREAK_PX {
+                g.append(self.tear(b.x0 + TEAR_INSET));
+                g.append(self.tear(b.x1 - TEAR_INSET));
+            } else {
+                g.append(self.tear((b.x0 + b.x1) / 2.0));
             }
         }
+        // The real length, between the tears of the widest break crossed,
+        // or else after the state's name.
+        let at_least = if seg.end_ns.is_none() { "≥" } else { "" };
+        let duration = format!("{at_least}{}", format_duration(end - seg.start_ns));
+        // Widest first, then the one standing for the longest time.
+        let widest = breaks.iter().max_by(|p, q| {
+            ((p.x1 - p.x0).round(), p.t1 - p.t0)
+                .partial_cmp(&((q.x1 - q.x0).round(), q.t1 - q.t0))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let in_break = widest.filter(|b| {
+            b.x1 - b.x0 >= NARROW_BREAK_PX
+                && text_width(&duration, m.small_font) + 4.0 <= b.x1 - b.x0 - 2.0 * TEAR_INSET
+        });
+        if let Some(b) = in_break {
+            g.append(
+                self.centred(&duration, (b.x0 + b.x1) / 2.0, colour).set("font-weight", "bold"),
+            );
+        }
         let name = seg.state.to_string();
+        let mut names = Vec::new();
+        if !breaks.is_empty() && in_break.is_none() {
+            names.push(format!("{name} {duration}"));
+        }
+        names.push(name);
         let (a, b) = widest_visible(x0, visible_end, &breaks);
-        if text_width(&name, m.small_font) + 8.0 <= b - a {
-            g.append(self.centred(&name, (a + b) / 2.0, colour));
+        if let Some(name) = names.iter().find(|n| text_width(n, m.small_font) + 8.0 <= b - a) {
+            g.append(self.centred(name, (a + b) / 2.0, colour));
         }
         g
     }
@@ -200,41 +225,111 @@ impl LaneDrawing<'_> {
     }
 
     /// Markers, and in the detailed layout their rotated `time:STATE`
-    /// labels, each slid right just enough to clear the previous one; a
-    /// label that would have to slide too far is left to the tooltip.
+    /// labels, spread apart where markers crowd (see [`spread_labels`]),
+    /// each hanging from a thin stem that leads back to its marker.
     fn markers(&self, marks: &[Mark]) -> G {
         let m = self.m;
         let mid = self.bar_y + m.bar_h / 2.0;
-        let spacing = (m.small_font + 2.0) / FRAC_1_SQRT_2;
-        let mut next_free = f64::MIN;
+        let xs: Vec<f64> = marks.iter().map(|mark| self.axis.x(mark.t_ns)).collect();
         let mut g = G::new();
-        for mark in marks {
-            let x = self.axis.x(mark.t_ns);
-            if m.detail {
-                let lx = x.max(next_free);
-                if lx - x <= MAX_LABEL_SHIFT {
-                    next_free = lx + spacing;
+        if m.detail {
+            let spacing = (m.small_font + 2.0) / FRAC_1_SQRT_2;
+            for ((mark, &x), lx) in marks.iter().zip(&xs).zip(spread_labels(&xs, spacing)) {
+                if let Some(lx) = lx {
                     g.append(self.marker_label(mark, x, lx));
                 }
             }
+        }
+        for (mark, &x) in marks.iter().zip(&xs) {
             g.append(marker(mark, x, mid, m.marker_r));
         }
         g
     }
 
+    /// A label whose text starts at `lx`, above the marker at `x`: a stem
+    /// rises from the bar and, when the label had to move, bends towards it.
     fn marker_label(&self, mark: &Mark, x: f64, lx: f64) -> G {
         let m = self.m;
-        let (base_x, base_y) = (lx + 2.0, self.bar_y - 5.0);
+        let top = self.bar_y - 1.0;
+        let (base_x, base_y) = (lx + 2.0, self.bar_y - LABEL_RISE);
         let mut g = G::new();
-        if lx > x + 0.5 {
-            g.append(line(x, self.bar_y, lx, base_y + 2.0, "#9aa0a8", 0.8));
-        }
+        let stem = if (lx - x).abs() > 0.5 {
+            format!(
+                "{},{} {},{} {},{}",
+                px(x),
+                px(top),
+                px(x),
+                px(top - 3.0),
+                px(lx),
+                px(base_y + 1.0)
+            )
+        } else {
+            format!("{},{} {},{}", px(x), px(top), px(x), px(base_y + 1.0))
+        };
+        g.append(
+            Polyline::new()
+                .set("points", stem)
+                .set("fill", "none")
+                .set("stroke", "#9aa0a8")
+                .set("stroke-width", 0.8),
+        );
         g.append(
             text(base_x, base_y, mark_label(mark), m.small_font)
                 .set("fill", "#333333")
                 .set("transform", format!("rotate({LABEL_ANGLE} {} {})", px(base_x), px(base_y))),
         );
         g
+    }
+}
+
+/// Where each marker's label goes: at its marker where there is room,
+/// otherwise spread symmetrically around the crowd so that neighbours are
+/// `spacing` apart (the least total movement, by pooling adjacent
+/// violators). A label that would have to move more than
+/// [`MAX_LABEL_SHIFT`] is left out (`None`), the most displaced first, and
+/// the rest spread again; its marker keeps the text as a tooltip.
+pub fn spread_labels(xs: &[f64], spacing: f64) -> Vec<Option<f64>> {
+    let mut kept: Vec<usize> = (0..xs.len()).collect();
+    loop {
+        // Blocks of labels packed `spacing` apart: (first kept index, count, left end).
+        let mut blocks: Vec<(usize, usize, f64)> = Vec::new();
+        for (k, &i) in kept.iter().enumerate() {
+            blocks.push((k, 1, xs[i]));
+            while blocks.len() >= 2 {
+                let (b, n, left) = blocks[blocks.len() - 1];
+                let (a, m, prev_left) = blocks[blocks.len() - 2];
+                if prev_left + m as f64 * spacing <= left {
+                    break;
+                }
+                // Merge: the left end that moves the labels least on average.
+                let wanted: f64 = kept[a..b + n]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| xs[i] - j as f64 * spacing)
+                    .sum::<f64>()
+                    / (m + n) as f64;
+                blocks.pop();
+                blocks.pop();
+                blocks.push((a, m + n, wanted));
+            }
+        }
+        let mut placed = vec![None; xs.len()];
+        for &(a, n, left) in &blocks {
+            for j in 0..n {
+                placed[kept[a + j]] = Some(left + j as f64 * spacing);
+            }
+        }
+        let worst = kept
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (k, (placed[i].unwrap_or(xs[i]) - xs[i]).abs()))
+            .max_by(|p, q| p.1.total_cmp(&q.1));
+        match worst {
+            Some((k, shift)) if shift > MAX_LABEL_SHIFT => {
+                kept.remove(k);
+            }
+            _ => return placed,
+        }
     }
 }
 
@@ -318,6 +413,28 @@ mod tests {
         assert_eq!(lane_label(&kind, Role::Client, None), "client [::1]:5000");
         assert_eq!(lane_label(&GroupKind::Unaddressed, Role::Client, Some(2)), "client #2");
         assert_eq!(lane_label(&GroupKind::Listener(None), Role::Listener, None), "listener");
+    }
+
+    #[test]
+    fn crowded_labels_spread_around_their_markers() {
+        // Far apart: where the markers are.
+        assert_eq!(spread_labels(&[0.0, 50.0, 100.0], 18.0), [Some(0.0), Some(50.0), Some(100.0)]);
+        // Two on one spot: one each side.
+        assert_eq!(spread_labels(&[100.0, 100.0], 18.0), [Some(91.0), Some(109.0)]);
+        // A crowd next to a free label: the crowd spreads, the free one stays.
+        let placed = spread_labels(&[100.0, 101.0, 102.0, 200.0], 18.0);
+        assert_eq!(placed[3], Some(200.0));
+        assert!((placed[1].unwrap() - 101.0).abs() < 1e-9);
+        // Too many on one spot: the most displaced are left to tooltips,
+        // later ones first; the rest stay apart and near their markers.
+        let xs = [300.0; 8];
+        let placed = spread_labels(&xs, 18.0);
+        let kept: Vec<f64> = placed.iter().flatten().copied().collect();
+        assert!(kept.len() >= 3 && kept.len() < 8, "{placed:?}");
+        assert!(placed[0].is_some(), "{placed:?}");
+        assert!(kept.windows(2).all(|w| w[1] - w[0] >= 18.0 - 1e-9), "{kept:?}");
+        assert!(kept.iter().all(|x| (x - 300.0).abs() <= MAX_LABEL_SHIFT), "{kept:?}");
+        assert!(spread_labels(&[], 18.0).is_empty());
     }
 
     #[test]

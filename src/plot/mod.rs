@@ -26,8 +26,13 @@
 //!   the same picture; `-o x.png` is refused with that hint.
 //! - `--conn` takes `SADDR:SPORT-DADDR:DPORT` in either order (IPv6 in
 //!   brackets), or one `ADDR:PORT` for every connection with that endpoint.
-//! - Up to six groups every marker is labelled `time:STATE`; more groups get
-//!   a compact layout whose markers and bars carry the same text as tooltips.
+//! - Up to six groups every marker is labelled `time:STATE`; labels of
+//!   crowded markers spread apart on stems, and one that would stray too
+//!   far is left to its marker's tooltip. More groups get a compact layout
+//!   whose markers and bars carry the same text as tooltips.
+//! - Idle stretches are cut on the shared axis of all lanes only when the
+//!   events would otherwise crowd, and each cut says how long it was: under
+//!   the axis (`+221 ms`) and on every bar it crosses (the state's length).
 //! - PNG text needs a system font (Debian: `fonts-dejavu-core`); without one
 //!   the PNG is drawn without text and a warning says so.
 
@@ -66,6 +71,12 @@ pub struct PlotEvent {
     /// The 4-tuple as seen from the event's own socket; `None` when the trace
     /// has no addresses (the original tool's lines).
     pub conn: Option<Conn>,
+    /// The kernel address of the socket (`skaddr` in JSON): tells sockets
+    /// with the same 4-tuple apart and gives connect()'s first event, which
+    /// has local port 0, its connection. `None` when the trace has none (the
+    /// original tool's lines) or 0. The timewait socket that takes over a
+    /// closing connection has an address of its own.
+    pub skaddr: Option<u64>,
     /// The transition was deduced rather than seen; drawn with a hollow marker.
     pub inferred: bool,
 }
@@ -150,6 +161,7 @@ impl From<&crate::event::Event> for PlotEvent {
             old: ev.old,
             new: ev.new,
             conn: Some(Conn { saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport }),
+            skaddr: Some(ev.skaddr).filter(|&a| a != 0),
             inferred: ev.inferred,
         }
     }

@@ -14,10 +14,23 @@
 //! - Listening sockets (peer address unspecified and peer port 0, or a
 //!   transition into LISTEN or out of it to CLOSE) get their own one-lane
 //!   "listener" group instead of crowding a connection.
+//! - connect() enters SYN_SENT before the kernel picks the local port, so a
+//!   client's `CLOSE → SYN_SENT` has local port 0 and a 4-tuple of its own.
+//!   Such an event takes the 4-tuple of the next event of the same socket
+//!   address (`skaddr`; the kernel reuses an address only after the socket
+//!   closed, so the next event is the same socket's). Without addresses of
+//!   sockets, it takes the 4-tuple of the next client socket to the same
+//!   peer whose first event leaves SYN_SENT, oldest connect first.
 //! - A 4-tuple can be reused once its sockets closed: an event for a lane
 //!   that already reached CLOSE, or a socket's first transition (from CLOSE,
 //!   or LISTEN → SYN_RECV for an accepted one) on a lane that has events,
 //!   starts a new group.
+//! - Socket addresses, when the trace has them, keep sockets with the same
+//!   4-tuple apart (two network namespaces, `SO_REUSEPORT` listeners): an
+//!   event joins the lane of its own socket, and never a lane whose last
+//!   event came from another socket, except where a closing connection is
+//!   handed to its timewait socket (`FIN_WAIT2`/`TIME_WAIT` continue under
+//!   the timewait socket's address).
 //! - Without addresses (the original tool's lines) sockets are told apart by
 //!   continuity: an event continues the oldest open lane of its side whose
 //!   state is the event's old state; a socket's first transition opens a new
@@ -139,6 +152,7 @@ pub fn build_timeline(events: &[PlotEvent], opts: &PlotOptions) -> Result<Timeli
     }
     let mut sorted = events.to_vec();
     sorted.sort_by_key(|e| e.ts_ns);
+    give_ports(&mut sorted);
     let drafts = group(&sorted);
     let chosen = select(drafts, |d: &Draft| &d.kind, opts)?;
     let t0_ns = chosen
@@ -299,20 +313,121 @@ fn group(events: &[PlotEvent]) -> Vec<Draft> {
     drafts
 }
 
-/// With a 4-tuple only reuse splits a group: join the key's latest group
-/// unless this lane closed, or this is a new socket on a lane that has one.
+/// With a 4-tuple, reuse and socket addresses split groups: join the own
+/// socket's lane if its address is known, else the newest group of the key
+/// whose lane in this role is empty or open, skipping lanes of other sockets
+/// (see the module comment).
 fn continue_addressed(
     drafts: &[Draft],
     candidates: &[usize],
     ev: &PlotEvent,
     role: Role,
 ) -> Option<usize> {
-    let &latest = candidates.last()?;
-    let joins = match drafts[latest].state(role) {
-        None => true,
-        Some(state) => state != TcpState::CLOSE && !starts_socket(ev),
+    let last = |g: usize| drafts[g].lane(role).last();
+    if let Some(addr) = ev.skaddr {
+        let own =
+            candidates.iter().rev().copied().find(|&g| {
+                last(g).is_some_and(|l| l.skaddr == Some(addr) && l.new != TcpState::CLOSE)
+            });
+        if let Some(g) = own {
+            // The same address starting over is a new socket in the old one's memory.
+            return (!starts_socket(ev)).then_some(g);
+        }
+    }
+    for &g in candidates.iter().rev() {
+        match last(g) {
+            None => return Some(g),
+            Some(l) if other_socket(l, ev) => continue,
+            Some(l) => return (l.new != TcpState::CLOSE && !starts_socket(ev)).then_some(g),
+        }
+    }
+    None
+}
+
+/// `ev` comes from another socket than `last` did: both name their socket
+/// and the names differ, and it is not a closing connection's hand-over to
+/// its timewait socket, which continues in the state the full socket left.
+fn other_socket(last: &PlotEvent, ev: &PlotEvent) -> bool {
+    match (last.skaddr, ev.skaddr) {
+        (Some(a), Some(b)) if a != b => {
+            let hand_over =
+                matches!(last.new, TcpState::FIN_WAIT2 | TcpState::TIME_WAIT) && ev.old == last.new;
+            !hand_over
+        }
+        _ => false,
+    }
+}
+
+/// connect()'s first event (`CLOSE → SYN_SENT`) has local port 0: the
+/// kernel picks the port after entering SYN_SENT. Gives each such event the
+/// 4-tuple of the next event of its socket (same `skaddr`), or without
+/// `skaddr`, of the oldest later client socket to the same peer whose first
+/// event leaves SYN_SENT. An event left without a match keeps port 0.
+fn give_ports(events: &mut [PlotEvent]) {
+    let unported = |e: &PlotEvent| {
+        e.side == PlotSide::Client
+            && e.new != TcpState::CLOSE
+            && e.conn.is_some_and(|c| c.sport == 0 && c.dport != 0)
     };
-    joins.then_some(latest)
+    let same_peer = |a: Conn, b: Conn| {
+        let (a, b) = (canonical(a), canonical(b));
+        a.daddr == b.daddr
+            && a.dport == b.dport
+            && (a.saddr == b.saddr || a.saddr.is_unspecified() || b.saddr.is_unspecified())
+    };
+    // By socket address: the next event of that address, seen from the end.
+    let mut next_of: HashMap<u64, usize> = HashMap::new();
+    let mut pending = Vec::new();
+    for i in (0..events.len()).rev() {
+        let ev = events[i];
+        let Some(addr) = ev.skaddr else {
+            if unported(&ev) && ev.old == TcpState::CLOSE {
+                pending.push(i);
+            }
+            continue;
+        };
+        if unported(&ev) {
+            let next = next_of.get(&addr).map(|&j| events[j]);
+            match next.and_then(|n| n.conn.filter(|_| n.side == ev.side && !starts_socket(&n))) {
+                Some(c) if c.sport != 0 && same_peer(c, ev.conn.unwrap_or(c)) => {
+                    events[i].conn = Some(c)
+                }
+                _ if ev.old == TcpState::CLOSE => pending.push(i),
+                _ => {}
+            }
+        }
+        next_of.insert(addr, i);
+    }
+    if pending.is_empty() {
+        return;
+    }
+    // By continuity: oldest connect first.
+    pending.reverse();
+    let mut last_state: HashMap<(SocketAddr, SocketAddr), TcpState> = HashMap::new();
+    for i in 0..events.len() {
+        let ev = events[i];
+        let Some(c) = ev.conn.map(canonical) else {
+            continue;
+        };
+        if ev.side != PlotSide::Client || c.sport == 0 {
+            continue;
+        }
+        let tuple = (SocketAddr::new(c.saddr, c.sport), SocketAddr::new(c.daddr, c.dport));
+        let first = last_state.get(&tuple).is_none_or(|&s| s == TcpState::CLOSE);
+        if first && ev.old == TcpState::SYN_SENT {
+            let claim = pending.iter().position(|&p| {
+                let (before, p) = (p < i, &events[p]);
+                before
+                    && p.conn.is_some_and(|pc| same_peer(pc, c))
+                    && !matches!((p.skaddr, ev.skaddr), (Some(a), Some(b)) if a != b)
+            });
+            if let Some(k) = claim {
+                let p = pending.remove(k);
+                events[p].conn = ev.conn;
+            }
+        }
+        last_state.insert(tuple, ev.new);
+    }
 }
 
 /// Without addresses, continuity decides (see the module comment).
@@ -344,7 +459,7 @@ mod tests {
     use super::*;
 
     fn ev(ts: u64, side: PlotSide, old: TcpState, new: TcpState, conn: Option<Conn>) -> PlotEvent {
-        PlotEvent { ts_ns: ts, side, old, new, conn, inferred: false }
+        PlotEvent { ts_ns: ts, side, old, new, conn, skaddr: None, inferred: false }
     }
 
     fn conn(local: &str, peer: &str) -> Option<Conn> {
@@ -436,6 +551,101 @@ mod tests {
             assert_eq!(g.lanes[0].marks[0].t_ns, base + 1);
             assert_eq!(g.lanes[1].marks[3].t_ns, 60_000 + base / 1000);
         }
+    }
+
+    fn at(addr: u64, ev: PlotEvent) -> PlotEvent {
+        PlotEvent { skaddr: Some(addr), ..ev }
+    }
+
+    /// The client lane of one curl → server connection; the first event has
+    /// port 0, as connect() reports it.
+    fn connect(base: u64, port: u16, addr: Option<u64>) -> Vec<PlotEvent> {
+        let c = conn(&format!("127.0.0.1:{port}"), "127.0.0.1:80");
+        let unported = conn("127.0.0.1:0", "127.0.0.1:80");
+        let with = |e: PlotEvent| PlotEvent { skaddr: addr, ..e };
+        vec![
+            with(ev(base, Client, S::CLOSE, S::SYN_SENT, unported)),
+            with(ev(base + 10, Client, S::SYN_SENT, S::ESTABLISHED, c)),
+            with(ev(base + 20, Client, S::ESTABLISHED, S::FIN_WAIT1, c)),
+            with(ev(base + 30, Client, S::FIN_WAIT1, S::CLOSE, c)),
+        ]
+    }
+
+    fn client_states(t: &Timeline) -> Vec<(String, String)> {
+        t.groups
+            .iter()
+            .map(|g| {
+                let client = client_of(g);
+                let states = g.lanes[1].marks.iter().map(|m| m.new.to_string()).collect::<Vec<_>>();
+                (client, states.join(" "))
+            })
+            .collect()
+    }
+
+    fn client_of(g: &Group) -> String {
+        match g.kind {
+            GroupKind::Connection { client, .. } => client.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connect_s_port_0_event_joins_its_socket_by_address() {
+        let mut events = connect(0, 5000, Some(0xa0));
+        // The same address is reused by the next connect, after the close.
+        events.extend(connect(100, 5001, Some(0xa0)));
+        let t = build_timeline(&events, &PlotOptions::default()).unwrap();
+        let full = "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".to_string();
+        assert_eq!(
+            client_states(&t),
+            [("127.0.0.1:5000".to_string(), full.clone()), ("127.0.0.1:5001".to_string(), full)]
+        );
+    }
+
+    #[test]
+    fn connect_s_port_0_event_joins_by_continuity_without_addresses() {
+        // Two connects to the same server before either has its port: the
+        // oldest connect gets the first socket to leave SYN_SENT.
+        let mut b = connect(5, 5001, None);
+        b[0].ts_ns = 1;
+        let mut events: Vec<PlotEvent> = connect(0, 5000, None).into_iter().chain(b).collect();
+        // A connect that never got a port stays apart, under port 0.
+        events.push(ev(200, Client, S::CLOSE, S::SYN_SENT, conn("127.0.0.1:0", "127.0.0.1:81")));
+        let t = build_timeline(&events, &PlotOptions::default()).unwrap();
+        let states = client_states(&t);
+        assert_eq!(states.len(), 3, "{states:?}");
+        assert_eq!(
+            states[0],
+            ("127.0.0.1:5000".into(), "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".into())
+        );
+        assert_eq!(
+            states[1],
+            ("127.0.0.1:5001".into(), "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".into())
+        );
+        assert_eq!(states[2], ("127.0.0.1:0".into(), "SYN_SENT".into()));
+    }
+
+    #[test]
+    fn socket_addresses_keep_sockets_with_one_four_tuple_apart() {
+        // Two network namespaces, the same 4-tuple, interleaved; and each
+        // client handed to a timewait socket with an address of its own.
+        let c = conn("127.0.0.1:5000", "127.0.0.1:80");
+        let events = [
+            at(1, ev(0, Client, S::CLOSE, S::SYN_SENT, c)),
+            at(2, ev(1, Client, S::CLOSE, S::SYN_SENT, c)),
+            at(1, ev(2, Client, S::SYN_SENT, S::ESTABLISHED, c)),
+            at(2, ev(3, Client, S::SYN_SENT, S::CLOSE, c)),
+            at(1, ev(4, Client, S::ESTABLISHED, S::FIN_WAIT1, c)),
+            at(1, ev(5, Client, S::FIN_WAIT1, S::FIN_WAIT2, c)),
+            at(1, ev(6, Client, S::FIN_WAIT2, S::TIME_WAIT, c)),
+            at(9, ev(7, Client, S::TIME_WAIT, S::CLOSE, c)),
+        ];
+        let t = build_timeline(&events, &PlotOptions::default()).unwrap();
+        let states: Vec<String> = client_states(&t).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(
+            states,
+            ["SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE", "SYN_SENT CLOSE"]
+        );
     }
 
     #[test]

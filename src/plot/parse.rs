@@ -106,6 +106,7 @@ fn parse_original(rest: &str) -> Result<PlotEvent, String> {
         old: state_from(old)?,
         new: state_from(new)?,
         conn: None,
+        skaddr: None,
         inferred: false,
     })
 }
@@ -139,6 +140,7 @@ fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
         old: state_from(required_str(obj, "old")?)?,
         new: state_from(required_str(obj, "new")?)?,
         conn: json_conn(obj)?,
+        skaddr: skaddr(obj)?,
         inferred: match present(obj, "inferred") {
             None => false,
             Some(v) => v.as_bool().ok_or("\"inferred\" is not true or false")?,
@@ -160,6 +162,31 @@ fn json_conn(obj: &Map<String, Value>) -> Result<Option<Conn>, String> {
         daddr: addr(obj, "daddr")?,
         dport: port(obj, "dport")?,
     }))
+}
+
+/// The socket's kernel address: `"0xffff…"` as tcpstate writes it (or a
+/// plain number); `None` when missing, null or 0.
+fn skaddr(obj: &Map<String, Value>) -> Result<Option<u64>, String> {
+    let Some(v) = present(obj, "skaddr") else {
+        return Ok(None);
+    };
+    let parsed = match v {
+        Value::String(s) => {
+            let s = s.trim();
+            match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => s.parse().ok(),
+            }
+        }
+        v => v.as_u64(),
+    };
+    // 0 is no socket: something that did not know the address.
+    parsed.map(|a| Some(a).filter(|&a| a != 0)).ok_or_else(|| {
+        format!(
+            "\"skaddr\" {} is not a socket address like \"0xffff888012345678\"",
+            clip(&v.to_string())
+        )
+    })
 }
 
 /// The value of `key` unless it is missing or null.
@@ -239,6 +266,24 @@ mod tests {
         assert_eq!((conn.sport, conn.dport), (40000, 80));
         assert_eq!(events[1].conn, None);
         assert!(events[1].inferred);
+        assert_eq!((events[0].skaddr, events[1].skaddr), (None, None));
+    }
+
+    #[test]
+    fn skaddr_is_read_as_tcpstate_writes_it() {
+        let input = br#"{"ts_ns":1,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":"0xffff8881e44f40c0"}
+{"ts_ns":2,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":12345}
+{"ts_ns":3,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":null}
+{"ts_ns":3,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":"0x0"}
+{"ts_ns":4,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":"0xnothex"}"#;
+        let (events, warnings) = parse_trace(input, false).unwrap();
+        let addrs: Vec<Option<u64>> = events.iter().map(|e| e.skaddr).collect();
+        assert_eq!(addrs, [Some(0xffff_8881_e44f_40c0), Some(12345), None, None]);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("line 5:") && warnings[0].contains("skaddr"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

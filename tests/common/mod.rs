@@ -298,6 +298,15 @@ impl Tracer {
     }
 }
 
+/// A test that fails half-way must not leave its tracer running (attached,
+/// and slowing down everything else on the machine).
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);

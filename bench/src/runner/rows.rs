@@ -1,0 +1,265 @@
+//! The rows of the comparison: which tracer runs during the storm, how it
+//! is started, and how many transitions it should report.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::loadgen::{Report, SERVER_IP};
+
+/// One row: a tracer (or none) measured under the same storm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Short name for --rows and results.json.
+    pub id: &'static str,
+    pub label: &'static str,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// No tracer: the baseline every ratio divides by.
+    Baseline,
+    /// bench/floor.bpf.c: count only.
+    Floor,
+    /// A bpftrace printf one-liner.
+    Bpftrace,
+    /// tcpstate with an output format (None: the original, "seed", on
+    /// stderr) and optionally without TIME_WAIT probes.
+    Tcpstate {
+        format: Option<&'static str>,
+        tw_off: bool,
+    },
+}
+
+/// Every row, in table order.
+pub const ALL: &[Row] = &[
+    Row {
+        id: "none",
+        label: "none (no tracer)",
+        kind: Kind::Baseline,
+    },
+    Row {
+        id: "floor",
+        label: "floor (count-only tp_btf)",
+        kind: Kind::Floor,
+    },
+    Row {
+        id: "bpftrace",
+        label: "bpftrace printf",
+        kind: Kind::Bpftrace,
+    },
+    Row {
+        id: "seed",
+        label: "tcpstate (seed output)",
+        kind: Kind::Tcpstate {
+            format: None,
+            tw_off: false,
+        },
+    },
+    Row {
+        id: "table",
+        label: "tcpstate -o table",
+        kind: Kind::Tcpstate {
+            format: Some("table"),
+            tw_off: false,
+        },
+    },
+    Row {
+        id: "json",
+        label: "tcpstate -o json",
+        kind: Kind::Tcpstate {
+            format: Some("json"),
+            tw_off: false,
+        },
+    },
+    Row {
+        id: "csv",
+        label: "tcpstate -o csv",
+        kind: Kind::Tcpstate {
+            format: Some("csv"),
+            tw_off: false,
+        },
+    },
+    Row {
+        id: "tw-off",
+        label: "tcpstate -o json --tw-probe off",
+        kind: Kind::Tcpstate {
+            format: Some("json"),
+            tw_off: true,
+        },
+    },
+];
+
+/// Rows by id, from a comma-separated list ("all" for every row). The
+/// baseline is always included: every ratio needs it.
+pub fn select(list: &str) -> Result<Vec<Row>> {
+    if list.trim() == "all" {
+        return Ok(ALL.to_vec());
+    }
+    let mut rows = vec![ALL[0]];
+    for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(row) = ALL.iter().find(|r| r.id == id) else {
+            let ids: Vec<&str> = ALL.iter().map(|r| r.id).collect();
+            bail!("unknown row '{id}': use 'all' or some of {}", ids.join(","));
+        };
+        if !rows.contains(row) {
+            rows.push(*row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Programs the rows run.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub tcpstate: PathBuf,
+    pub loadgen: PathBuf,
+    pub floor: PathBuf,
+    /// None when bpftrace is not installed: its row is then skipped.
+    pub bpftrace: Option<PathBuf>,
+}
+
+/// Where a run's tracer writes. Event output goes to /dev/null except
+/// where it is the only place the count can be read from (bpftrace's
+/// stdout, the seed format's stderr): there it goes to a file in tmpfs.
+#[derive(Clone, Debug)]
+pub struct Files {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Row {
+    pub fn is_tcpstate(&self) -> bool {
+        matches!(self.kind, Kind::Tcpstate { .. })
+    }
+
+    /// Why this row cannot run here, if it cannot.
+    pub fn unavailable(&self, tools: &Tools) -> Option<String> {
+        match self.kind {
+            Kind::Bpftrace if tools.bpftrace.is_none() => Some("bpftrace is not installed".into()),
+            _ => None,
+        }
+    }
+
+    /// The tracer's command for a storm on `port`; None for the baseline.
+    pub fn command(&self, tools: &Tools, port: u16, files: &Files) -> Result<Option<Command>> {
+        let (mut cmd, stdout_to_file) = match self.kind {
+            Kind::Baseline => return Ok(None),
+            Kind::Floor => {
+                let mut c = Command::new(&tools.floor);
+                c.args(["--port", &port.to_string()]);
+                (c, true)
+            }
+            Kind::Bpftrace => {
+                let bin = tools
+                    .bpftrace
+                    .as_ref()
+                    .context("bpftrace is not installed")?;
+                let mut c = Command::new(bin);
+                c.args(["-e", &bpftrace_program(port)]);
+                (c, true)
+            }
+            Kind::Tcpstate { format, tw_off } => {
+                let mut c = Command::new(&tools.tcpstate);
+                // The positional server: only the bench's sockets count.
+                c.args([SERVER_IP.to_string(), port.to_string()]);
+                if let Some(f) = format {
+                    c.args(["-o", f]);
+                }
+                if tw_off {
+                    c.args(["--tw-probe", "off"]);
+                }
+                // -v: the exit summary and the TIME_WAIT probes in use.
+                c.arg("-v");
+                (c, false)
+            }
+        };
+        let stdout = if stdout_to_file {
+            create(&files.stdout)?
+        } else {
+            File::create("/dev/null").context("opening /dev/null")?
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(create(&files.stderr)?);
+        Ok(Some(cmd))
+    }
+
+    /// Transitions the tracer should report for this storm. A tracer that
+    /// follows TIME_WAIT shows FIN_WAIT2:TIME_WAIT instead of
+    /// FIN_WAIT2:CLOSE, plus one TIME_WAIT:CLOSE per TIME_WAIT socket
+    /// created: when a new connect() reuses it, or when the storm's
+    /// namespace is destroyed.
+    pub fn expected(&self, report: &Report, follows_time_wait: bool) -> Option<u64> {
+        let base = report.expected_transitions?;
+        Some(if follows_time_wait {
+            base + report.time_wait_created
+        } else {
+            base
+        })
+    }
+}
+
+/// The bpftrace row's program: one line per transition of the bench's
+/// port, as a typical ad-hoc trace would print it.
+pub fn bpftrace_program(port: u16) -> String {
+    format!(
+        "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == {port} || args->dport == {port})/ \
+         {{ printf(\"{}%d %d %d %d\\n\", args->sport, args->dport, args->oldstate, args->newstate); }}",
+        super::parse::BPFTRACE_PREFIX
+    )
+}
+
+fn create(path: &Path) -> Result<File> {
+    File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+/// An executable named `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_keeps_the_baseline_and_rejects_unknown_rows() {
+        let rows = select("json,floor").unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            ["none", "json", "floor"]
+        );
+        assert_eq!(select("all").unwrap().len(), ALL.len());
+        assert!(select("json,xml")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown row 'xml'"));
+    }
+
+    #[test]
+    fn time_wait_adds_one_per_socket_left_in_time_wait() {
+        let report: Report = serde_json::from_str(
+            r#"{"mode":"client-close","connections":3,"concurrency":1,"port":1,"completed":3,"elapsed_s":1,
+               "conn_per_s":3,"expected_transitions":32,"per_connection":10,"listener":2,"by_pair":[],
+               "time_wait_created":3,"time_wait_at_exit":2,"time_wait_overflow":0,"error":null}"#,
+        )
+        .unwrap();
+        let json = ALL.iter().find(|r| r.id == "json").unwrap();
+        assert_eq!(json.expected(&report, false), Some(32));
+        assert_eq!(json.expected(&report, true), Some(35));
+    }
+
+    #[test]
+    fn the_bpftrace_program_filters_on_the_port() {
+        let p = bpftrace_program(20123);
+        assert!(p.contains("args->sport == 20123 || args->dport == 20123"));
+        assert!(p.contains("printf(\"tcp %d"));
+    }
+}

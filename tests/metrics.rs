@@ -1,0 +1,290 @@
+//! `--metrics`: the HTTP endpoint scraped with the real curl, as Prometheus
+//! would. Needs no privilege: the metrics are fed by hand.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tcpstate::event::{Event, Side, Source};
+use tcpstate::metrics::{serve, Metrics};
+use tcpstate::state::TcpState;
+use tcpstate::tracer::Lost;
+
+fn ev(side: Side, skaddr: u64, old: &str, new: &str) -> Event {
+    let old = TcpState::from_name(old).unwrap();
+    let new = TcpState::from_name(new).unwrap();
+    let (sport, dport) = match side {
+        Side::Client => (if old == TcpState::CLOSE { 0 } else { 51514 }, 8080),
+        Side::Server => (8080, if old == TcpState::CLOSE { 0 } else { 51514 }),
+    };
+    Event {
+        ts_ns: 1_000,
+        side,
+        old,
+        new,
+        saddr: "127.0.0.1".parse().unwrap(),
+        sport,
+        daddr: "127.0.0.1".parse().unwrap(),
+        dport,
+        pid: None,
+        comm: None,
+        skaddr,
+        netns: 4026531840,
+        prev_state_ns: None,
+        source: Source::SetState,
+        nested: false,
+        inferred: false,
+        tw_substate: TcpState(0),
+    }
+}
+
+/// curl's status line, headers and body for `path`.
+struct Scrape {
+    code: String,
+    content_type: String,
+    body: String,
+}
+
+fn curl(addr: SocketAddr, path: &str) -> Scrape {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-D",
+            "/dev/stderr",
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .expect("running curl (install it: make deps)");
+    assert!(out.status.success(), "curl {path}: {:?}", out.status);
+    let headers = String::from_utf8(out.stderr).unwrap();
+    let code = headers
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let content_type = headers
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Scrape {
+        code,
+        content_type,
+        body: String::from_utf8(out.stdout).unwrap(),
+    }
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("running curl (install it: make deps)");
+    assert!(out.status.success(), "curl: {:?}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn assert_lines(body: &str, want: &[&str]) {
+    for line in want {
+        assert!(
+            body.lines().any(|l| l == *line),
+            "missing line {line:?} in\n{body}"
+        );
+    }
+}
+
+const CLIENT: u64 = 0xffff_8880_1000_0000;
+const SERVER: u64 = 0xffff_8880_2000_0000;
+const LISTENER: u64 = 0xffff_8880_3000_0000;
+const TIMEWAIT: u64 = 0xffff_8880_4000_0000;
+
+#[test]
+fn curl_scrapes_the_transitions_and_gauges() {
+    let metrics = Metrics::new();
+    let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+
+    for e in [
+        ev(Side::Server, LISTENER, "CLOSE", "LISTEN"),
+        ev(Side::Client, CLIENT, "CLOSE", "SYN_SENT"),
+        ev(Side::Client, CLIENT, "SYN_SENT", "ESTABLISHED"),
+        ev(Side::Server, SERVER, "LISTEN", "SYN_RECV"),
+        ev(Side::Server, SERVER, "SYN_RECV", "ESTABLISHED"),
+        ev(Side::Client, CLIENT, "ESTABLISHED", "FIN_WAIT1"),
+        ev(Side::Server, SERVER, "ESTABLISHED", "CLOSE_WAIT"),
+        ev(Side::Server, SERVER, "CLOSE_WAIT", "LAST_ACK"),
+        ev(Side::Client, CLIENT, "FIN_WAIT1", "FIN_WAIT2"),
+        ev(Side::Client, CLIENT, "FIN_WAIT2", "TIME_WAIT"),
+        ev(Side::Server, SERVER, "LAST_ACK", "CLOSE"),
+    ] {
+        metrics.observe(&e);
+    }
+    metrics.set_time_wait_alive(1);
+    metrics.set_inferred(2);
+    metrics.set_lost(&Lost {
+        ringbuf_full: 3,
+        skipped: 5,
+        recovered: 4,
+        tw_skipped: Vec::new(),
+    });
+
+    let got = curl(addr, "/metrics");
+    assert_eq!(got.code, "200");
+    assert_eq!(got.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert_lines(
+        &got.body,
+        &[
+            "# TYPE tcpstate_transitions_total counter",
+            r#"tcpstate_transitions_total{side="client",old="CLOSE",new="SYN_SENT"} 1"#,
+            r#"tcpstate_transitions_total{side="client",old="FIN_WAIT2",new="TIME_WAIT"} 1"#,
+            r#"tcpstate_transitions_total{side="server",old="LISTEN",new="SYN_RECV"} 1"#,
+            r#"tcpstate_transitions_total{side="server",old="LAST_ACK",new="CLOSE"} 1"#,
+            "# TYPE tcpstate_sockets gauge",
+            r#"tcpstate_sockets{side="server",state="LISTEN"} 1"#,
+            r#"tcpstate_sockets{side="client",state="TIME_WAIT"} 1"#,
+            r#"tcpstate_sockets{side="client",state="FIN_WAIT2"} 0"#,
+            r#"tcpstate_sockets{side="server",state="LAST_ACK"} 0"#,
+            "# TYPE tcpstate_sockets_untracked_total counter",
+            "tcpstate_sockets_untracked_total 0",
+            "# TYPE tcpstate_time_wait_sockets gauge",
+            "tcpstate_time_wait_sockets 1",
+            "# TYPE tcpstate_lost_events_total counter",
+            r#"tcpstate_lost_events_total{reason="ring_buffer_full"} 3"#,
+            r#"tcpstate_lost_events_total{reason="skipped_by_kernel"} 5"#,
+            "# TYPE tcpstate_recovered_events_total counter",
+            "tcpstate_recovered_events_total 4",
+            "# TYPE tcpstate_inferred_transitions_total counter",
+            "tcpstate_inferred_transitions_total 2",
+        ],
+    );
+    let transitions = got
+        .body
+        .lines()
+        .filter(|l| l.starts_with("tcpstate_transitions_total{"))
+        .count();
+    assert_eq!(transitions, 11, "{}", got.body);
+
+    // Live: the timewait socket's close (at its own address) shows at the next scrape.
+    metrics.observe(&ev(Side::Client, TIMEWAIT, "TIME_WAIT", "CLOSE"));
+    metrics.set_time_wait_alive(0);
+    let body = scrape(addr);
+    assert_lines(
+        &body,
+        &[
+            r#"tcpstate_transitions_total{side="client",old="TIME_WAIT",new="CLOSE"} 1"#,
+            r#"tcpstate_sockets{side="client",state="TIME_WAIT"} 0"#,
+            r#"tcpstate_sockets{side="server",state="LISTEN"} 1"#,
+            "tcpstate_time_wait_sockets 0",
+        ],
+    );
+
+    // `/` answers the same; anything else is not found.
+    let root = curl(addr, "/");
+    assert_eq!(root.code, "200");
+    assert!(root
+        .body
+        .contains("# TYPE tcpstate_transitions_total counter"));
+    assert_eq!(curl(addr, "/metrics?x=1").code, "200");
+    let missing = curl(addr, "/favicon.ico");
+    assert_eq!(missing.code, "404");
+    assert!(!missing.body.contains("tcpstate_"));
+}
+
+#[test]
+fn a_taken_address_is_one_clear_error() {
+    let metrics = Metrics::new();
+    let first = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = first.local_addr();
+    let err = serve(metrics, addr).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!("cannot listen on {addr} for --metrics: Address already in use")
+    );
+    // The first server is unharmed.
+    assert!(scrape(addr).contains("tcpstate_time_wait_sockets 0"));
+}
+
+#[test]
+fn dropping_the_server_stops_it_promptly() {
+    let metrics = Metrics::new();
+    let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    assert!(scrape(addr).contains("# TYPE tcpstate_time_wait_sockets gauge"));
+
+    let start = Instant::now();
+    drop(server);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        start.elapsed()
+    );
+
+    // The listener goes with it: curl's "couldn't connect" (7), soon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "2",
+                &format!("http://{addr}/metrics"),
+            ])
+            .status()
+            .unwrap();
+        if status.code() == Some(7) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still answering after drop: curl {status:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // And the address can be served again.
+    let again = serve(Arc::clone(&metrics), addr).unwrap();
+    assert!(scrape(again.local_addr()).contains("tcpstate_time_wait_sockets 0"));
+}
+
+#[test]
+fn scrapes_from_many_threads_while_events_arrive() {
+    let metrics = Metrics::new();
+    let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let feeder = {
+        let metrics = metrics.clone();
+        thread::spawn(move || {
+            for i in 0..2_000u64 {
+                metrics.observe(&ev(Side::Client, CLIENT + i, "CLOSE", "SYN_SENT"));
+                metrics.observe(&ev(Side::Client, CLIENT + i, "SYN_SENT", "CLOSE"));
+            }
+        })
+    };
+    let scrapers: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || scrape(addr)))
+        .collect();
+    for s in scrapers {
+        assert!(s
+            .join()
+            .unwrap()
+            .contains("# TYPE tcpstate_inferred_transitions_total counter"));
+    }
+    feeder.join().unwrap();
+    assert_lines(
+        &scrape(addr),
+        &[
+            r#"tcpstate_transitions_total{side="client",old="CLOSE",new="SYN_SENT"} 2000"#,
+            r#"tcpstate_transitions_total{side="client",old="SYN_SENT",new="CLOSE"} 2000"#,
+            r#"tcpstate_sockets{side="client",state="SYN_SENT"} 0"#,
+        ],
+    );
+}
