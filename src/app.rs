@@ -234,7 +234,9 @@ impl Flow {
             return Err(e);
         }
         let now = monotonic_ns();
-        batch.events.sort_by_key(|ev| ev.ts_ns);
+        if !batch.events.is_sorted_by_key(|ev| ev.ts_ns) {
+            batch.events.sort_by_key(|ev| ev.ts_ns);
+        }
         for ev in batch.events.drain(..) {
             self.gaps.check(ev, &mut self.checked);
         }
@@ -250,7 +252,9 @@ impl Flow {
         }
         // Stable and adaptive: cheap on the nearly sorted queue, and keeps
         // a socket's same-timestamp events in arrival order.
-        self.pending.sort_by_key(|ev| ev.ts_ns);
+        if !self.pending.is_sorted_by_key(|ev| ev.ts_ns) {
+            self.pending.sort_by_key(|ev| ev.ts_ns);
+        }
         let ready = if all {
             self.pending.len()
         } else {

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use crate::event::{Event, Source};
+use crate::event::{Comm, Event, Side, Source};
 use crate::state::TcpState;
 
 /// How long a timer cancel waits for the re-arm or expiry that would make
@@ -63,9 +63,14 @@ struct Tw {
     state: TcpState,
     /// When it entered `state`, if seen.
     since: Option<u64>,
-    /// The fields its transitions carry: the full socket's side and owner
-    /// once claimed, else what the probe saw.
-    template: Event,
+    /// Its own address, which TIME_WAIT -> CLOSE carries.
+    addr: u64,
+    /// Side and owner its transitions carry: the full socket's once
+    /// claimed, else what the probe saw. (Kept apart rather than as a whole
+    /// Event: hundreds of thousands of these can be alive.)
+    side: Side,
+    pid: Option<u32>,
+    comm: Option<Comm>,
     /// Its full socket's hand-off was seen.
     claimed: bool,
     /// Timer cancel awaiting a re-arm or expiry.
@@ -164,7 +169,7 @@ impl Lifecycle {
                 out.push(ev);
                 return;
             };
-            let reborn = Event { ts_ns: cancel, tw_substate: tw.state, ..tw.template.clone() };
+            let reborn = Event { source: Source::TwArm, ..transition_of(tw, tw.state, tw.state, cancel, false) };
             self.died(addr, cancel, None, out);
             self.born(reborn, out);
         } else if tw.born_ts + CLAIM_WINDOW_NS < ev.ts_ns {
@@ -177,7 +182,7 @@ impl Lifecycle {
             return;
         };
         tw.claimed = true;
-        tw.template = Event { skaddr: addr, source: Source::Lifecycle, ..ev.clone() };
+        (tw.side, tw.pid, tw.comm) = (ev.side, ev.pid, ev.comm);
         if tw.state == ev.old {
             // A FIN_WAIT2 parked in a timewait socket stays FIN_WAIT2, and
             // has been since the full socket entered it.
@@ -217,7 +222,10 @@ impl Lifecycle {
                 rearm_cancel_ts: None,
                 born_ts: ev.ts_ns,
                 last_ts: ev.ts_ns,
-                template: Event { source: Source::Lifecycle, ..ev },
+                addr: ev.skaddr,
+                side: ev.side,
+                pid: ev.pid,
+                comm: ev.comm,
             },
         );
     }
@@ -329,23 +337,33 @@ impl Lifecycle {
     }
 }
 
-/// A transition of a timewait socket, carrying its template's fields.
+/// A transition of a timewait socket, with its connection's fields.
 fn transition_of(tw: &Tw, old: TcpState, new: TcpState, ts: u64, inferred: bool) -> Event {
     Event {
         ts_ns: ts,
+        side: tw.side,
         old,
         new,
+        saddr: tw.key.saddr,
+        sport: tw.key.sport,
+        daddr: tw.key.daddr,
+        dport: tw.key.dport,
+        pid: tw.pid,
+        comm: tw.comm,
+        skaddr: tw.addr,
+        netns: tw.key.netns,
         prev_state_ns: tw.since.map(|s| ts.saturating_sub(s)),
+        source: Source::Lifecycle,
+        nested: false,
         inferred,
         tw_substate: new,
-        ..tw.template.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Comm, Side};
+    use crate::event::Comm;
 
     const FW2: TcpState = TcpState::FIN_WAIT2;
     const TW: TcpState = TcpState::TIME_WAIT;

@@ -703,12 +703,12 @@ mod tests {
         let m = Metrics::new();
         let lost = |v: &str| value(&m, &format!("tcpstate_lost_events_total{{reason=\"{v}\"}}"));
         assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
-        m.set_lost(&Lost { ringbuf_full: 7, skipped: 5, recovered: 4, tw_skipped: Vec::new() });
-        m.set_lost(&Lost { ringbuf_full: 7, skipped: 5, recovered: 4, tw_skipped: Vec::new() });
+        m.set_lost(&Lost { ringbuf_full: 7, tw_ringbuf_full: 0, skipped: 5, recovered: 4, tw_skipped: Vec::new() });
+        m.set_lost(&Lost { ringbuf_full: 7, tw_ringbuf_full: 0, skipped: 5, recovered: 4, tw_skipped: Vec::new() });
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("7"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
         assert_eq!(value(&m, "tcpstate_recovered_events_total").as_deref(), Some("4"));
-        m.set_lost(&Lost { ringbuf_full: 9, skipped: 1, recovered: 0, tw_skipped: Vec::new() });
+        m.set_lost(&Lost { ringbuf_full: 9, tw_ringbuf_full: 0, skipped: 1, recovered: 0, tw_skipped: Vec::new() });
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("9"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
         m.set_inferred(2);

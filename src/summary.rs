@@ -47,6 +47,9 @@ impl fmt::Display for Summary {
         }
         let tw: Vec<String> =
             lost.tw_skipped.iter().filter(|(_, n)| *n > 0).map(|(prog, n)| format!("{prog} {n}")).collect();
+        if lost.tw_ringbuf_full > 0 {
+            write!(f, "; TIME_WAIT probe events dropped (ring buffer full): {}", lost.tw_ringbuf_full)?;
+        }
         if !tw.is_empty() {
             write!(f, "; TIME_WAIT probes skipped by the kernel: {}", tw.join(", "))?;
         }
@@ -69,6 +72,7 @@ mod tests {
         s.count(&server);
         s.lost = Lost {
             ringbuf_full: 2,
+            tw_ringbuf_full: 0,
             skipped: 5,
             recovered: 4,
             tw_skipped: vec![("tw_timer_start".into(), 0), ("tw_timer_cancel".into(), 7)],

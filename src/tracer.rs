@@ -22,6 +22,7 @@ const AF_INET6: u16 = 10;
 /// Indexes in the `counters` map (enum counter in src/bpf/tcpstate.h).
 const CNT_RINGBUF_FULL: u32 = 0;
 const CNT_NESTED: u32 = 2;
+const CNT_TW_RINGBUF_FULL: u32 = 3;
 
 /// What to trace: the kernel-side filters and the TIME_WAIT probe wanted.
 #[derive(Clone, Debug, Default)]
@@ -66,8 +67,10 @@ pub struct Links(#[allow(dead_code)] Vec<Link>);
 /// Events the kernel side could not deliver, and those it recovered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lost {
-    /// The ring buffer was full.
+    /// State changes dropped because the ring buffer was full.
     pub ringbuf_full: u64,
+    /// TIME_WAIT probe events dropped because the ring buffer was full.
+    pub tw_ringbuf_full: u64,
     /// State changes the kernel skipped the main program for, because it was
     /// already running on that CPU (its bpf_prog_info.recursion_misses).
     pub skipped: u64,
@@ -279,6 +282,7 @@ impl<'obj> Tracer<'obj> {
     pub fn lost(&self) -> Result<Lost> {
         let mut lost = Lost {
             ringbuf_full: self.counter(CNT_RINGBUF_FULL)?,
+            tw_ringbuf_full: self.counter(CNT_TW_RINGBUF_FULL)?,
             recovered: self.counter(CNT_NESTED)?,
             skipped: recursion_misses_of(&self.skel.progs.inet_sock_set_state)?,
             tw_skipped: Vec::new(),

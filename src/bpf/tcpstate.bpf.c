@@ -470,7 +470,7 @@ static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc
 	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(CNT_RINGBUF_FULL);
+		count(CNT_TW_RINGBUF_FULL);
 		return 0;
 	}
 	/* Owner and time in state come from the full socket, in user space. */

@@ -60,7 +60,8 @@ enum counter {
 	CNT_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve() failed: event dropped */
 	CNT_SOCKS_FULL = 1,   /* socket table insert failed (never expected with LRU) */
 	CNT_NESTED = 2,       /* state changes the main program missed and the backup took */
-	CNT_MAX = 3,
+	CNT_TW_RINGBUF_FULL = 3, /* a TIME_WAIT probe event dropped (ring full) */
+	CNT_MAX = 4,
 };
 
 #endif /* TCPSTATE_H */
