@@ -6,7 +6,7 @@
 //! one it last entered, the missing step is known: it is reported, marked
 //! `inferred`, rather than silently leaving a hole.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::event::{Event, Source};
 use crate::state::TcpState;

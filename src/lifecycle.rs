@@ -8,7 +8,9 @@
 //! `FIN_WAIT2 -> TIME_WAIT` at the hand-off and `TIME_WAIT -> CLOSE` exactly
 //! once at death, with the full socket's side and owner on both.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
 use crate::event::{Comm, Event, Side, Source};

@@ -131,6 +131,7 @@ fn curl_scrapes_the_transitions_and_gauges() {
     metrics.set_inferred(2);
     metrics.set_lost(&Lost {
         ringbuf_full: 3,
+        tw_ringbuf_full: 0,
         skipped: 5,
         recovered: 4,
         tw_skipped: Vec::new(),

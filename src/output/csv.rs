@@ -41,11 +41,11 @@ fn field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Formatter for Csv {
-    fn header(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn header(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         writeln!(out, "{HEADER}")
     }
 
-    fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
+    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
         writeln!(
             out,
             "{},{},{},{},{},{},{},{},{},{},{},{},{:#x},{},{},{}",

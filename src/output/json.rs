@@ -10,7 +10,7 @@ use crate::event::Event;
 pub struct Json;
 
 /// Writes `s` as a JSON string.
-fn string(out: &mut dyn Write, s: &str) -> io::Result<()> {
+fn string(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
     out.write_all(b"\"")?;
     for c in s.chars() {
         match c {
@@ -24,11 +24,11 @@ fn string(out: &mut dyn Write, s: &str) -> io::Result<()> {
 }
 
 impl Formatter for Json {
-    fn header(&mut self, _out: &mut dyn Write) -> io::Result<()> {
+    fn header(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
         Ok(())
     }
 
-    fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
+    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
         write!(
             out,
             "{{\"ts_ns\":{},\"side\":\"{}\",\"old\":\"{}\",\"new\":\"{}\",\"family\":{},\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},\"pid\":",

@@ -9,14 +9,12 @@ pub struct Table {
     clock: Clock,
     /// Address column width: 39 fits any IPv6 address, 15 any IPv4 one.
     addr_width: usize,
-    /// The line being built, reused from one event to the next.
-    line: Vec<u8>,
 }
 
 impl Table {
     /// `wide` when IPv6 addresses may appear.
     pub fn new(clock: Clock, wide: bool) -> Table {
-        Table { clock, addr_width: if wide { 39 } else { 15 }, line: Vec::with_capacity(256) }
+        Table { clock, addr_width: if wide { 39 } else { 15 } }
     }
 }
 
@@ -43,7 +41,7 @@ impl std::fmt::Display for Millis {
 }
 
 impl Formatter for Table {
-    fn header(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn header(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         let w = self.addr_width;
         writeln!(
             out,
@@ -52,10 +50,9 @@ impl Formatter for Table {
         )
     }
 
-    fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
+    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
         let w = self.addr_width;
-        let line = &mut self.line;
-        line.clear();
+        let line = out;
         cell(line, 15, Left, format_args!("{}", self.clock.format(ev.ts_ns)));
         cell(line, 6, Left, format_args!("{}", ev.side));
         cell(line, 7, Right, format_args!("{}", Dash(ev.pid)));
@@ -71,7 +68,7 @@ impl Formatter for Table {
         // Cells end in a separating space; the line ends in a newline.
         line.pop();
         line.push(b'\n');
-        out.write_all(line)
+        Ok(())
     }
 }
 
