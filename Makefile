@@ -56,6 +56,14 @@ bench: deps
 	$(CARGO) build --release --locked --workspace
 	$(SUDO) target/release/bench -n $(N) -r $(ROUNDS) --mode $(MODE) --rows $(ROWS) -o bench/results.json
 
+# About 10 million transitions through one tcpstate: exact count, nothing
+# lost, RSS flat after warm-up. Not part of make test (it takes minutes).
+SOAK_ROUNDS ?= 20
+SOAK_N      ?= 50000
+soak: deps
+	$(CARGO) build --release --locked --workspace
+	$(SUDO) scripts/soak.sh target/release/tcpstate target/release/loadgen $(SOAK_ROUNDS) $(SOAK_N)
+
 # One curl -> nginx request, traced and drawn as timeline.svg (TIME_WAIT ended early).
 demo: build
 	$(SUDO) scripts/demo.sh $(BIN) timeline.svg

@@ -605,6 +605,92 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    /// An event as `tcpstate --raw -o json` printed it.
+    fn from_json(v: &serde_json::Value) -> Event {
+        let state = |key: &str| TcpState::from_name(v[key].as_str().unwrap()).unwrap();
+        let source = match v["source"].as_str() {
+            None => Source::SetState,
+            Some("tw_alloc") => Source::TwAlloc,
+            Some("tw_arm") => Source::TwArm,
+            Some("tw_cancel") => Source::TwCancel,
+            Some("tw_expire") => Source::TwExpire,
+            Some("tw_free") => Source::TwFree,
+            Some(other) => panic!("unknown source {other}"),
+        };
+        let new = state("new");
+        Event {
+            ts_ns: v["ts_ns"].as_u64().unwrap(),
+            side: if v["side"] == "server" { Side::Server } else { Side::Client },
+            old: if source == Source::SetState { state("old") } else { new },
+            new,
+            saddr: v["saddr"].as_str().unwrap().parse().unwrap(),
+            sport: v["sport"].as_u64().unwrap() as u16,
+            daddr: v["daddr"].as_str().unwrap().parse().unwrap(),
+            dport: v["dport"].as_u64().unwrap() as u16,
+            pid: v["pid"].as_u64().map(|p| p as u32),
+            comm: v["comm"].as_str().map(Comm::from),
+            skaddr: u64::from_str_radix(v["skaddr"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap(),
+            netns: v["netns"].as_u64().unwrap() as u32,
+            prev_state_ns: v["prev_state_ms"].as_f64().map(|ms| (ms * 1e6).round() as u64),
+            source,
+            nested: false,
+            inferred: false,
+            tw_substate: if source == Source::SetState { TcpState(0) } else { new },
+        }
+    }
+
+    /// Replays a recorded raw stream as the tracer does (ticking at each
+    /// event's time), returning each connection's coherent transitions,
+    /// keyed by client port.
+    fn replay(file: &str) -> std::collections::BTreeMap<u16, Vec<String>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/raw").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<Event> =
+            text.lines().map(|l| from_json(&serde_json::from_str(l).unwrap())).collect();
+        let end = events.last().unwrap().ts_ns + 1_000_000_000;
+        let mut lc = Lifecycle::new(false);
+        let mut out = Vec::new();
+        for ev in events {
+            lc.tick(ev.ts_ns, &mut out);
+            lc.push(ev, &mut out);
+        }
+        lc.tick(end, &mut out);
+        // In time order, as the tracer prints them.
+        out.sort_by_key(|e| e.ts_ns);
+        let mut conns: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+        for ev in out.iter().filter(|e| e.side == Side::Client && e.old != TcpState::CLOSE) {
+            conns.entry(ev.sport).or_default().push(format!("{}:{}", ev.old, ev.new));
+        }
+        conns
+    }
+
+    const COHERENT: [&str; 5] =
+        ["SYN_SENT:ESTABLISHED", "ESTABLISHED:FIN_WAIT1", "FIN_WAIT1:FIN_WAIT2", "FIN_WAIT2:TIME_WAIT", "TIME_WAIT:CLOSE"];
+
+    /// Recorded on kernel 6.18 with the timer probes: three curl requests
+    /// in a namespace that was then deleted (timer_start at birth, the
+    /// hand-off, timer_cancel alone at death).
+    #[test]
+    fn recorded_namespace_exit() {
+        let conns = replay("timer-netns-exit.jsonl");
+        assert_eq!(conns.len(), 3, "{conns:?}");
+        for seq in conns.values() {
+            assert_eq!(seq, &COHERENT, "hand-off hidden, one death each");
+        }
+    }
+
+    /// Recorded likewise: a connection from a fixed port, then after 1.5 s a
+    /// second one from the same port that reused (killed) the first one's
+    /// timewait socket; the second then lived until its namespace went.
+    #[test]
+    fn recorded_reuse() {
+        let conns = replay("timer-reuse.jsonl");
+        assert_eq!(conns.len(), 1, "one client port: {conns:?}");
+        let seq = &conns.values().next().unwrap();
+        let twice: Vec<&str> = COHERENT.iter().chain(COHERENT.iter()).copied().collect();
+        assert_eq!(seq.as_slice(), twice.as_slice());
+    }
+
     #[test]
     fn stale_sockets_are_forgotten() {
         let mut lc = Lifecycle::new(false);
