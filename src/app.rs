@@ -53,6 +53,7 @@ impl TraceArgs {
 
 /// Runs the tracer. A closed output ends it quietly: see [`is_broken_pipe`].
 pub fn run(args: &TraceArgs) -> Result<()> {
+    return_large_frees_to_the_kernel();
     libbpf_log::init(args.verbose);
     preflight::refuse_setuid()?;
     let user = args.user.as_deref().map(preflight::lookup_user).transpose()?;
@@ -277,11 +278,36 @@ impl Flow {
             }
         }
         printer.flush().context("writing the output")?;
+        // A burst (thousands of timewait sockets dying with their namespace)
+        // can leave these queues huge: give the memory back once it passed.
+        shrink_after_burst(&mut batch.events);
+        shrink_after_burst(&mut self.checked);
+        shrink_after_burst(&mut self.pending);
         if let Some(m) = &self.metrics {
             m.set_inferred(self.gaps.inferred);
             m.set_time_wait_alive(self.lifecycle.as_ref().map_or(0, |lc| lc.live()));
         }
         Ok(done)
+    }
+}
+
+/// Queues keep capacity for this many events; beyond, an emptied queue
+/// gives memory back.
+const QUEUE_KEEP: usize = 16_384;
+
+fn shrink_after_burst(queue: &mut Vec<Event>) {
+    if queue.capacity() > QUEUE_KEEP && queue.len() < QUEUE_KEEP / 2 {
+        queue.shrink_to(QUEUE_KEEP);
+    }
+}
+
+/// Large blocks get their own mapping, returned to the kernel when freed.
+/// glibc otherwise raises this threshold after the first large free and
+/// keeps later bursts' memory in the heap for good: RSS would only grow.
+fn return_large_frees_to_the_kernel() {
+    // SAFETY: mallopt only tunes the allocator; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -149,6 +149,13 @@ impl Lifecycle {
                 self.remove(addr);
             }
         }
+        // After a burst of timewait sockets (a namespace's all die at once),
+        // give the tables' memory back rather than keep the peak for good.
+        shrink_if_sparse(&mut self.tws);
+        shrink_if_sparse(&mut self.by_key);
+        if self.cancels.capacity() > SPARSE_MIN && self.cancels.is_empty() {
+            self.cancels.shrink_to_fit();
+        }
     }
 
     /// A full socket's transition: the hand-off to a timewait socket is
@@ -336,6 +343,21 @@ impl Lifecycle {
     fn recently_dead(&self, ev: &Event) -> bool {
         let key = ConnKey::of(ev);
         self.dead.iter().any(|(a, k)| *a == ev.skaddr && *k == key)
+    }
+}
+
+/// Tables smaller than this keep their capacity.
+const SPARSE_MIN: usize = 4096;
+
+/// Shrinks a table that holds under a quarter of its capacity. Growth and
+/// deletions leave hash tables at their peak size, and a table that once
+/// grew from tombstones (hashbrown doubles when deleted slots fill it) would
+/// otherwise keep several times what is alive.
+pub(crate) fn shrink_if_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > SPARSE_MIN && map.len() * 4 < map.capacity() {
+        map.shrink_to_fit();
     }
 }
 

@@ -308,6 +308,11 @@ impl Metrics {
     /// Timewait sockets alive now, from the TIME_WAIT lifecycle.
     pub fn set_time_wait_alive(&self, n: usize) {
         self.time_wait_alive.set(i64::try_from(n).unwrap_or(i64::MAX));
+        // Called once per batch: a good moment to give back what a burst of
+        // sockets grew the tables to.
+        let mut tracking = self.lock();
+        crate::lifecycle::shrink_if_sparse(&mut tracking.by_addr);
+        crate::lifecycle::shrink_if_sparse(&mut tracking.by_conn);
     }
 
     /// The Prometheus text exposition of every metric.
