@@ -99,6 +99,17 @@ impl Source {
     }
 }
 
+/// A connection as its full socket and its timewait socket both report it:
+/// namespace and 4-tuple (the socket's own end first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub netns: u32,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+}
+
 /// One TCP state transition, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -175,6 +186,11 @@ impl Event {
             inferred: false,
             tw_substate: TcpState(raw.tw_substate),
         })
+    }
+
+    /// The connection this event belongs to.
+    pub fn conn_key(&self) -> ConnKey {
+        ConnKey { netns: self.netns, saddr: self.saddr, sport: self.sport, daddr: self.daddr, dport: self.dport }
     }
 
     /// A raw timewait probe event (shown only with --raw), as opposed to a

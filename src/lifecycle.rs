@@ -11,9 +11,8 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
-use std::net::IpAddr;
 
-use crate::event::{Comm, Event, Side, Source};
+use crate::event::{Comm, ConnKey, Event, Side, Source};
 use crate::state::TcpState;
 
 /// How long a timer cancel waits for the re-arm or expiry that would make
@@ -40,22 +39,6 @@ const RECENT_DEATHS: usize = 4096;
 /// Most timewait sockets tracked at once (the kernel's own default
 /// tcp_max_tw_buckets is of this order per namespace).
 pub const MAX_TW: usize = 262_144;
-
-/// A connection as both its full and its timewait socket know it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ConnKey {
-    netns: u32,
-    saddr: IpAddr,
-    sport: u16,
-    daddr: IpAddr,
-    dport: u16,
-}
-
-impl ConnKey {
-    fn of(ev: &Event) -> ConnKey {
-        ConnKey { netns: ev.netns, saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport }
-    }
-}
 
 /// One live timewait socket.
 #[derive(Debug)]
@@ -165,7 +148,7 @@ impl Lifecycle {
             out.push(ev);
             return;
         }
-        let Some(&addr) = self.by_key.get(&ConnKey::of(&ev)) else {
+        let Some(&addr) = self.by_key.get(&ev.conn_key()) else {
             out.push(ev);
             return;
         };
@@ -212,7 +195,7 @@ impl Lifecycle {
             self.untracked += 1;
             return;
         }
-        let key = ConnKey::of(&ev);
+        let key = ev.conn_key();
         if let Some(&old) = self.by_key.get(&key) {
             // A tuple has one timewait socket at a time: the previous one
             // died, at its pending cancel if it had one (tw_reuse).
@@ -242,7 +225,7 @@ impl Lifecycle {
     /// Timer armed: a birth, or a re-arm of a live socket (whose substate
     /// may have moved from FIN_WAIT2 to TIME_WAIT).
     fn armed(&mut self, ev: Event, out: &mut Vec<Event>) {
-        let key = ConnKey::of(&ev);
+        let key = ev.conn_key();
         let rearm = self.tws.get(&ev.skaddr).map(|tw| {
             tw.key == key && tw.cancel_ts.is_none_or(|c| ev.ts_ns.saturating_sub(c) <= REARM_WINDOW_NS)
         });
@@ -300,7 +283,7 @@ impl Lifecycle {
         let Some(mut tw) = self.remove(addr) else {
             // Never saw it born: it predates us, unless it just died.
             if let Some(ev) = probe.filter(|ev| !self.recently_dead(ev)) {
-                self.remember_death(addr, ConnKey::of(ev));
+                self.remember_death(addr, ev.conn_key());
                 if !self.owned_only {
                     out.push(Event { old: ev.tw_substate, new: TcpState::CLOSE, prev_state_ns: None, ..ev.clone() });
                 }
@@ -341,7 +324,7 @@ impl Lifecycle {
     /// A second exit for a socket already reported dead (inet_twsk_put runs
     /// once per reference; the original tool reported each).
     fn recently_dead(&self, ev: &Event) -> bool {
-        let key = ConnKey::of(ev);
+        let key = ev.conn_key();
         self.dead.iter().any(|(a, k)| *a == ev.skaddr && *k == key)
     }
 }

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -27,7 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::event::{Event, Side};
+use crate::event::{ConnKey, Event, Side};
 use crate::state::TcpState;
 use crate::tracer::Lost;
 
@@ -79,22 +79,6 @@ struct LostLabels {
 
 const RINGBUF_FULL: LostLabels = LostLabels { reason: "ring_buffer_full" };
 const SKIPPED: LostLabels = LostLabels { reason: "skipped_by_kernel" };
-
-/// A connection as its full socket and its timewait socket both report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ConnKey {
-    netns: u32,
-    saddr: IpAddr,
-    sport: u16,
-    daddr: IpAddr,
-    dport: u16,
-}
-
-impl ConnKey {
-    fn of(ev: &Event) -> ConnKey {
-        ConnKey { netns: ev.netns, saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport }
-    }
-}
 
 /// Where a followed socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,7 +241,7 @@ impl Metrics {
                 !stale
             });
         }
-        let conn = ConnKey::of(ev);
+        let conn = ev.conn_key();
         // Where the socket was. A stale entry at its address (a socket
         // whose close was lost, at an address now reused) goes too.
         let mut was = tracking.by_addr.remove(&ev.skaddr);

@@ -190,6 +190,22 @@ static __always_inline bool tuple_wanted(const struct tuple *t)
 	return true;
 }
 
+/*
+ * Reads the tuple and decides whether the socket is wanted: the family and
+ * port filters, then, with a server configured, the original's side rule.
+ * *side is SIDE_UNKNOWN without a server (decided later from the socket's
+ * history).
+ */
+static __always_inline bool classify(const struct sock_common *skc, __be16 sport, struct tuple *t,
+				     __u8 *side)
+{
+	read_tuple(skc, sport, t);
+	if (!tuple_wanted(t))
+		return false;
+	*side = has_server ? side_by_server(t) : SIDE_UNKNOWN;
+	return !has_server || *side != SIDE_UNKNOWN;
+}
+
 /* How a socket began tells its side: connect() passes SYN_SENT, a listener
  * and its accepted children pass LISTEN and SYN_RECV. */
 static __always_inline __u8 origin_of(int oldstate, int newstate)
@@ -300,14 +316,8 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
 		return 0;
 
-	read_tuple(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t);
-	if (!tuple_wanted(&t))
+	if (!classify(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t, &side))
 		return 0;
-	if (has_server) {
-		side = side_by_server(&t);
-		if (side == SIDE_UNKNOWN)
-			return 0;
-	}
 
 	track_socket(skaddr, &t, oldstate, newstate, now, &info, &prev_ns);
 	if (target_pid && info.owner.pid != target_pid)
@@ -460,14 +470,8 @@ static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc
 	struct event *e;
 	__u8 side = SIDE_UNKNOWN;
 
-	read_tuple(skc, sport, &t);
-	if (!tuple_wanted(&t))
+	if (!classify(skc, sport, &t, &side))
 		return 0;
-	if (has_server) {
-		side = side_by_server(&t);
-		if (side == SIDE_UNKNOWN)
-			return 0;
-	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_TW_RINGBUF_FULL);
