@@ -218,10 +218,6 @@ impl Event {
         }
     }
 
-    /// Milliseconds in the previous state, for the MS column and `prev_state_ms`.
-    pub fn prev_state_ms(&self) -> Option<f64> {
-        self.prev_state_ns.map(|ns| ns as f64 / 1e6)
-    }
 }
 
 fn ipv4(bytes: &[u8; 16]) -> IpAddr {
@@ -323,7 +319,7 @@ pub(crate) mod tests {
         assert_eq!((ev.sport, ev.dport), (51234, 80));
         assert_eq!(ev.pid, Some(4242));
         assert_eq!(ev.comm.map(|c| c.to_string()).as_deref(), Some("curl"));
-        assert_eq!(ev.prev_state_ms(), Some(2.5));
+        assert_eq!(ev.prev_state_ns, Some(2_500_000));
         assert_eq!(ev.family(), 4);
         assert_eq!(ev.source, Source::SetState);
     }
@@ -342,7 +338,7 @@ pub(crate) mod tests {
         assert_eq!(ev.family(), 6);
         assert_eq!(ev.side, Side::Server);
         assert_eq!((ev.pid, ev.comm), (None, None));
-        assert_eq!(ev.prev_state_ms(), None);
+        assert_eq!(ev.prev_state_ns, None);
     }
 
     #[test]

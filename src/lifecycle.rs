@@ -202,7 +202,7 @@ impl Lifecycle {
             let ts = self.tws.get(&old).and_then(|tw| tw.cancel_ts).unwrap_or(ev.ts_ns);
             self.died(old, ts, None, out);
         }
-        self.by_key.insert(key.clone(), ev.skaddr);
+        self.by_key.insert(key, ev.skaddr);
         self.tws.insert(
             ev.skaddr,
             Tw {
@@ -290,7 +290,7 @@ impl Lifecycle {
             }
             return;
         };
-        self.remember_death(addr, tw.key.clone());
+        self.remember_death(addr, tw.key);
         let report = tw.claimed || !self.owned_only;
         // A substate change no timer event showed (fentry and kprobe kinds).
         if let Some(ev) = probe.filter(|ev| ev.tw_substate != tw.state && ev.tw_substate == TcpState::TIME_WAIT) {

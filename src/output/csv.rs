@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{Clock, Formatter};
+use super::{Clock, Formatter, NanosAsMs, Or};
 use crate::event::Event;
 
 pub struct Csv {
@@ -18,18 +18,6 @@ impl Csv {
 }
 
 const HEADER: &str = "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred";
-
-/// Time in the previous state in ms, empty when unknown; no allocation.
-struct PrevMs(Option<u64>);
-
-impl std::fmt::Display for PrevMs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(ns) => write!(f, "{}.{:06}", ns / 1_000_000, ns % 1_000_000),
-            None => Ok(()),
-        }
-    }
-}
 
 /// Quotes a field only when it needs it (RFC 4180).
 fn field(s: &str) -> std::borrow::Cow<'_, str> {
@@ -59,11 +47,11 @@ impl Formatter for Csv {
             ev.sport,
             ev.daddr,
             ev.dport,
-            ev.pid.map(|p| p.to_string()).unwrap_or_default(),
+            Or(ev.pid, ""),
             field(ev.comm.as_ref().map_or("", |c| c.as_str())),
             ev.skaddr,
             ev.netns,
-            PrevMs(ev.prev_state_ns),
+            Or(ev.prev_state_ns.map(NanosAsMs), ""),
             ev.inferred
         )
     }

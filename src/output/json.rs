@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::Formatter;
+use super::{Formatter, NanosAsMs};
 use crate::event::Event;
 
 pub struct Json;
@@ -57,8 +57,7 @@ impl Formatter for Json {
             ev.skaddr, ev.netns
         )?;
         match ev.prev_state_ns {
-            // Milliseconds with nanosecond precision, without float noise.
-            Some(ns) => write!(out, "{}.{:06}", ns / 1_000_000, ns % 1_000_000)?,
+            Some(ns) => write!(out, "{}", NanosAsMs(ns))?,
             None => out.write_all(b"null")?,
         }
         write!(out, ",\"inferred\":{}", ev.inferred)?;

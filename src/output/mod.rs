@@ -90,6 +90,29 @@ impl fmt::Display for Stamp {
     }
 }
 
+/// An optional value, or a placeholder when it is absent (`-` in the table,
+/// nothing in CSV); width and alignment apply to either, nothing allocates.
+pub(crate) struct Or<T>(pub Option<T>, pub &'static str);
+
+impl<T: fmt::Display> fmt::Display for Or<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.pad(self.1),
+        }
+    }
+}
+
+/// Nanoseconds as milliseconds with nanosecond precision (`2.500000`): exact,
+/// without float noise (JSON and CSV `prev_state_ms`).
+pub(crate) struct NanosAsMs(pub u64);
+
+impl fmt::Display for NanosAsMs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
 /// Formats `args` on the stack, then pads them as the caller's format
 /// string asks: width and alignment for composite values, no allocation.
 pub(crate) fn pad_args(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{pad_args, Clock, Formatter};
+use super::{pad_args, Clock, Formatter, Or};
 use crate::event::Event;
 
 pub struct Table {
@@ -15,18 +15,6 @@ impl Table {
     /// `wide` when IPv6 addresses may appear.
     pub fn new(clock: Clock, wide: bool) -> Table {
         Table { clock, addr_width: if wide { 39 } else { 15 } }
-    }
-}
-
-/// A value, or `-` when unknown; padding applies to either.
-struct Dash<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for Dash<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.pad("-"),
-        }
     }
 }
 
@@ -55,7 +43,7 @@ impl Formatter for Table {
         let line = out;
         cell(line, 15, Left, format_args!("{}", self.clock.format(ev.ts_ns)));
         cell(line, 6, Left, format_args!("{}", ev.side));
-        cell(line, 7, Right, format_args!("{}", Dash(ev.pid)));
+        cell(line, 7, Right, format_args!("{}", Or(ev.pid, "-")));
         cell(line, 16, Left, format_args!("{}", ev.comm.as_ref().map_or("-", |c| c.as_str())));
         cell(line, w, Left, format_args!("{}", ev.saddr));
         cell(line, 5, Right, format_args!("{}", ev.sport));
@@ -64,7 +52,7 @@ impl Formatter for Table {
         cell(line, 12, Left, format_args!("{}", ev.old_label()));
         line.extend_from_slice(b"-> ");
         cell(line, 12, Left, format_args!("{}", ev.new));
-        cell(line, 10, Right, format_args!("{}", Dash(ev.prev_state_ns.map(Millis))));
+        cell(line, 10, Right, format_args!("{}", Or(ev.prev_state_ns.map(Millis), "-")));
         // Cells end in a separating space; the line ends in a newline.
         line.pop();
         line.push(b'\n');
