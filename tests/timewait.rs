@@ -82,8 +82,21 @@ fn many_connections_each_leave_time_wait_once() {
     assert!(out.stderr.contains("lost 0:"), "{}", out.stderr);
 }
 
-/// A client socket bound to a fixed port, as a tw_reuse test needs.
+/// Who closes a test connection first.
+#[derive(Clone, Copy)]
+enum Closer {
+    Client,
+    /// The request says `Connection: close`: nginx closes after answering.
+    Server,
+}
+
+/// One request from a client socket bound to a fixed port, as the reuse
+/// tests need.
 fn get_from_port(server: SocketAddr, local_port: u16) {
+    request_from_port(server, local_port, Closer::Client)
+}
+
+fn request_from_port(server: SocketAddr, local_port: u16, closer: Closer) {
     use nix::sys::socket::{bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
     let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).unwrap();
     setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
@@ -91,8 +104,66 @@ fn get_from_port(server: SocketAddr, local_port: u16) {
     let SocketAddr::V4(v4) = server else { panic!("IPv4 server expected") };
     connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
     // SAFETY: a connected TCP socket we own.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
-    http_exchange(stream);
+    let mut stream = unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    match closer {
+        Closer::Client => http_exchange(stream),
+        Closer::Server => {
+            use std::io::{Read, Write};
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap(); // until nginx's FIN
+            assert!(answer.ends_with("tcpstate test\n"), "{answer}");
+        }
+    }
+}
+
+/// The server closes first, so the server's socket goes through TIME_WAIT;
+/// a new SYN from the same client port then ends it (tcp_timewait_state_process
+/// answers TCP_TW_SYN and the kernel deschedules the timewait socket).
+#[test]
+fn a_syn_on_the_servers_time_wait_ends_it() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let ns = Netns::new("syn");
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    let addr = nginx.addr;
+    let local = free_port();
+    ns.run_in(move || request_from_port(addr, local, Closer::Server));
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 1, Duration::from_secs(5));
+    ns.run_in(move || request_from_port(addr, local, Closer::Server));
+    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 1, Duration::from_secs(5));
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 2, Duration::from_secs(5));
+    let out = tracer.stop();
+    let servers = server_connections(&out.stdout);
+    assert_eq!(servers.len(), 2, "{}", out.stdout);
+    let server_seq = [
+        "LISTEN:SYN_RECV",
+        "SYN_RECV:ESTABLISHED",
+        "ESTABLISHED:FIN_WAIT1",
+        "FIN_WAIT1:FIN_WAIT2",
+        "FIN_WAIT2:TIME_WAIT",
+    ];
+    let mut ended = server_seq.to_vec();
+    ended.push("TIME_WAIT:CLOSE");
+    assert_eq!(transitions(&servers[0]), ended);
+    assert_time_wait_fields(&servers[0]);
+    assert!(servers[0].iter().all(|e| e["side"] == "server" && e["comm"] == "nginx"));
+    assert_eq!(transitions(&servers[1]), server_seq, "the second is still in TIME_WAIT");
+    let clients = client_connections(&out.stdout);
+    let client_seq =
+        ["CLOSE:SYN_SENT", "SYN_SENT:ESTABLISHED", "ESTABLISHED:CLOSE_WAIT", "CLOSE_WAIT:LAST_ACK", "LAST_ACK:CLOSE"];
+    assert_eq!(clients.len(), 2);
+    for c in &clients {
+        assert_eq!(transitions(c), client_seq);
+    }
+    // Killed by the second connection's SYN: after its connect(), before it is established.
+    let ts = |e: &serde_json::Value| e["ts_ns"].as_u64().unwrap();
+    let death = servers[0].last().unwrap();
+    assert!(ts(&clients[1][0]) <= ts(death) && ts(death) <= ts(&clients[1][1]), "{death} vs {:?}", clients[1]);
+    assert_eq!(count_in(&out.stdout, "TIME_WAIT:CLOSE"), 1);
 }
 
 #[test]
