@@ -174,3 +174,27 @@ fn metrics_are_scrapeable_while_tracing() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(json_events(&out.stdout).len(), 11, "the scrapes are not on the traced port");
 }
+
+/// The backup program for events the kernel skips must find the main
+/// program's recursion guard on this kernel (else it falls back to a flag);
+/// and in normal operation it must report nothing twice.
+#[test]
+fn nested_events_are_watched_through_the_main_programs_guard() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "-v"]);
+    let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
+    for _ in 0..20 {
+        http_get(nginx.addr);
+    }
+    wait_for(Duration::from_secs(5), "the connections to close", || !has_connection(port));
+    let out = tracer.stop();
+    assert!(
+        out.stderr.contains("a backup for nested events keyed on the main program's recursion guard"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(json_events(&out.stdout).len(), 1 + 20 * 10, "no event twice");
+}
