@@ -293,7 +293,7 @@ impl Flow {
 
 /// Queues keep capacity for this many events; beyond, an emptied queue
 /// gives memory back.
-const QUEUE_KEEP: usize = 16_384;
+const QUEUE_KEEP: usize = 4096;
 
 fn shrink_after_burst(queue: &mut Vec<Event>) {
     if queue.capacity() > QUEUE_KEEP && queue.len() < QUEUE_KEEP / 2 {

@@ -9,6 +9,7 @@
 //! once at death, with the full socket's side and owner on both.
 
 use std::collections::VecDeque;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -34,7 +35,7 @@ const CLAIM_WINDOW_NS: u64 = 100_000_000;
 const STALE_NS: u64 = 600_000_000_000;
 
 /// Deaths remembered to drop duplicate exits of the same socket.
-const RECENT_DEATHS: usize = 4096;
+const RECENT_DEATHS: usize = 1024;
 
 /// Most timewait sockets tracked at once (the kernel's own default
 /// tcp_max_tw_buckets is of this order per namespace).
@@ -47,21 +48,21 @@ struct Tw {
     /// The state users see it in: TIME_WAIT, or FIN_WAIT2 while parked.
     state: TcpState,
     /// When it entered `state`, if seen.
-    since: Option<u64>,
+    since: Ts,
     /// Its own address, which TIME_WAIT -> CLOSE carries.
     addr: u64,
     /// Side and owner its transitions carry: the full socket's once
     /// claimed, else what the probe saw. (Kept apart rather than as a whole
     /// Event: hundreds of thousands of these can be alive.)
     side: Side,
-    pid: Option<u32>,
+    pid: Option<NonZeroU32>,
     comm: Option<Comm>,
     /// Its full socket's hand-off was seen.
     claimed: bool,
     /// Timer cancel awaiting a re-arm or expiry.
-    cancel_ts: Option<u64>,
+    cancel_ts: Ts,
     /// The cancel the last re-arm followed, in case it was a death after all.
-    rearm_cancel_ts: Option<u64>,
+    rearm_cancel_ts: Ts,
     /// First seen.
     born_ts: u64,
     /// Last probe event, to age out sockets whose death was lost.
@@ -74,8 +75,10 @@ struct Tw {
 #[derive(Default)]
 pub struct Lifecycle {
     tws: HashMap<u64, Tw>,
-    /// The live timewait socket of each connection.
-    by_key: HashMap<ConnKey, u64>,
+    /// The live timewait socket of each connection, by a 64-bit
+    /// fingerprint of its key (checked against the socket's own key): a
+    /// quarter of the memory of keying by the whole tuple.
+    by_key: HashMap<u64, u64>,
     /// Recently dead (address, connection), newest last.
     dead: VecDeque<(u64, ConnKey)>,
     /// Timer cancels awaiting their verdict, (time, address), oldest first:
@@ -119,7 +122,7 @@ impl Lifecycle {
             }
             self.cancels.pop_front();
             // Still the same pending cancel: no re-arm or expiry came.
-            if self.tws.get(&addr).is_some_and(|tw| tw.cancel_ts == Some(ts)) {
+            if self.tws.get(&addr).is_some_and(|tw| tw.cancel_ts == at(ts)) {
                 self.died(addr, ts, None, out);
             }
         }
@@ -148,7 +151,7 @@ impl Lifecycle {
             out.push(ev);
             return;
         }
-        let Some(&addr) = self.by_key.get(&ev.conn_key()) else {
+        let Some(addr) = self.live_for(&ev.conn_key()) else {
             out.push(ev);
             return;
         };
@@ -157,7 +160,7 @@ impl Lifecycle {
             // Its connection was handed over already, so this is a new
             // connection with the same tuple whose birth looked like a
             // re-arm: the old life ended at that cancel.
-            let Some(cancel) = tw.rearm_cancel_ts else {
+            let Some(cancel) = tw.rearm_cancel_ts.map(NonZeroU64::get) else {
                 out.push(ev);
                 return;
             };
@@ -174,14 +177,14 @@ impl Lifecycle {
             return;
         };
         tw.claimed = true;
-        (tw.side, tw.pid, tw.comm) = (ev.side, ev.pid, ev.comm);
+        (tw.side, tw.pid, tw.comm) = (ev.side, ev.pid.and_then(NonZeroU32::new), ev.comm);
         if tw.state == ev.old {
             // A FIN_WAIT2 parked in a timewait socket stays FIN_WAIT2, and
             // has been since the full socket entered it.
-            tw.since = ev.prev_state_ns.map(|p| ev.ts_ns.saturating_sub(p));
+            tw.since = ev.prev_state_ns.and_then(|p| at(ev.ts_ns.saturating_sub(p)));
             return;
         }
-        tw.since = Some(ev.ts_ns);
+        tw.since = at(ev.ts_ns);
         // Reported on the full socket, whose last transition this is.
         out.push(Event { new: tw.state, ..ev });
     }
@@ -196,13 +199,13 @@ impl Lifecycle {
             return;
         }
         let key = ev.conn_key();
-        if let Some(&old) = self.by_key.get(&key) {
+        if let Some(old) = self.live_for(&key) {
             // A tuple has one timewait socket at a time: the previous one
             // died, at its pending cancel if it had one (tw_reuse).
-            let ts = self.tws.get(&old).and_then(|tw| tw.cancel_ts).unwrap_or(ev.ts_ns);
+            let ts = self.tws.get(&old).and_then(|tw| tw.cancel_ts).map_or(ev.ts_ns, NonZeroU64::get);
             self.died(old, ts, None, out);
         }
-        self.by_key.insert(key, ev.skaddr);
+        self.by_key.insert(fingerprint(&key), ev.skaddr);
         self.tws.insert(
             ev.skaddr,
             Tw {
@@ -216,7 +219,7 @@ impl Lifecycle {
                 last_ts: ev.ts_ns,
                 addr: ev.skaddr,
                 side: ev.side,
-                pid: ev.pid,
+                pid: ev.pid.and_then(NonZeroU32::new),
                 comm: ev.comm,
             },
         );
@@ -227,12 +230,12 @@ impl Lifecycle {
     fn armed(&mut self, ev: Event, out: &mut Vec<Event>) {
         let key = ev.conn_key();
         let rearm = self.tws.get(&ev.skaddr).map(|tw| {
-            tw.key == key && tw.cancel_ts.is_none_or(|c| ev.ts_ns.saturating_sub(c) <= REARM_WINDOW_NS)
+            tw.key == key && tw.cancel_ts.is_none_or(|c| ev.ts_ns.saturating_sub(c.get()) <= REARM_WINDOW_NS)
         });
         match rearm {
             Some(true) => self.moved(ev, out),
             Some(false) => {
-                let cancel = self.tws[&ev.skaddr].cancel_ts.unwrap_or(ev.ts_ns);
+                let cancel = self.tws[&ev.skaddr].cancel_ts.map_or(ev.ts_ns, NonZeroU64::get);
                 self.died(ev.skaddr, cancel, None, out);
                 self.born(ev, out);
             }
@@ -250,7 +253,7 @@ impl Lifecycle {
         }
         let transition = transition_of(tw, tw.state, ev.tw_substate, ev.ts_ns, false);
         tw.state = ev.tw_substate;
-        tw.since = Some(ev.ts_ns);
+        tw.since = at(ev.ts_ns);
         if tw.claimed || !self.owned_only {
             out.push(transition);
         }
@@ -270,7 +273,7 @@ impl Lifecycle {
         }
         if let Some(tw) = self.tws.get_mut(&ev.skaddr) {
             if tw.cancel_ts.is_none() {
-                tw.cancel_ts = Some(ev.ts_ns);
+                tw.cancel_ts = at(ev.ts_ns);
                 self.cancels.push_back((ev.ts_ns, ev.skaddr));
             }
             tw.last_ts = ev.ts_ns;
@@ -298,18 +301,25 @@ impl Lifecycle {
                 out.push(transition_of(&tw, tw.state, ev.tw_substate, ts, true));
             }
             tw.state = ev.tw_substate;
-            tw.since = Some(ts);
+            tw.since = at(ts);
         }
         if report {
             out.push(transition_of(&tw, tw.state, TcpState::CLOSE, ts, false));
         }
     }
 
+    /// The live timewait socket of a connection.
+    fn live_for(&self, key: &ConnKey) -> Option<u64> {
+        let addr = *self.by_key.get(&fingerprint(key))?;
+        self.tws.get(&addr).filter(|tw| tw.key == *key).map(|_| addr)
+    }
+
     /// Stops tracking a socket: it died, or its death was lost long ago.
     fn remove(&mut self, addr: u64) -> Option<Tw> {
         let tw = self.tws.remove(&addr)?;
-        if self.by_key.get(&tw.key) == Some(&addr) {
-            self.by_key.remove(&tw.key);
+        // (Its own entry only: a newer socket may have the tuple now.)
+        if self.by_key.get(&fingerprint(&tw.key)) == Some(&addr) {
+            self.by_key.remove(&fingerprint(&tw.key));
         }
         Some(tw)
     }
@@ -327,6 +337,20 @@ impl Lifecycle {
         let key = ev.conn_key();
         self.dead.iter().any(|(a, k)| *a == ev.skaddr && *k == key)
     }
+}
+
+fn fingerprint(key: &ConnKey) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(key)
+}
+
+/// A kernel timestamp, or none. Timestamps are never 0, which lets the
+/// option take 8 bytes instead of 16: hundreds of thousands of timewait
+/// records hold three of them.
+type Ts = Option<NonZeroU64>;
+
+fn at(ts: u64) -> Ts {
+    NonZeroU64::new(ts)
 }
 
 /// Tables smaller than this keep their capacity.
@@ -355,11 +379,11 @@ fn transition_of(tw: &Tw, old: TcpState, new: TcpState, ts: u64, inferred: bool)
         sport: tw.key.sport,
         daddr: tw.key.daddr,
         dport: tw.key.dport,
-        pid: tw.pid,
+        pid: tw.pid.map(NonZeroU32::get),
         comm: tw.comm,
         skaddr: tw.addr,
         netns: tw.key.netns,
-        prev_state_ns: tw.since.map(|s| ts.saturating_sub(s)),
+        prev_state_ns: tw.since.map(|s| ts.saturating_sub(s.get())),
         source: Source::Lifecycle,
         nested: false,
         inferred,
@@ -694,6 +718,17 @@ mod tests {
         let seq = &conns.values().next().unwrap();
         let twice: Vec<&str> = COHERENT.iter().chain(COHERENT.iter()).copied().collect();
         assert_eq!(seq.as_slice(), twice.as_slice());
+    }
+
+    #[test]
+    fn dead_sockets_leave_no_entries_behind() {
+        let mut lc = Lifecycle::new(false);
+        let mut out = Vec::new();
+        for e in handoff(Source::TwAlloc) {
+            lc.push(e, &mut out);
+        }
+        lc.push(tw_ev(9_000, Source::TwFree, TW), &mut out);
+        assert!(lc.tws.is_empty() && lc.by_key.is_empty() && lc.cancels.is_empty());
     }
 
     #[test]
