@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Format, TraceArgs, TwProbe};
 use crate::event::Event;
-use crate::gaps::Gaps;
+use crate::sockets::Sockets;
 use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::output::{monotonic_ns, Clock, Printer};
 use crate::summary::Summary;
@@ -37,7 +37,6 @@ impl TraceArgs {
             },
             lports: self.lport.clone().unwrap_or_default(),
             rports: self.rport.clone().unwrap_or_default(),
-            pid: self.pid,
             ringbuf_kb: self.ringbuf_kb,
             tw_probe: self.tw_probe,
             tw_free_fn: self.tw_free_fn.clone(),
@@ -68,9 +67,6 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut slots = tracer::slots();
     let (tracer, links, probes) = Tracer::start(&args.config(), &mut slots)?;
     report_probes(args, &tracer, &probes);
-    // After attaching, so that a listener created meanwhile is not missed;
-    // the kernel side's own knowledge wins over this snapshot.
-    tracer.seed_listeners(&owners::existing_listeners())?;
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mut printer = Printer::for_format(args.output, clock, !args.ipv4);
@@ -78,6 +74,9 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     printer.flush().context("writing the output")?;
 
     let mut flow = Flow::new(args);
+    // After attaching, so that a listener created meanwhile is not missed;
+    // what events tell wins over this snapshot.
+    flow.sockets.seed(&owners::existing_listeners());
     let batch = RefCell::new(Batch::default());
     let ring = tracer.ring_buffer(|data| batch.borrow_mut().push(data))?;
     // Bound before dropping privileges: a low port needs them.
@@ -170,8 +169,8 @@ const REORDER_NS: u64 = 2 * CANCEL_HOLD_NS;
 /// What happens to decoded events before they are printed: the TIME_WAIT
 /// lifecycle (unless --raw asks for what the probes saw), then reordering.
 struct Flow {
-    gaps: Gaps,
-    /// Events after gap inference, before the lifecycle.
+    sockets: Sockets,
+    /// Events completed from socket memory, before the lifecycle.
     checked: Vec<Event>,
     lifecycle: Option<Lifecycle>,
     /// Events not yet printed, sorted by timestamp.
@@ -211,7 +210,7 @@ const PLOT_MAX: usize = 1_000_000;
 impl Flow {
     fn new(args: &TraceArgs) -> Flow {
         Flow {
-            gaps: Gaps::default(),
+            sockets: Sockets::new(args.server().is_some(), args.pid),
             checked: Vec::new(),
             lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())),
             pending: Vec::new(),
@@ -239,9 +238,9 @@ impl Flow {
             batch.events.sort_by_key(|ev| ev.ts_ns);
         }
         for ev in batch.events.drain(..) {
-            self.gaps.check(ev, &mut self.checked);
+            self.sockets.track(ev, &mut self.checked);
         }
-        summary.inferred = self.gaps.inferred;
+        summary.inferred = self.sockets.inferred;
         match &mut self.lifecycle {
             Some(lc) => {
                 for ev in self.checked.drain(..) {
@@ -284,7 +283,7 @@ impl Flow {
         shrink_after_burst(&mut self.checked);
         shrink_after_burst(&mut self.pending);
         if let Some(m) = &self.metrics {
-            m.set_inferred(self.gaps.inferred);
+            m.set_inferred(self.sockets.inferred);
             m.set_time_wait_alive(self.lifecycle.as_ref().map_or(0, |lc| lc.live()));
         }
         Ok(done)

@@ -13,10 +13,6 @@ use crate::state::TcpState;
 // SAFETY: `event` is a plain C struct of integers and byte arrays; every bit
 // pattern is a valid value.
 unsafe impl plain::Plain for types::event {}
-// SAFETY: as above, integers and byte arrays only.
-unsafe impl plain::Plain for types::listener_key {}
-// SAFETY: as above.
-unsafe impl plain::Plain for types::owner {}
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -180,7 +176,8 @@ impl Event {
             comm: (raw.pid != 0 && !comm.as_str().is_empty()).then_some(comm),
             skaddr: raw.skaddr,
             netns: raw.netns,
-            prev_state_ns: (raw.prev_state_ns != 0).then_some(raw.prev_state_ns),
+            // The kernel keeps no per-socket state: src/sockets.rs fills it.
+            prev_state_ns: None,
             source: Source::from_raw(raw.source)?,
             nested: raw.flags & 1 != 0,
             inferred: false,
@@ -285,7 +282,6 @@ pub(crate) mod tests {
         let mut raw = types::event {
             ts_ns: 1_000_000_123,
             skaddr: 0xffff_8880_1234_5678,
-            prev_state_ns: 2_500_000,
             pid: 4242,
             netns: 4026531840,
             sport: 51234,
@@ -319,7 +315,6 @@ pub(crate) mod tests {
         assert_eq!((ev.sport, ev.dport), (51234, 80));
         assert_eq!(ev.pid, Some(4242));
         assert_eq!(ev.comm.map(|c| c.to_string()).as_deref(), Some("curl"));
-        assert_eq!(ev.prev_state_ns, Some(2_500_000));
         assert_eq!(ev.family(), 4);
         assert_eq!(ev.source, Source::SetState);
     }
@@ -331,14 +326,12 @@ pub(crate) mod tests {
         raw.saddr = Ipv6Addr::LOCALHOST.octets();
         raw.daddr = Ipv6Addr::LOCALHOST.octets();
         raw.pid = 0;
-        raw.prev_state_ns = 0;
         raw.side = 1;
         let ev = Event::decode(&bytes_of(&raw)).unwrap();
         assert_eq!(ev.saddr, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(ev.family(), 6);
         assert_eq!(ev.side, Side::Server);
         assert_eq!((ev.pid, ev.comm), (None, None));
-        assert_eq!(ev.prev_state_ns, None);
     }
 
     #[test]

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Link, OpenObject, RingBuffer, RingBufferBuilder};
 
 use crate::cli::TwProbe;
 use crate::kernel::Kernel;
 use crate::libbpf_log;
-use crate::owners::Listener;
 use crate::preflight;
 use crate::skel::{types, OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
 
@@ -21,8 +20,8 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// Indexes in the `counters` map (enum counter in src/bpf/tcpstate.h).
 const CNT_RINGBUF_FULL: u32 = 0;
-const CNT_NESTED: u32 = 2;
-const CNT_TW_RINGBUF_FULL: u32 = 3;
+const CNT_NESTED: u32 = 1;
+const CNT_TW_RINGBUF_FULL: u32 = 2;
 
 /// What to trace: the kernel-side filters and the TIME_WAIT probe wanted.
 #[derive(Clone, Debug, Default)]
@@ -33,8 +32,6 @@ pub struct Config {
     pub family: Option<u8>,
     pub lports: Vec<u16>,
     pub rports: Vec<u16>,
-    /// Only sockets owned by this process.
-    pub pid: Option<u32>,
     pub ringbuf_kb: u32,
     pub tw_probe: TwProbe,
     /// Overrides the choice among [`FREE_FNS`].
@@ -256,28 +253,6 @@ impl<'obj> Tracer<'obj> {
         builder.build().context("setting up the ring buffer")
     }
 
-    /// Tells the kernel side who owns listeners that predate us, so their
-    /// accepted connections are attributed from the first transition.
-    pub fn seed_listeners(&self, listeners: &[Listener]) -> Result<()> {
-        for l in listeners {
-            let key = types::listener_key { netns: l.netns, port: l.port, pad: 0 };
-            let mut owner = types::owner { pid: l.pid, comm: [0; 16] };
-            for (dst, src) in owner.comm.iter_mut().zip(l.comm.bytes().take(15)) {
-                *dst = src as i8;
-            }
-            // SAFETY: both are plain C structs without padding holes that
-            // matter to the kernel (pad is zeroed).
-            let (k, v) = unsafe { (plain::as_bytes(&key), plain::as_bytes(&owner)) };
-            self.skel
-                .maps
-                .listeners
-                .update(k, v, MapFlags::NO_EXIST)
-                .or_else(|e| if e.kind() == libbpf_rs::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
-                .context("seeding listener owners")?;
-        }
-        Ok(())
-    }
-
     /// Reads the drop counters and each loaded program's recursion misses.
     pub fn lost(&self) -> Result<Lost> {
         let mut lost = Lost {
@@ -361,7 +336,6 @@ fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
         Some(6) => AF_INET6,
         _ => 0,
     };
-    ro.target_pid = cfg.pid.unwrap_or(0);
     ro.nr_lports = fill_ports(&mut ro.lports, &cfg.lports)?;
     ro.nr_rports = fill_ports(&mut ro.rports, &cfg.rports)?;
     // Wake the reader early only when the ring is a quarter full; otherwise

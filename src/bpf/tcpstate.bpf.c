@@ -2,11 +2,14 @@
 /*
  * tcpstate: every TCP state transition, labelled server or client.
  *
- * The kernel side only decides what must be decided where the data lives:
- * which sockets are wanted (so unwanted ones cost one tuple read), which
- * process owns a socket (only knowable in process context), and how long the
- * socket spent in its previous state. Naming, formatting and the TIME_WAIT
- * lifecycle are user space's job (src/).
+ * The kernel side only does what cannot be done later: it reads the tuple
+ * and decides which sockets are wanted (so unwanted ones cost one tuple
+ * read), takes the timestamp, and names the process when the change happens
+ * in that process's own system call (the only moment it is knowable). It
+ * keeps no per-socket state: remembering owners, sides and time spent in a
+ * state is user space's job (src/sockets.rs), as are naming, formatting and
+ * the TIME_WAIT lifecycle. Every instruction here runs inline with the TCP
+ * stack, on every state change of every socket.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -32,7 +35,6 @@ const volatile __u16 server_family = 0;   /* AF_INET or AF_INET6 */
 const volatile __u32 server_ip[4] = {};   /* network order; IPv4 in [0] */
 const volatile __u16 server_port = 0;     /* host order */
 const volatile __u16 target_family = 0;   /* 0: both families */
-const volatile __u32 target_pid = 0;      /* 0: every owner */
 const volatile __u32 nr_lports = 0;
 const volatile __u16 lports[MAX_PORTS] = {};
 const volatile __u32 nr_rports = 0;
@@ -44,43 +46,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);
 } events SEC(".maps");
-
-/* Who owns a process's socket, as learned in that process's context. */
-struct owner {
-	__u32 pid;
-	char comm[TASK_COMM_LEN];
-};
-
-/* What we remember of a socket between two of its transitions. */
-struct sock_info {
-	__u64 ts;          /* when it entered its current state */
-	struct owner owner;
-	__u8 origin;       /* enum side, from how the socket began */
-};
-
-/* Keyed by socket address. LRU so that sockets whose CLOSE we never see
- * (started before us, or a lost event) cannot fill it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct sock_info);
-} socks SEC(".maps");
-
-/* Listening sockets' owners, so that an accepted child, born in softirq on
- * top of whatever process happened to run, inherits the listener's owner. */
-struct listener_key {
-	__u32 netns;
-	__u16 port;
-	__u16 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct listener_key);
-	__type(value, struct owner);
-} listeners SEC(".maps");
 
 /* enum counter. In .bss, which user space reads through its mmap: no
  * system call, so it still works after --user dropped every privilege. */
@@ -110,9 +75,49 @@ static __always_inline bool is_v4_mapped(const __u32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
+/* A dual-stack socket talking IPv4 is an IPv4 connection to its users. */
+static __always_inline void fold_v4_mapped(struct tuple *t)
+{
+	if (t->family != AF_INET6 || !(is_v4_mapped(t->saddr) || is_v4_mapped(t->daddr)))
+		return;
+	t->family = AF_INET;
+	t->saddr[0] = t->saddr[3];
+	t->daddr[0] = t->daddr[3];
+	t->saddr[1] = t->saddr[2] = t->saddr[3] = 0;
+	t->daddr[1] = t->daddr[2] = t->daddr[3] = 0;
+}
+
 /*
- * Reads the tuple from the part every socket kind shares. The local port is
- * passed in because its reliable home differs: a full socket's skc_num is
+ * The tuple of a socket the verifier knows the type of (the tracepoint's
+ * argument): plain loads, which the JIT emits as single faulting loads.
+ * This is the hot path, run on every state change, so it avoids the
+ * bpf_probe_read_kernel() call per field that read_tuple() pays.
+ */
+static __always_inline void read_tuple_typed(const struct tcp_sock *tp, struct tuple *t)
+{
+	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
+	const struct sock_common *skc = &inet->sk.__sk_common;
+
+	t->family = skc->skc_family;
+	t->sport = bpf_ntohs(inet->inet_sport);
+	t->dport = bpf_ntohs(skc->skc_dport);
+	t->netns = skc->skc_net.net->ns.inum;
+	if (t->family == AF_INET) {
+		t->saddr[0] = skc->skc_rcv_saddr;
+		t->daddr[0] = skc->skc_daddr;
+		return;
+	}
+	for (int i = 0; i < 4; i++) {
+		t->saddr[i] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+		t->daddr[i] = skc->skc_v6_daddr.in6_u.u6_addr32[i];
+	}
+	fold_v4_mapped(t);
+}
+
+/*
+ * The same for raw addresses (kprobe arguments, a timer's container), one
+ * probe read per field; only TIME_WAIT probes take this path. The local port
+ * is passed in because its reliable home differs: a full socket's skc_num is
  * already 0 at its final CLOSE (inet_put_port ran), so callers pass
  * inet_sport, as the original tool did.
  */
@@ -130,14 +135,7 @@ static __always_inline void read_tuple(const struct sock_common *skc, __be16 spo
 	}
 	BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr32);
 	BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr32);
-	/* A dual-stack socket talking IPv4 is an IPv4 connection to its users. */
-	if (is_v4_mapped(t->saddr) || is_v4_mapped(t->daddr)) {
-		t->family = AF_INET;
-		t->saddr[0] = t->saddr[3];
-		t->daddr[0] = t->daddr[3];
-		t->saddr[1] = t->saddr[2] = t->saddr[3] = 0;
-		t->daddr[1] = t->daddr[2] = t->daddr[3] = 0;
-	}
+	fold_v4_mapped(t);
 }
 
 static __always_inline bool is_server_ip(const __u32 *a, __u16 family)
@@ -191,38 +189,26 @@ static __always_inline bool tuple_wanted(const struct tuple *t)
 }
 
 /*
- * Reads the tuple and decides whether the socket is wanted: the family and
- * port filters, then, with a server configured, the original's side rule.
- * *side is SIDE_UNKNOWN without a server (decided later from the socket's
- * history).
+ * Decides whether the socket is wanted: the family and port filters, then,
+ * with a server configured, the original's side rule. *side is SIDE_UNKNOWN
+ * without a server (decided later from the socket's history).
  */
-static __always_inline bool classify(const struct sock_common *skc, __be16 sport, struct tuple *t,
-				     __u8 *side)
+static __always_inline bool classify(const struct tuple *t, __u8 *side)
 {
-	read_tuple(skc, sport, t);
 	if (!tuple_wanted(t))
 		return false;
 	*side = has_server ? side_by_server(t) : SIDE_UNKNOWN;
 	return !has_server || *side != SIDE_UNKNOWN;
 }
 
-/* How a socket began tells its side: connect() passes SYN_SENT, a listener
- * and its accepted children pass LISTEN and SYN_RECV. */
-static __always_inline __u8 origin_of(int oldstate, int newstate)
-{
-	if (oldstate == TCP_SYN_SENT || newstate == TCP_SYN_SENT)
-		return SIDE_CLIENT;
-	if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN || oldstate == TCP_SYN_RECV)
-		return SIDE_SERVER;
-	return SIDE_UNKNOWN;
-}
-
 /*
- * Transitions that only happen in the owning process's own system call:
+ * Transitions that only happen in the owning process's own system call, the
+ * one moment the current task is the socket's owner:
  * connect() (CLOSE->SYN_SENT), listen() (CLOSE->LISTEN), close()/shutdown()
  * (->FIN_WAIT1, CLOSE_WAIT->LAST_ACK). Everything else may run in softirq on
  * top of an unrelated task (on loopback, the peer's), so the current task
- * is trusted only here.
+ * is named only here; user space carries it to the socket's later events
+ * and to the children of a listener.
  */
 static __always_inline bool in_owner_context(int oldstate, int newstate)
 {
@@ -230,54 +216,6 @@ static __always_inline bool in_owner_context(int oldstate, int newstate)
 		return newstate == TCP_SYN_SENT || newstate == TCP_LISTEN;
 	return newstate == TCP_FIN_WAIT1 ||
 	       (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK);
-}
-
-static __always_inline void current_owner(struct owner *o)
-{
-	o->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(&o->comm, sizeof(o->comm));
-}
-
-/*
- * Updates what we know of the socket and returns it (a copy: the LRU entry
- * may be gone once we delete it at CLOSE). *prev_ns gets the time spent in
- * oldstate, 0 when its start was not seen.
- */
-static __always_inline void track_socket(__u64 skaddr, const struct tuple *t, int oldstate,
-					 int newstate, __u64 now, struct sock_info *out,
-					 __u64 *prev_ns)
-{
-	struct listener_key lkey = { .netns = t->netns, .port = t->sport };
-	struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
-	struct owner *listener;
-
-	if (info) {
-		*out = *info;
-		*prev_ns = now - info->ts;
-	} else {
-		__builtin_memset(out, 0, sizeof(*out));
-		*prev_ns = 0;
-		if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
-			listener = bpf_map_lookup_elem(&listeners, &lkey);
-			if (listener)
-				out->owner = *listener;
-		}
-	}
-	out->ts = now;
-	if (!out->origin)
-		out->origin = origin_of(oldstate, newstate);
-	if (in_owner_context(oldstate, newstate))
-		current_owner(&out->owner);
-
-	if (newstate == TCP_LISTEN)
-		bpf_map_update_elem(&listeners, &lkey, &out->owner, BPF_ANY);
-	else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&listeners, &lkey);
-
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&socks, &skaddr);
-	else if (bpf_map_update_elem(&socks, &skaddr, out, BPF_ANY))
-		count(CNT_SOCKS_FULL);
 }
 
 /* Queue an event, waking the reader only when the ring fills up: a wake-up
@@ -304,23 +242,16 @@ static __always_inline void fill_tuple(struct event *e, const struct tuple *t)
 static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate,
 					    __u8 flags)
 {
-	__u64 now = bpf_ktime_get_ns();
-	__u64 skaddr = (__u64)sk;
-	struct sock_info info;
+	/* NULL unless a full TCP socket: the protocol check, for free. */
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	struct tuple t = {};
 	struct event *e;
-	__u64 prev_ns;
 	__u8 side = SIDE_UNKNOWN;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
-	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+	if (!tp || sk->sk_type != SOCK_STREAM)
 		return 0;
-
-	if (!classify(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t, &side))
-		return 0;
-
-	track_socket(skaddr, &t, oldstate, newstate, now, &info, &prev_ns);
-	if (target_pid && info.owner.pid != target_pid)
+	read_tuple_typed(tp, &t);
+	if (!classify(&t, &side))
 		return 0;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -328,13 +259,17 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		count(CNT_RINGBUF_FULL);
 		return 0;
 	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skaddr = (__u64)sk;
 	fill_tuple(e, &t);
-	e->ts_ns = now;
-	e->skaddr = skaddr;
-	e->prev_state_ns = prev_ns;
-	e->pid = info.owner.pid;
-	__builtin_memcpy(e->comm, info.owner.comm, sizeof(e->comm));
-	e->side = has_server ? side : info.origin;
+	if (in_owner_context(oldstate, newstate)) {
+		e->pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	} else {
+		e->pid = 0;
+		e->comm[0] = 0;
+	}
+	e->side = side;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->source = SRC_SET_STATE;
@@ -470,7 +405,8 @@ static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc
 	struct event *e;
 	__u8 side = SIDE_UNKNOWN;
 
-	if (!classify(skc, sport, &t, &side))
+	read_tuple(skc, sport, &t);
+	if (!classify(&t, &side))
 		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -596,7 +532,8 @@ int BPF_KPROBE(tw_free_kprobe, struct inet_timewait_sock *tw)
  */
 static __always_inline const struct inet_timewait_sock *tw_of(const struct timer_list *timer)
 {
-	if (!tw_timer_fn || (__u64)BPF_CORE_READ(timer, function) != tw_timer_fn)
+	/* Every timer in the system passes here: one plain load decides. */
+	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
 		return NULL;
 	return (const void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
 }

@@ -10,9 +10,9 @@
 #define TASK_COMM_LEN 16
 #define MAX_PORTS 16
 
-/* Which end of the connection the socket is. SIDE_UNKNOWN only appears when
- * no server is configured and the socket's birth was not seen; user space
- * then decides from the ports. */
+/* Which end of the connection the socket is, by the original's rule.
+ * SIDE_UNKNOWN when no server is configured: user space then decides from
+ * how the socket began (src/sockets.rs). */
 enum side {
 	SIDE_UNKNOWN = 0,
 	SIDE_SERVER = 1,
@@ -38,8 +38,8 @@ enum source {
 struct event {
 	__u64 ts_ns;         /* bpf_ktime_get_ns() at program entry (CLOCK_MONOTONIC) */
 	__u64 skaddr;        /* kernel address of the sock or timewait sock */
-	__u64 prev_state_ns; /* time spent in oldstate; 0 when its start was not seen */
-	__u32 pid;           /* owning process (tgid); 0 when not known */
+	__u32 pid;           /* the acting process (tgid) when the change runs in the
+				owner's own system call (connect, listen, close); else 0 */
 	__u32 netns;         /* network namespace inode */
 	__u8 saddr[16];      /* local address: IPv4 in the first 4 bytes */
 	__u8 daddr[16];      /* remote address */
@@ -52,16 +52,15 @@ struct event {
 	__u8 source;         /* enum source */
 	__u8 flags;          /* EV_* */
 	__u8 tw_substate;    /* tw events: tw_substate (TIME_WAIT or FIN_WAIT2) */
-	char comm[TASK_COMM_LEN]; /* owning process's comm; empty when not known */
+	char comm[TASK_COMM_LEN]; /* that process's comm; meaningless when pid is 0 */
 };
 
-/* Indexes of the per-CPU `counters` array user space reads for its summary. */
+/* Indexes of the `counters` array (.bss) user space reads for its summary. */
 enum counter {
-	CNT_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve() failed: event dropped */
-	CNT_SOCKS_FULL = 1,   /* socket table insert failed (never expected with LRU) */
-	CNT_NESTED = 2,       /* state changes the main program missed and the backup took */
-	CNT_TW_RINGBUF_FULL = 3, /* a TIME_WAIT probe event dropped (ring full) */
-	CNT_MAX = 4,
+	CNT_RINGBUF_FULL = 0,    /* bpf_ringbuf_reserve() failed: event dropped */
+	CNT_NESTED = 1,          /* state changes the main program missed and the backup took */
+	CNT_TW_RINGBUF_FULL = 2, /* a TIME_WAIT probe event dropped (ring full) */
+	CNT_MAX = 3,
 };
 
 #endif /* TCPSTATE_H */

@@ -220,7 +220,8 @@ pub(crate) mod tests {
     use crate::event::tests::raw_event;
 
     pub(crate) fn sample(old: u8, new: u8) -> Event {
-        Event::from_raw(&raw_event(old, new)).unwrap()
+        // As src/sockets.rs completes it: 2.5 ms in the previous state.
+        Event { prev_state_ns: Some(2_500_000), ..Event::from_raw(&raw_event(old, new)).unwrap() }
     }
 
     pub(crate) fn render(format: Box<dyn Formatter>, events: &[Event]) -> String {
