@@ -1,8 +1,9 @@
 //! A header line, then one row per transition: the JSON fields, in order.
 
-use std::io::{self, Write};
+use std::io;
 
-use super::{Clock, Formatter, NanosAsMs, Or};
+use super::put::{put, Hex, NanosAsMs, Or};
+use super::{Clock, Formatter};
 use crate::event::Event;
 
 pub struct Csv {
@@ -30,30 +31,47 @@ fn field(s: &str) -> std::borrow::Cow<'_, str> {
 
 impl Formatter for Csv {
     fn header(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        writeln!(out, "{HEADER}")
+        put!(out, HEADER, '\n');
+        Ok(())
     }
 
     fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
-        writeln!(
+        put!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:#x},{},{},{}",
             self.clock.format(ev.ts_ns),
+            ',',
             ev.ts_ns,
+            ',',
             ev.side,
+            ',',
             ev.old_label(),
+            ',',
             ev.new,
+            ',',
             ev.family(),
+            ',',
             ev.saddr,
+            ',',
             ev.sport,
+            ',',
             ev.daddr,
+            ',',
             ev.dport,
+            ',',
             Or(ev.pid, ""),
+            ',',
             field(ev.comm.as_ref().map_or("", |c| c.as_str())),
-            ev.skaddr,
+            ',',
+            Hex(ev.skaddr),
+            ',',
             ev.netns,
+            ',',
             Or(ev.prev_state_ns.map(NanosAsMs), ""),
-            ev.inferred
-        )
+            ',',
+            ev.inferred,
+            '\n',
+        );
+        Ok(())
     }
 }
 

@@ -2,25 +2,41 @@
 //! field by field, straight into the output buffer: at a hundred thousand
 //! events a second the per-event allocations of a generic serializer show.
 
-use std::io::{self, Write};
+use std::io;
 
-use super::{Formatter, NanosAsMs};
+use super::put::{put, Hex, NanosAsMs, Or, Put};
+use super::Formatter;
 use crate::event::Event;
 
 pub struct Json;
 
-/// Writes `s` as a JSON string.
-fn string(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    out.write_all(b"\"")?;
-    for c in s.chars() {
-        match c {
-            '"' => out.write_all(b"\\\"")?,
-            '\\' => out.write_all(b"\\\\")?,
-            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32)?,
-            c => write!(out, "{c}")?,
+/// A JSON string. Comms are printable ASCII already (see `Comm`), but a
+/// quote or a backslash is allowed there and must be escaped.
+struct JsonString<'a>(&'a str);
+
+impl Put for JsonString<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(b'"');
+        for &b in self.0.as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b if b < 0x20 => put!(out, "\\u00", Hex2(b)),
+                b => out.push(b),
+            }
         }
+        out.push(b'"');
     }
-    out.write_all(b"\"")
+}
+
+/// Two lower-case hex digits (control characters in strings).
+struct Hex2(u8);
+
+impl Put for Hex2 {
+    fn put(&self, out: &mut Vec<u8>) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[DIGITS[usize::from(self.0 >> 4)], DIGITS[usize::from(self.0 & 0xf)]]);
+    }
 }
 
 impl Formatter for Json {
@@ -29,42 +45,44 @@ impl Formatter for Json {
     }
 
     fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
-        write!(
+        put!(
             out,
-            "{{\"ts_ns\":{},\"side\":\"{}\",\"old\":\"{}\",\"new\":\"{}\",\"family\":{},\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},\"pid\":",
+            "{\"ts_ns\":",
             ev.ts_ns,
+            ",\"side\":\"",
             ev.side,
+            "\",\"old\":\"",
             ev.old_label(),
+            "\",\"new\":\"",
             ev.new,
+            "\",\"family\":",
             ev.family(),
+            ",\"saddr\":\"",
             ev.saddr,
+            "\",\"sport\":",
             ev.sport,
+            ",\"daddr\":\"",
             ev.daddr,
-            ev.dport
-        )?;
-        match ev.pid {
-            Some(pid) => write!(out, "{pid}")?,
-            None => out.write_all(b"null")?,
-        }
-        out.write_all(b",\"comm\":")?;
-        match &ev.comm {
-            Some(comm) => string(out, comm.as_str())?,
-            None => out.write_all(b"null")?,
-        }
-        write!(
-            out,
-            ",\"skaddr\":\"{:#x}\",\"netns\":{},\"prev_state_ms\":",
-            ev.skaddr, ev.netns
-        )?;
-        match ev.prev_state_ns {
-            Some(ns) => write!(out, "{}", NanosAsMs(ns))?,
-            None => out.write_all(b"null")?,
-        }
-        write!(out, ",\"inferred\":{}", ev.inferred)?;
+            "\",\"dport\":",
+            ev.dport,
+            ",\"pid\":",
+            Or(ev.pid, "null"),
+            ",\"comm\":",
+            Or(ev.comm.as_ref().map(|c| JsonString(c.as_str())), "null"),
+            ",\"skaddr\":\"",
+            Hex(ev.skaddr),
+            "\",\"netns\":",
+            ev.netns,
+            ",\"prev_state_ms\":",
+            Or(ev.prev_state_ns.map(NanosAsMs), "null"),
+            ",\"inferred\":",
+            ev.inferred,
+        );
         if ev.is_raw_tw() {
-            write!(out, ",\"source\":\"{}\"", ev.source.as_str())?;
+            put!(out, ",\"source\":\"", ev.source.as_str(), '"');
         }
-        out.write_all(b"}\n")
+        put!(out, "}\n");
+        Ok(())
     }
 }
 

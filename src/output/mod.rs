@@ -4,6 +4,7 @@
 
 mod csv;
 mod json;
+pub(crate) mod put;
 mod table;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::io::{self, Write};
 
 use crate::cli::Format;
 use crate::event::Event;
+use self::put::{put, Padded, Put};
 
 pub use self::csv::Csv;
 pub use self::json::Json;
@@ -72,55 +74,28 @@ pub enum Stamp {
     Since { secs: u64, micros: u64 },
 }
 
+impl Put for Stamp {
+    fn put(&self, out: &mut Vec<u8>) {
+        match *self {
+            Stamp::TimeOfDay { secs, micros } => put!(
+                out,
+                Padded(secs / 3600, 2),
+                ':',
+                Padded(secs / 60 % 60, 2),
+                ':',
+                Padded(secs % 60, 2),
+                '.',
+                Padded(micros, 6)
+            ),
+            Stamp::Since { secs, micros } => put!(out, secs, '.', Padded(micros, 6)),
+        }
+    }
+}
+
 impl fmt::Display for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Stamp::TimeOfDay { secs, micros } => pad_args(
-                f,
-                format_args!(
-                    "{:02}:{:02}:{:02}.{:06}",
-                    secs / 3600,
-                    secs / 60 % 60,
-                    secs % 60,
-                    micros
-                ),
-            ),
-            Stamp::Since { secs, micros } => pad_args(f, format_args!("{secs}.{micros:06}")),
-        }
+        f.pad(&put::to_string(self))
     }
-}
-
-/// An optional value, or a placeholder when it is absent (`-` in the table,
-/// nothing in CSV); width and alignment apply to either, nothing allocates.
-pub(crate) struct Or<T>(pub Option<T>, pub &'static str);
-
-impl<T: fmt::Display> fmt::Display for Or<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.pad(self.1),
-        }
-    }
-}
-
-/// Nanoseconds as milliseconds with nanosecond precision (`2.500000`): exact,
-/// without float noise (JSON and CSV `prev_state_ms`).
-pub(crate) struct NanosAsMs(pub u64);
-
-impl fmt::Display for NanosAsMs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
-    }
-}
-
-/// Formats `args` on the stack, then pads them as the caller's format
-/// string asks: width and alignment for composite values, no allocation.
-pub(crate) fn pad_args(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
-    let mut buf = [0u8; 64];
-    let mut cursor = io::Cursor::new(&mut buf[..]);
-    cursor.write_fmt(args).map_err(|_| fmt::Error)?;
-    let len = cursor.position() as usize;
-    f.pad(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
 }
 
 /// Now, on the clock of the kernel's bpf_ktime_get_ns().
@@ -152,7 +127,8 @@ impl Formatter for Seed {
     }
 
     fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
-        writeln!(out, "ts:{}:{}:{}:{}", ev.ts_ns, ev.side, ev.old_label(), ev.new)
+        put!(out, "ts:", ev.ts_ns, ':', ev.side, ':', ev.old_label(), ':', ev.new, '\n');
+        Ok(())
     }
 }
 

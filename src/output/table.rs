@@ -2,7 +2,8 @@
 
 use std::io::{self, Write};
 
-use super::{pad_args, Clock, Formatter, Or};
+use super::put::{Millis, Or, Put};
+use super::{Clock, Formatter};
 use crate::event::Event;
 
 pub struct Table {
@@ -15,16 +16,6 @@ impl Table {
     /// `wide` when IPv6 addresses may appear.
     pub fn new(clock: Clock, wide: bool) -> Table {
         Table { clock, addr_width: if wide { 39 } else { 15 } }
-    }
-}
-
-/// Nanoseconds shown as milliseconds with three decimals.
-struct Millis(u64);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = (self.0 + 500) / 1000;
-        pad_args(f, format_args!("{}.{:03}", micros / 1000, micros % 1000))
     }
 }
 
@@ -41,18 +32,18 @@ impl Formatter for Table {
     fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
         let w = self.addr_width;
         let line = out;
-        cell(line, 15, Left, format_args!("{}", self.clock.format(ev.ts_ns)));
-        cell(line, 6, Left, format_args!("{}", ev.side));
-        cell(line, 7, Right, format_args!("{}", Or(ev.pid, "-")));
-        cell(line, 16, Left, format_args!("{}", ev.comm.as_ref().map_or("-", |c| c.as_str())));
-        cell(line, w, Left, format_args!("{}", ev.saddr));
-        cell(line, 5, Right, format_args!("{}", ev.sport));
-        cell(line, w, Left, format_args!("{}", ev.daddr));
-        cell(line, 5, Right, format_args!("{}", ev.dport));
-        cell(line, 12, Left, format_args!("{}", ev.old_label()));
+        cell(line, 15, Left, &self.clock.format(ev.ts_ns));
+        cell(line, 6, Left, &ev.side);
+        cell(line, 7, Right, &Or(ev.pid, "-"));
+        cell(line, 16, Left, &ev.comm.as_ref().map_or("-", |c| c.as_str()));
+        cell(line, w, Left, &ev.saddr);
+        cell(line, 5, Right, &ev.sport);
+        cell(line, w, Left, &ev.daddr);
+        cell(line, 5, Right, &ev.dport);
+        cell(line, 12, Left, &ev.old_label());
         line.extend_from_slice(b"-> ");
-        cell(line, 12, Left, format_args!("{}", ev.new));
-        cell(line, 10, Right, format_args!("{}", Or(ev.prev_state_ns.map(Millis), "-")));
+        cell(line, 12, Left, &ev.new);
+        cell(line, 10, Right, &Or(ev.prev_state_ns.map(Millis), "-"));
         // Cells end in a separating space; the line ends in a newline.
         line.pop();
         line.push(b'\n');
@@ -67,23 +58,15 @@ enum Align {
 }
 use Align::{Left, Right};
 
-/// Appends one cell and a separating space. Padding is written as one run
-/// of spaces: std's width handling pads a character at a time, which
-/// dominated the cost of a table line.
-fn cell(line: &mut Vec<u8>, width: usize, align: Align, args: std::fmt::Arguments<'_>) {
-    const SPACES: [u8; 64] = [b' '; 64];
-    let mut buf = [0u8; 64];
-    let mut cursor = io::Cursor::new(&mut buf[..]);
-    let _ = cursor.write_fmt(args);
-    let len = cursor.position() as usize;
-    let text = &buf[..len];
-    let pad = &SPACES[..width.saturating_sub(text.len()).min(SPACES.len())];
+/// Appends one cell, padded to `width`, and a separating space. The value
+/// is written in place; right alignment then rotates the padding in front.
+fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &dyn Put) {
+    let start = line.len();
+    value.put(line);
+    let pad = width.saturating_sub(line.len() - start);
+    line.resize(line.len() + pad, b' ');
     if align == Right {
-        line.extend_from_slice(pad);
-    }
-    line.extend_from_slice(text);
-    if align == Left {
-        line.extend_from_slice(pad);
+        line[start..].rotate_right(pad);
     }
     line.push(b' ');
 }
