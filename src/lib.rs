@@ -25,3 +25,8 @@ pub mod tracer;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpstate.skel.rs"));
 }
+
+#[allow(clippy::all, non_camel_case_types, non_upper_case_globals, dead_code)]
+pub mod facts_skel {
+    include!(concat!(env!("OUT_DIR"), "/kernel_facts.skel.rs"));
+}

@@ -122,19 +122,22 @@ impl TwPlan {
                     bail!("this kernel has no kprobes (CONFIG_KPROBES is off)");
                 }
                 // A function must exist (and not be inlined away) to be
-                // probed; fentry also needs it in BTF, which the load checks.
+                // probed; fentry also needs it in BTF.
                 if kernel.symbol(ALLOC_FN).is_none() {
-                    bail!("{ALLOC_FN} is not in /proc/kallsyms");
+                    bail!("{ALLOC_FN} is not a kernel symbol");
+                }
+                if kind == TwProbe::Fentry {
+                    kernel.fexit_loads(ALLOC_FN)?;
                 }
                 plan.free_fn = candidates
                     .iter()
                     .find(|f| kernel.symbol(f).is_some())
-                    .ok_or_else(|| anyhow!("no {} in /proc/kallsyms", candidates.join(" or ")))?
+                    .ok_or_else(|| anyhow!("no kernel symbol named {}", candidates.join(" or ")))?
                     .to_string();
             }
             TwProbe::Timer => {
                 plan.timer_fn =
-                    kernel.symbol(TIMER_FN).ok_or_else(|| anyhow!("{TIMER_FN} is not in /proc/kallsyms"))?;
+                    kernel.symbol(TIMER_FN).ok_or_else(|| anyhow!("{TIMER_FN} is not a kernel symbol"))?;
             }
             TwProbe::Off | TwProbe::Auto => {}
         }
