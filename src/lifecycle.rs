@@ -74,7 +74,7 @@ struct Tw {
 /// cancels turn into deaths.
 #[derive(Default)]
 pub struct Lifecycle {
-    tws: HashMap<u64, Tw>,
+    tws: TwTable,
     /// The live timewait socket of each connection, by a 64-bit
     /// fingerprint of its key (checked against the socket's own key): a
     /// quarter of the memory of keying by the whole tuple.
@@ -130,14 +130,14 @@ impl Lifecycle {
         if now_ns >= self.last_sweep_ns + STALE_NS / 10 {
             self.last_sweep_ns = now_ns;
             let stale: Vec<u64> =
-                self.tws.iter().filter(|(_, tw)| tw.last_ts + STALE_NS <= now_ns).map(|(&a, _)| a).collect();
+                self.tws.iter().filter(|tw| tw.last_ts + STALE_NS <= now_ns).map(|tw| tw.addr).collect();
             for addr in stale {
                 self.remove(addr);
             }
         }
         // After a burst of timewait sockets (a namespace's all die at once),
         // give the tables' memory back rather than keep the peak for good.
-        shrink_if_sparse(&mut self.tws);
+        self.tws.shrink_if_sparse();
         shrink_if_sparse(&mut self.by_key);
         if self.cancels.capacity() > SPARSE_MIN && self.cancels.is_empty() {
             self.cancels.shrink_to_fit();
@@ -155,7 +155,10 @@ impl Lifecycle {
             out.push(ev);
             return;
         };
-        let tw = &self.tws[&addr];
+        let Some(tw) = self.tws.get(&addr) else {
+            out.push(ev);
+            return;
+        };
         if tw.claimed {
             // Its connection was handed over already, so this is a new
             // connection with the same tuple whose birth looked like a
@@ -206,23 +209,20 @@ impl Lifecycle {
             self.died(old, ts, None, out);
         }
         self.by_key.insert(fingerprint(&key), ev.skaddr);
-        self.tws.insert(
-            ev.skaddr,
-            Tw {
-                key,
-                state: ev.tw_substate,
-                since: None,
-                claimed: false,
-                cancel_ts: None,
-                rearm_cancel_ts: None,
-                born_ts: ev.ts_ns,
-                last_ts: ev.ts_ns,
-                addr: ev.skaddr,
-                side: ev.side,
-                pid: ev.pid.and_then(NonZeroU32::new),
-                comm: ev.comm,
-            },
-        );
+        self.tws.insert(Tw {
+            key,
+            state: ev.tw_substate,
+            since: None,
+            claimed: false,
+            cancel_ts: None,
+            rearm_cancel_ts: None,
+            born_ts: ev.ts_ns,
+            last_ts: ev.ts_ns,
+            addr: ev.skaddr,
+            side: ev.side,
+            pid: ev.pid.and_then(NonZeroU32::new),
+            comm: ev.comm,
+        });
     }
 
     /// Timer armed: a birth, or a re-arm of a live socket (whose substate
@@ -235,7 +235,7 @@ impl Lifecycle {
         match rearm {
             Some(true) => self.moved(ev, out),
             Some(false) => {
-                let cancel = self.tws[&ev.skaddr].cancel_ts.map_or(ev.ts_ns, NonZeroU64::get);
+                let cancel = self.tws.get(&ev.skaddr).and_then(|tw| tw.cancel_ts).map_or(ev.ts_ns, NonZeroU64::get);
                 self.died(ev.skaddr, cancel, None, out);
                 self.born(ev, out);
             }
@@ -351,6 +351,64 @@ type Ts = Option<NonZeroU64>;
 
 fn at(ts: u64) -> Ts {
     NonZeroU64::new(ts)
+}
+
+/// The live timewait sockets, stored densely in a vector with an index by
+/// address. A hash map of whole records would, when it grows, briefly hold
+/// its old and new tables at once (the peak RSS of a storm that leaves tens
+/// of thousands of sockets in TIME_WAIT); a vector grows in place (large
+/// blocks are mapped and remapped, see app.rs) and the index is small.
+#[derive(Default)]
+struct TwTable {
+    records: Vec<Tw>,
+    /// Socket address -> position in `records`.
+    index: HashMap<u64, u32>,
+}
+
+impl TwTable {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn contains_key(&self, addr: &u64) -> bool {
+        self.index.contains_key(addr)
+    }
+
+    fn get(&self, addr: &u64) -> Option<&Tw> {
+        self.index.get(addr).map(|&i| &self.records[i as usize])
+    }
+
+    fn get_mut(&mut self, addr: &u64) -> Option<&mut Tw> {
+        self.index.get(addr).map(|&i| &mut self.records[i as usize])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Tw> {
+        self.records.iter()
+    }
+
+    /// Adds a socket whose address is not in the table.
+    fn insert(&mut self, tw: Tw) {
+        debug_assert!(!self.index.contains_key(&tw.addr));
+        self.index.insert(tw.addr, self.records.len() as u32);
+        self.records.push(tw);
+    }
+
+    /// Removes a socket; the last record takes its place.
+    fn remove(&mut self, addr: &u64) -> Option<Tw> {
+        let i = self.index.remove(addr)? as usize;
+        let tw = self.records.swap_remove(i);
+        if let Some(moved) = self.records.get(i) {
+            self.index.insert(moved.addr, i as u32);
+        }
+        Some(tw)
+    }
+
+    fn shrink_if_sparse(&mut self) {
+        shrink_if_sparse(&mut self.index);
+        if self.records.capacity() > SPARSE_MIN && self.records.len() * 4 < self.records.capacity() {
+            self.records.shrink_to(self.records.len() * 2);
+        }
+    }
 }
 
 /// Tables smaller than this keep their capacity.
