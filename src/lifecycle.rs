@@ -42,7 +42,7 @@ const RECENT_DEATHS: usize = 1024;
 pub const MAX_TW: usize = 262_144;
 
 /// One live timewait socket.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Tw {
     key: ConnKey,
     /// The state users see it in: TIME_WAIT, or FIN_WAIT2 while parked.
@@ -779,6 +779,30 @@ mod tests {
     }
 
     #[test]
+    fn the_timewait_table_keeps_its_index_right_through_removals() {
+        let mut t = TwTable::default();
+        let mut lc = Lifecycle::new(false);
+        let mut out = Vec::new();
+        for e in handoff(Source::TwAlloc) {
+            lc.push(e, &mut out);
+        }
+        let model = lc.tws.records.pop().unwrap();
+        for addr in 1..=100u64 {
+            t.insert(Tw { addr, last_ts: addr * 10, ..model.clone() });
+        }
+        for addr in (1..=100u64).filter(|a| a % 3 != 0) {
+            assert_eq!(t.remove(&addr).map(|tw| tw.last_ts), Some(addr * 10));
+        }
+        assert!(t.remove(&1).is_none());
+        assert_eq!(t.len(), 33);
+        for addr in (3..=99u64).step_by(3) {
+            assert_eq!(t.get(&addr).map(|tw| tw.last_ts), Some(addr * 10), "{addr}");
+        }
+        t.shrink_if_sparse();
+        assert_eq!(t.iter().count(), 33);
+    }
+
+    #[test]
     fn dead_sockets_leave_no_entries_behind() {
         let mut lc = Lifecycle::new(false);
         let mut out = Vec::new();
@@ -786,7 +810,7 @@ mod tests {
             lc.push(e, &mut out);
         }
         lc.push(tw_ev(9_000, Source::TwFree, TW), &mut out);
-        assert!(lc.tws.is_empty() && lc.by_key.is_empty() && lc.cancels.is_empty());
+        assert!(lc.tws.len() == 0 && lc.tws.index.is_empty() && lc.by_key.is_empty() && lc.cancels.is_empty());
     }
 
     #[test]
