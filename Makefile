@@ -52,9 +52,11 @@ N      ?= 20000
 ROUNDS ?= 5
 MODE   ?= client-close
 ROWS   ?= all
+# The storm's CPU (last, none or a number): see bench/src/loadgen/mod.rs.
+STORM_CPU ?= last
 bench: deps
 	$(CARGO) build --release --locked --workspace
-	$(SUDO) target/release/bench -n $(N) -r $(ROUNDS) --mode $(MODE) --rows $(ROWS) -o bench/results.json
+	$(SUDO) target/release/bench -n $(N) -r $(ROUNDS) --mode $(MODE) --rows $(ROWS) --storm-cpu $(STORM_CPU) -o bench/results.json
 
 # About 10 million transitions through one tcpstate: exact count, nothing
 # lost, RSS flat after warm-up. Not part of make test (it takes minutes).

@@ -33,6 +33,11 @@ struct Args {
     /// Stay in the current network namespace (TIME_WAIT sockets then outlive the run)
     #[arg(long)]
     same_netns: bool,
+    /// Run client and server on one CPU: `last` (the highest-numbered CPU
+    /// this process may use), a CPU number, or `none` to let the scheduler
+    /// spread them
+    #[arg(long, default_value = "last")]
+    cpu: String,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,8 @@ fn run(args: Args) -> Result<bool> {
     if !args.same_netns {
         netns::enter_fresh()?;
     }
+    // Before the server thread starts, which inherits it.
+    loadgen::pin_to(&args.cpu)?;
     let cfg = loadgen::Config {
         mode: args.mode,
         connections: args.connections,

@@ -34,6 +34,8 @@ pub struct Plan {
     pub attach_timeout: Duration,
     /// The loadgen's own deadline; the runner waits a little longer.
     pub storm_timeout: Duration,
+    /// The loadgen's --cpu.
+    pub storm_cpu: String,
     /// Where runs write their tracer output (tmpfs); emptied after each run.
     pub scratch: PathBuf,
 }
@@ -246,6 +248,7 @@ fn storm(plan: &Plan, port: u16) -> Result<Report> {
         .args(["--concurrency", &plan.concurrency.to_string()])
         .args(["--port", &port.to_string()])
         .args(["--deadline", &plan.storm_timeout.as_secs().to_string()])
+        .args(["--cpu", &plan.storm_cpu])
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?)
         .stderr(fs::File::create(&err).with_context(|| format!("creating {}", err.display()))?);

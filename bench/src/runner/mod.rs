@@ -60,6 +60,10 @@ pub struct Options {
     /// Give up on a storm after this many seconds
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub storm_timeout: u64,
+    /// The CPU the storm runs on (loadgen --cpu): last, none or a number.
+    /// One CPU makes the storm bound by work rather than wake-up latency
+    #[arg(long, default_value = "last")]
+    pub storm_cpu: String,
     /// tcpstate binary [default: beside this program]
     #[arg(long)]
     pub tcpstate: Option<PathBuf>,
@@ -88,6 +92,7 @@ pub fn run(opts: &Options) -> Result<()> {
         settle: Duration::from_millis(opts.settle_ms),
         attach_timeout: Duration::from_secs(opts.attach_timeout),
         storm_timeout: Duration::from_secs(opts.storm_timeout),
+        storm_cpu: opts.storm_cpu.clone(),
         scratch: scratch.0.clone(),
     };
     let mut machine = machine::Machine::describe(&tools.tcpstate, tools.bpftrace.as_deref());

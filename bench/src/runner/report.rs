@@ -136,11 +136,12 @@ pub fn targets(rows: &[RowSummary]) -> String {
 pub fn notes(opts: &Options, rows: &[RowSummary], took: Duration) -> String {
     let mut lines = vec![
         format!(
-            "{} rounds x {} connections ({}), tracer order rotated each round, a baseline run before and after \
-             every tracer run; took {:.0} s.",
+            "{} rounds x {} connections ({}, storm on CPU {}), tracer order rotated each round, a baseline run \
+             before and after every tracer run; took {:.0} s.",
             opts.rounds,
             opts.connections,
             opts.mode,
+            opts.storm_cpu,
             took.as_secs_f64()
         ),
         "x none: conn/s over the mean of the baseline runs just before and after (min/median/max over rounds)."
