@@ -21,7 +21,6 @@
 /* Not in vmlinux.h: they are macros, and BTF only carries types. */
 #define AF_INET 2
 #define AF_INET6 10
-#define IPPROTO_TCP 6
 #define SOCK_STREAM 1
 
 char LICENSE[] SEC("license") = "GPL";
@@ -219,7 +218,8 @@ static __always_inline bool in_owner_context(int oldstate, int newstate)
 }
 
 /* Queue an event, waking the reader only when the ring fills up: a wake-up
- * per event costs an interrupt per event; the reader polls on a short tick. */
+ * per event costs an interrupt per event; the reader polls on its own,
+ * sooner as events come faster (src/app.rs, Pacer). */
 static __always_inline void submit(struct event *e)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
