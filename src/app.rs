@@ -211,8 +211,6 @@ const REORDER_NS: u64 = 2 * CANCEL_HOLD_NS;
 /// lifecycle (unless --raw asks for what the probes saw), then reordering.
 struct Flow {
     sockets: Sockets,
-    /// Events completed from socket memory, before the lifecycle.
-    checked: Vec<Event>,
     lifecycle: Option<Lifecycle>,
     /// Events not yet printed, sorted by timestamp.
     pending: Vec<Event>,
@@ -252,7 +250,6 @@ impl Flow {
     fn new(args: &TraceArgs) -> Flow {
         Flow {
             sockets: Sockets::new(args.server().is_some(), args.pid),
-            checked: Vec::new(),
             lifecycle: (!args.raw).then(|| Lifecycle::new(args.pid.is_some())),
             pending: Vec::new(),
             plotted: args.plot.is_some().then(Plotted::default),
@@ -278,18 +275,16 @@ impl Flow {
         if !batch.events.is_sorted_by_key(|ev| ev.ts_ns) {
             batch.events.sort_by_key(|ev| ev.ts_ns);
         }
+        let (lifecycle, pending) = (&mut self.lifecycle, &mut self.pending);
         for ev in batch.events.drain(..) {
-            self.sockets.track(ev, &mut self.checked);
+            self.sockets.track(ev, |ev| match lifecycle.as_mut() {
+                Some(lc) => lc.push(ev, pending),
+                None => pending.push(ev),
+            });
         }
         summary.inferred = self.sockets.inferred;
-        match &mut self.lifecycle {
-            Some(lc) => {
-                for ev in self.checked.drain(..) {
-                    lc.push(ev, &mut self.pending);
-                }
-                lc.tick(now, &mut self.pending);
-            }
-            None => self.pending.append(&mut self.checked),
+        if let Some(lc) = lifecycle {
+            lc.tick(now, pending);
         }
         // Stable and adaptive: cheap on the nearly sorted queue, and keeps
         // a socket's same-timestamp events in arrival order.
@@ -321,7 +316,6 @@ impl Flow {
         // A burst (thousands of timewait sockets dying with their namespace)
         // can leave these queues huge: give the memory back once it passed.
         shrink_after_burst(&mut batch.events);
-        shrink_after_burst(&mut self.checked);
         shrink_after_burst(&mut self.pending);
         if let Some(m) = &self.metrics {
             m.set_inferred(self.sockets.inferred);

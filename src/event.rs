@@ -137,6 +137,10 @@ pub struct Event {
 impl Event {
     /// Decodes one ring buffer record.
     pub fn decode(data: &[u8]) -> Result<Event> {
+        // Ring records are 8-byte aligned: read in place, no copy.
+        if let Ok(raw) = plain::from_bytes::<types::event>(data) {
+            return Event::from_raw(raw);
+        }
         let mut raw = types::event::default();
         if plain::copy_from_bytes(&mut raw, data).is_err() {
             bail!(

@@ -89,9 +89,10 @@ impl Sockets {
     /// Completes `ev` from what the socket's earlier transitions told and
     /// passes it on to `out`, preceded by the transition its old state
     /// implies was missed, if any; or drops it when -p wants another owner.
-    pub fn track(&mut self, mut ev: Event, out: &mut Vec<Event>) {
+    /// (A callback rather than a queue: events are moved once less.)
+    pub fn track(&mut self, mut ev: Event, mut out: impl FnMut(Event)) {
         if ev.source != Source::SetState {
-            out.push(ev);
+            out(ev);
             return;
         }
         // A socket's first transition (connect, listen, accept) starts a new
@@ -121,12 +122,12 @@ impl Sockets {
             Some(m) if m.state != ev.old => {
                 // What happened between is unknown, so is the time spent.
                 self.inferred += 1;
-                out.push(Event { old: m.state, new: ev.old, prev_state_ns: None, inferred: true, ..ev.clone() });
+                out(Event { old: m.state, new: ev.old, prev_state_ns: None, inferred: true, ..ev.clone() });
             }
             Some(m) => ev.prev_state_ns = Some(ev.ts_ns.saturating_sub(m.since_ns)),
             None => {}
         }
-        out.push(ev);
+        out(ev);
     }
 
     fn remember(&mut self, ev: &Event, owner: Option<Owner>, origin: Option<Side>) {
@@ -196,7 +197,7 @@ mod tests {
     fn run(sockets: &mut Sockets, events: Vec<Event>) -> Vec<Event> {
         let mut out = Vec::new();
         for ev in events {
-            sockets.track(ev, &mut out);
+            sockets.track(ev, |e| out.push(e));
         }
         out
     }
