@@ -87,18 +87,19 @@ static __always_inline void fold_v4_mapped(struct tuple *t)
 }
 
 /*
- * The tuple of a socket the verifier knows the type of (the tracepoint's
- * argument): plain loads, which the JIT emits as single faulting loads.
- * This is the hot path, run on every state change, so it avoids the
- * bpf_probe_read_kernel() call per field that read_tuple() pays.
+ * The tuple of a socket the verifier knows the type of (a tracepoint's
+ * argument, or a bpf_core_cast() view): plain loads, which the JIT emits as
+ * single faulting loads. The state program runs this on every state change,
+ * so it avoids the bpf_probe_read_kernel() call per field that read_tuple()
+ * pays. The local port is passed in because its reliable home differs: a
+ * full socket's skc_num is already 0 at its final CLOSE (inet_put_port
+ * ran), so callers pass inet_sport, as the original tool did.
  */
-static __always_inline void read_tuple_typed(const struct tcp_sock *tp, struct tuple *t)
+static __always_inline void read_tuple_typed(const struct sock_common *skc, __be16 sport,
+					     struct tuple *t)
 {
-	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
-	const struct sock_common *skc = &inet->sk.__sk_common;
-
 	t->family = skc->skc_family;
-	t->sport = bpf_ntohs(inet->inet_sport);
+	t->sport = bpf_ntohs(sport);
 	t->dport = bpf_ntohs(skc->skc_dport);
 	t->netns = skc->skc_net.net->ns.inum;
 	if (t->family == AF_INET) {
@@ -114,11 +115,8 @@ static __always_inline void read_tuple_typed(const struct tcp_sock *tp, struct t
 }
 
 /*
- * The same for raw addresses (kprobe arguments, a timer's container), one
- * probe read per field; only TIME_WAIT probes take this path. The local port
- * is passed in because its reliable home differs: a full socket's skc_num is
- * already 0 at its final CLOSE (inet_put_port ran), so callers pass
- * inet_sport, as the original tool did.
+ * The same for raw addresses (kprobe arguments, a timer's container) where
+ * no typed view is available: one probe read per field.
  */
 static __always_inline void read_tuple(const struct sock_common *skc, __be16 sport,
 				       struct tuple *t)
@@ -250,7 +248,7 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 
 	if (!tp || sk->sk_type != SOCK_STREAM)
 		return 0;
-	read_tuple_typed(tp, &t);
+	read_tuple_typed(&tp->inet_conn.icsk_inet.sk.__sk_common, tp->inet_conn.icsk_inet.inet_sport, &t);
 	if (!classify(&t, &side))
 		return 0;
 
@@ -398,15 +396,13 @@ int find_main_prog(struct bpf_iter__bpf_prog *ctx)
 const volatile __u64 tw_timer_fn = 0;           /* address of tw_timer_handler */
 const volatile bool tw_free_checks_ref = false; /* free probe sits on inet_twsk_put */
 
-static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc, __be16 sport,
-				     __u8 substate, __u8 source)
+static __always_inline int report_tw(__u64 twaddr, const struct tuple *t, __u8 substate,
+				     __u8 source)
 {
-	struct tuple t = {};
 	struct event *e;
 	__u8 side = SIDE_UNKNOWN;
 
-	read_tuple(skc, sport, &t);
-	if (!classify(&t, &side))
+	if (!classify(t, &side))
 		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -415,7 +411,7 @@ static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc
 	}
 	/* Owner and time in state come from the full socket, in user space. */
 	__builtin_memset(e, 0, sizeof(*e));
-	fill_tuple(e, &t);
+	fill_tuple(e, t);
 	e->ts_ns = bpf_ktime_get_ns();
 	e->skaddr = twaddr;
 	e->side = side;
@@ -428,11 +424,35 @@ static __always_inline int report_tw(__u64 twaddr, const struct sock_common *skc
 }
 
 /* A timewait socket's own view of itself: the tuple lives in __tw_common,
- * the local port in tw_sport. */
+ * the local port in tw_sport. Kernels with bpf_rdonly_cast() (6.2+) give a
+ * typed view of any address, read with plain loads; older ones take a
+ * probe read per field. */
 static __always_inline int report_tw_self(const struct inet_timewait_sock *tw, __u8 source)
 {
-	return report_tw((__u64)tw, &tw->__tw_common, BPF_CORE_READ(tw, tw_sport),
-			 BPF_CORE_READ(tw, tw_substate), source);
+	const struct inet_timewait_sock *typed;
+	struct tuple t = {};
+	__u8 substate;
+
+	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		typed = bpf_core_cast(tw, struct inet_timewait_sock);
+		read_tuple_typed(&typed->__tw_common, typed->tw_sport, &t);
+		substate = typed->tw_substate;
+	} else {
+		read_tuple(&tw->__tw_common, BPF_CORE_READ(tw, tw_sport), &t);
+		substate = BPF_CORE_READ(tw, tw_substate);
+	}
+	return report_tw((__u64)tw, &t, substate, source);
+}
+
+/* A full socket handing over to a timewait socket: its tuple, read with
+ * probe reads, which serve the fexit's typed argument and the kretprobe's
+ * saved address alike (births are rare: one per connection). */
+static __always_inline int report_tw_born(__u64 twaddr, const struct sock *sk, __u8 substate)
+{
+	struct tuple t = {};
+
+	read_tuple(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t);
+	return report_tw(twaddr, &t, substate, SRC_TW_ALLOC);
 }
 
 /*
@@ -448,8 +468,7 @@ int BPF_PROG(tw_alloc_fexit, const struct sock *sk, struct inet_timewait_death_r
 {
 	if (!tw)
 		return 0;
-	return report_tw((__u64)tw, &sk->__sk_common,
-			 BPF_CORE_READ((struct inet_sock *)sk, inet_sport), state, SRC_TW_ALLOC);
+	return report_tw_born((__u64)tw, sk, state);
 }
 
 /* Birth, kprobe kind: a kretprobe sees only the result, so the entry probe
@@ -487,8 +506,7 @@ int BPF_KRETPROBE(tw_alloc_kretprobe, struct inet_timewait_sock *tw)
 		return 0;
 	sk = (const struct sock *)args->sk;
 	if (tw)
-		report_tw((__u64)tw, &sk->__sk_common,
-			  BPF_CORE_READ((struct inet_sock *)sk, inet_sport), args->state, SRC_TW_ALLOC);
+		report_tw_born((__u64)tw, sk, args->state);
 	bpf_map_delete_elem(&tw_allocs, &tid);
 	return 0;
 }
