@@ -285,23 +285,45 @@ impl<'obj> Tracer<'obj> {
 }
 
 /// Runs the find_main_prog iterator, which looks up the main program's
-/// recursion guard for the backup program. Without it (an iterator the
-/// kernel refuses, a struct bpf_prog without `active`) the backup falls back
-/// to the main program's flag.
+/// recursion guard for the backup program, once on each CPU this process may
+/// use, so that it also learns each CPU's per-CPU offset (the backup then
+/// saves a probe read a run). Without it (an iterator the kernel refuses, a
+/// struct bpf_prog without `active`) the backup falls back to the main
+/// program's flag.
 fn find_main_guard(skel: &mut TcpstateSkel<'_>) -> NestedGuard {
     let found = (|| -> Result<bool> {
         let id = libbpf_rs::Program::id_from_fd(skel.progs.inet_sock_set_state.as_fd())?;
         let bss = skel.maps.bss_data.as_deref_mut().ok_or_else(|| anyhow!("no .bss"))?;
         bss.main_prog_id = id;
         let link = skel.progs.find_main_prog.attach()?;
-        let mut iter = libbpf_rs::Iter::new(&link)?;
-        std::io::Read::read_to_end(&mut iter, &mut Vec::new())?;
+        let run = || -> Result<()> {
+            let mut iter = libbpf_rs::Iter::new(&link)?;
+            std::io::Read::read_to_end(&mut iter, &mut Vec::new())?;
+            Ok(())
+        };
+        run()?;
+        on_each_cpu(run);
         Ok(skel.maps.bss_data.as_deref().is_some_and(|b| b.main_active != 0))
     })();
     match found {
         Ok(true) => NestedGuard::ProgActive,
         _ => NestedGuard::Flag,
     }
+}
+
+/// Runs `f` on each CPU this thread may use, then restores its affinity.
+/// Best effort: a CPU it cannot move to is skipped.
+fn on_each_cpu(f: impl Fn() -> Result<()>) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else { return };
+    for cpu in (0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)) {
+        let mut one = CpuSet::new();
+        if one.set(cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &one).is_ok() {
+            let _ = f();
+        }
+    }
+    let _ = sched_setaffinity(Pid::from_raw(0), &allowed);
 }
 
 /// Opens a fresh copy of the object, configures it for `plan`, loads it.

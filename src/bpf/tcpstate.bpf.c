@@ -325,6 +325,11 @@ __u64 main_active = 0;   /* per-CPU pointer: the main program's prog->active */
 __u64 in_main_pcpu = 0;  /* per-CPU pointer: in_main's element 0 */
 /* The main program's id, written by user space before running the iterator. */
 __u32 main_prog_id = 0;
+/* Each CPU's per-CPU area offset, learned by the same iterator, which user
+ * space runs once on every CPU: the backup program then needs one probe
+ * read a run instead of two and a map lookup. 0: not learned. */
+#define MAX_CPUS 1024
+__u64 cpu_offset[MAX_CPUS] = {};
 
 /* A pointer's value as a plain number: the verifier forbids arithmetic on
  * map and map value pointers, so read the value back through the stack. */
@@ -336,18 +341,38 @@ static __always_inline __u64 address_of(const void *ptr)
 	return addr;
 }
 
+/* cpu_offset's slot for a CPU below MAX_CPUS. The mask is a no-op, but it
+ * is a bound older verifiers keep where they lose the caller's check; the
+ * barrier stops the compiler from dropping it as redundant. */
+static __always_inline __u64 *cpu_offset_slot(__u32 cpu)
+{
+	barrier_var(cpu);
+	return &cpu_offset[cpu & (MAX_CPUS - 1)];
+}
+
+/* This CPU's per-CPU area offset, from in_main's element on this CPU. */
+static __always_inline __u64 this_cpu_offset(const __u32 *busy)
+{
+	return address_of(busy) - in_main_pcpu;
+}
+
 static __always_inline bool main_is_running(void)
 {
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 offset = cpu < MAX_CPUS ? *cpu_offset_slot(cpu) : 0;
 	__u32 zero = 0;
-	__u32 *busy = bpf_map_lookup_elem(&in_main, &zero);
+	__u32 *busy;
 	int active = 0;
 
+	if (main_active && offset) {
+		bpf_probe_read_kernel(&active, sizeof(active), (void *)(main_active + offset));
+		return active > 0;
+	}
+	busy = bpf_map_lookup_elem(&in_main, &zero);
 	if (!busy)
 		return false;
 	if (main_active && in_main_pcpu) {
-		__u64 cpu_offset = address_of(busy) - in_main_pcpu;
-
-		bpf_probe_read_kernel(&active, sizeof(active), (void *)(main_active + cpu_offset));
+		bpf_probe_read_kernel(&active, sizeof(active), (void *)(main_active + this_cpu_offset(busy)));
 		return active > 0;
 	}
 	return *busy;
@@ -363,15 +388,23 @@ int BPF_PROG(inet_sock_set_state_nested, const struct sock *sk, const int oldsta
 	return handle_set_state(sk, oldstate, newstate, EV_NESTED);
 }
 
-/* Run once by user space: finds the main program's struct bpf_prog among
- * all programs and keeps the per-CPU address of its recursion guard. */
+/* Run by user space once on each CPU: finds the main program's struct
+ * bpf_prog among all programs and keeps the per-CPU address of its
+ * recursion guard, and this CPU's per-CPU area offset. */
 SEC("iter/bpf_prog")
 int find_main_prog(struct bpf_iter__bpf_prog *ctx)
 {
 	struct bpf_prog *prog = ctx->prog;
-
 	__u64 pptrs = address_of(&in_main) + bpf_core_field_offset(struct bpf_array, pptrs);
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u32 zero = 0;
+	__u32 *busy;
 
+	if (in_main_pcpu && cpu < MAX_CPUS) {
+		busy = bpf_map_lookup_elem(&in_main, &zero);
+		if (busy)
+			*cpu_offset_slot(cpu) = this_cpu_offset(busy);
+	}
 	if (!prog || !bpf_core_field_exists(prog->active))
 		return 0;
 	if (BPF_CORE_READ(prog, aux, id) != main_prog_id)
