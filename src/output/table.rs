@@ -59,14 +59,20 @@ enum Align {
 use Align::{Left, Right};
 
 /// Appends one cell, padded to `width`, and a separating space. The value
-/// is written in place; right alignment then rotates the padding in front.
+/// is written in place; right alignment then moves it behind the padding
+/// byte by byte (right-aligned cells are a few digits: a library rotate
+/// cost more than the rest of the cell).
 fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &dyn Put) {
     let start = line.len();
     value.put(line);
-    let pad = width.saturating_sub(line.len() - start);
+    let len = line.len() - start;
+    let pad = width.saturating_sub(len);
     line.resize(line.len() + pad, b' ');
-    if align == Right {
-        line[start..].rotate_right(pad);
+    if align == Right && pad > 0 {
+        for i in (0..len).rev() {
+            line[start + pad + i] = line[start + i];
+        }
+        line[start..start + pad].fill(b' ');
     }
     line.push(b' ');
 }
