@@ -338,19 +338,18 @@ fn closed_stdout_ends_quietly() {
     let port = free_port();
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     let script = format!("{BIN} 127.0.0.1 {port} -o json | head -1; echo \"exit=${{PIPESTATUS[0]}}\"");
-    let child = std::process::Command::new("bash")
+    let mut child = std::process::Command::new("bash")
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // The first line reaches head once tcpstate is attached; keep making
-    // connections until then, and one more so that it writes again.
+    // connections until the pipeline has ended (head took its line, and
+    // tcpstate's next write found the pipe closed). Waiting on the shell
+    // itself: asking for its children raced with the shell starting them.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let child_pid = child.id();
-    while std::process::Command::new("pgrep").args(["-P", &child_pid.to_string()]).output().is_ok_and(|o| !o.stdout.is_empty())
-        && std::time::Instant::now() < deadline
-    {
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
         assert_eq!(curl(&nginx.url()), 0);
         std::thread::sleep(Duration::from_millis(100));
     }
