@@ -81,10 +81,10 @@ fn ask_the_kernel(names: &[&str]) -> Result<Kernel> {
     }
     skel.progs.lookup.test_run(Default::default()).context("running kernel_facts")?;
     let bss = skel.maps.bss_data.as_deref().ok_or_else(|| anyhow!("kernel_facts has no .bss"))?;
-    let mut kernel = Kernel { symbols: HashMap::new(), btf_ids: Some(HashMap::new()) };
+    let (mut symbols, mut btf_ids) = (HashMap::new(), HashMap::new());
     for (i, name) in names.iter().enumerate() {
         if bss.addrs[i] != 0 {
-            kernel.symbols.insert(name.to_string(), bss.addrs[i]);
+            symbols.insert(name.to_string(), bss.addrs[i]);
         }
         let found = bss.btf_ids[i];
         let (module_fd, id) = ((found >> 32) as i32, found as u32);
@@ -94,10 +94,10 @@ fn ask_the_kernel(names: &[&str]) -> Result<Kernel> {
             // SAFETY: a descriptor the kernel just installed for us.
             unsafe { libc::close(module_fd) };
         } else if found > 0 {
-            kernel.btf_ids.get_or_insert_with(HashMap::new).insert(name.to_string(), id);
+            btf_ids.insert(name.to_string(), id);
         }
     }
-    Ok(kernel)
+    Ok(Kernel { symbols, btf_ids: Some(btf_ids) })
 }
 
 /// `r0 = 0; exit` as an fexit program on BTF function `btf_id`.

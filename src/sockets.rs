@@ -97,11 +97,11 @@ impl Sockets {
         }
         // A socket's first transition (connect, listen, accept) starts a new
         // life at a possibly reused address: nothing before it is ours.
-        let born = ev.old == TcpState::CLOSE || (ev.old == TcpState::LISTEN && ev.new == TcpState::SYN_RECV);
-        let known = if born { self.live.remove(&ev.skaddr) } else { self.live.get(&ev.skaddr).copied() };
-        let known = known.filter(|_| !born);
-
+        // (remember() below replaces or removes whatever the address held.)
         let accepted = ev.old == TcpState::LISTEN && ev.new == TcpState::SYN_RECV;
+        let born = ev.old == TcpState::CLOSE || accepted;
+        let known = if born { None } else { self.live.get(&ev.skaddr).copied() };
+
         let owner = Owner::of(&ev)
             .or(known.and_then(|m| m.owner))
             .or_else(|| accepted.then(|| self.listeners.get(&(ev.netns, ev.sport)).copied()).flatten());
@@ -156,7 +156,7 @@ impl Sockets {
         }
     }
 
-    /// Sockets remembered now (for tests and metrics).
+    /// Sockets remembered now.
     pub fn live(&self) -> usize {
         self.live.len()
     }
