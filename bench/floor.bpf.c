@@ -5,6 +5,12 @@
  * It filters on the same port tcpstate filters on and bumps one counter:
  * no ring buffer, no user-space work per event. Whatever tcpstate costs
  * above this row is the price of its ring buffer and decoding.
+ *
+ * The empty programs below are attached only on request (floor --backup,
+ * --timers). They have tcpstate's attachment points and no body, so the
+ * rows that use them show what merely having those programs called costs:
+ * the least any tracer can pay that catches nested events (a second
+ * program on the same tracepoint) and follows TIME_WAIT with tracepoints.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,3 +41,19 @@ int BPF_PROG(count_transition, const struct sock *sk, int oldstate, int newstate
 	__sync_fetch_and_add(&transitions, 1);
 	return 0;
 }
+
+/* An attached program that does nothing: the price of being called there. */
+#define EMPTY_PROGRAM(name, tracepoint)		\
+	SEC("tp_btf/" tracepoint)			\
+	int BPF_PROG(name)				\
+	{						\
+		return 0;				\
+	}
+
+/* Where tcpstate attaches its nested-event backup. */
+EMPTY_PROGRAM(empty_backup, "inet_sock_set_state")
+
+/* Where tcpstate's tracepoint-only TIME_WAIT probes attach. */
+EMPTY_PROGRAM(empty_timer_start, "timer_start")
+EMPTY_PROGRAM(empty_timer_cancel, "timer_cancel")
+EMPTY_PROGRAM(empty_timer_expire, "timer_expire_entry")

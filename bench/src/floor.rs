@@ -27,15 +27,31 @@ pub struct Counts {
     pub missed: u64,
 }
 
+/// Which empty programs run beside the counter, each at one of tcpstate's
+/// attachment points: what being called there costs, before any work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Empty {
+    /// A second inet_sock_set_state program (tcpstate's nested-event backup).
+    pub backup: bool,
+    /// timer_start, timer_cancel and timer_expire_entry programs
+    /// (tcpstate's tracepoint-only TIME_WAIT probes).
+    pub timers: bool,
+}
+
 /// The loaded, attached counter; dropping it detaches.
 pub struct Floor<'obj> {
     skel: FloorSkel<'obj>,
-    _link: Link,
+    _links: Vec<Link>,
 }
 
 impl<'obj> Floor<'obj> {
-    /// Loads the program filtered on `port` and attaches it.
-    pub fn attach(port: u16, storage: &'obj mut MaybeUninit<OpenObject>) -> Result<Self> {
+    /// Loads the program filtered on `port` and attaches it, with the
+    /// `empty` programs asked for.
+    pub fn attach(
+        port: u16,
+        empty: Empty,
+        storage: &'obj mut MaybeUninit<OpenObject>,
+    ) -> Result<Self> {
         let mut open = FloorSkelBuilder::default()
             .open(storage)
             .context("opening the floor BPF object")?;
@@ -46,12 +62,21 @@ impl<'obj> Floor<'obj> {
             .ok_or_else(|| anyhow!("floor object has no .rodata"))?;
         ro.port_be = port.to_be();
         let skel = open.load().context("loading the floor BPF program")?;
-        let link = skel
-            .progs
-            .count_transition
-            .attach()
-            .context("attaching tp_btf/inet_sock_set_state")?;
-        Ok(Floor { skel, _link: link })
+        let progs = &skel.progs;
+        let mut wanted = vec![(&progs.count_transition, "inet_sock_set_state")];
+        if empty.backup {
+            wanted.push((&progs.empty_backup, "inet_sock_set_state (second program)"));
+        }
+        if empty.timers {
+            wanted.push((&progs.empty_timer_start, "timer_start"));
+            wanted.push((&progs.empty_timer_cancel, "timer_cancel"));
+            wanted.push((&progs.empty_timer_expire, "timer_expire_entry"));
+        }
+        let links = wanted
+            .into_iter()
+            .map(|(prog, point)| prog.attach().with_context(|| format!("attaching tp_btf/{point}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Floor { skel, _links: links })
     }
 
     /// The counter and the kernel's skip count, read now.

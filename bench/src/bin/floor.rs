@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tcpstate_bench::floor::Floor;
+use tcpstate_bench::floor::{Empty, Floor};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,6 +19,12 @@ struct Args {
     /// Count sockets whose local or remote port is this
     #[arg(short = 'p', long)]
     port: u16,
+    /// Also attach an empty second inet_sock_set_state program
+    #[arg(long)]
+    backup: bool,
+    /// Also attach empty timer_start, timer_cancel and timer_expire_entry programs
+    #[arg(long)]
+    timers: bool,
     /// Stop by itself after this many seconds
     #[arg(long, default_value_t = 600)]
     max_secs: u64,
@@ -37,7 +43,11 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     let signals = block_stop_signals()?;
     let mut storage = MaybeUninit::uninit();
-    let floor = Floor::attach(args.port, &mut storage)?;
+    let empty = Empty {
+        backup: args.backup,
+        timers: args.timers,
+    };
+    let floor = Floor::attach(args.port, empty, &mut storage)?;
     wait_for_signal(&signals, Duration::from_secs(args.max_secs));
     let counts = floor.counts()?;
     drop(floor);

@@ -273,7 +273,7 @@ fn read_counts(
     let stderr = read_lossy(&files.stderr);
     match row.kind {
         Kind::Baseline => Ok((Counts::default(), None)),
-        Kind::Floor => Ok((parse::floor_output(&read_lossy(&files.stdout))?, None)),
+        Kind::Floor(_) => Ok((parse::floor_output(&read_lossy(&files.stdout))?, None)),
         Kind::Bpftrace => {
             let stdout = read_lossy(&files.stdout);
             let mut counts = parse::bpftrace_output(&stdout);

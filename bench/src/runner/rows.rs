@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::floor::Empty;
 use crate::loadgen::{Report, SERVER_IP};
 
 /// One row: a tracer (or none) measured under the same storm.
@@ -22,8 +23,9 @@ pub struct Row {
 pub enum Kind {
     /// No tracer: the baseline every ratio divides by.
     Baseline,
-    /// bench/floor.bpf.c: count only.
-    Floor,
+    /// bench/floor.bpf.c: count only, with the empty programs asked for
+    /// at tcpstate's other attachment points.
+    Floor(Empty),
     /// A bpftrace printf one-liner.
     Bpftrace,
     /// tcpstate with an output format (None: the original, "seed", on
@@ -44,7 +46,26 @@ pub const ALL: &[Row] = &[
     Row {
         id: "floor",
         label: "floor (count-only tp_btf)",
-        kind: Kind::Floor,
+        kind: Kind::Floor(Empty {
+            backup: false,
+            timers: false,
+        }),
+    },
+    Row {
+        id: "floor-backup",
+        label: "floor + empty 2nd program",
+        kind: Kind::Floor(Empty {
+            backup: true,
+            timers: false,
+        }),
+    },
+    Row {
+        id: "floor-timers",
+        label: "floor + empty 2nd + timer progs",
+        kind: Kind::Floor(Empty {
+            backup: true,
+            timers: true,
+        }),
     },
     Row {
         id: "bpftrace",
@@ -148,9 +169,15 @@ impl Row {
     pub fn command(&self, tools: &Tools, port: u16, files: &Files) -> Result<Option<Command>> {
         let (mut cmd, stdout_to_file) = match self.kind {
             Kind::Baseline => return Ok(None),
-            Kind::Floor => {
+            Kind::Floor(empty) => {
                 let mut c = Command::new(&tools.floor);
                 c.args(["--port", &port.to_string()]);
+                if empty.backup {
+                    c.arg("--backup");
+                }
+                if empty.timers {
+                    c.arg("--timers");
+                }
                 (c, true)
             }
             Kind::Bpftrace => {
