@@ -356,25 +356,34 @@ static __always_inline __u64 this_cpu_offset(const __u32 *busy)
 	return address_of(busy) - in_main_pcpu;
 }
 
+/* The int at a kernel address. This runs on every state change, so where
+ * the kernel has bpf_rdonly_cast() (6.2+) it is one plain load through a
+ * typed view (any struct that starts with an int will do; the JIT guards
+ * the load like a probe read) instead of a bpf_probe_read_kernel() call. */
+static __always_inline int read_kernel_int(__u64 addr)
+{
+	int value = 0;
+
+	if (bpf_ksym_exists(bpf_rdonly_cast))
+		return bpf_core_cast((void *)addr, struct refcount_struct)->refs.counter;
+	bpf_probe_read_kernel(&value, sizeof(value), (void *)addr);
+	return value;
+}
+
 static __always_inline bool main_is_running(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 offset = cpu < MAX_CPUS ? *cpu_offset_slot(cpu) : 0;
 	__u32 zero = 0;
 	__u32 *busy;
-	int active = 0;
 
-	if (main_active && offset) {
-		bpf_probe_read_kernel(&active, sizeof(active), (void *)(main_active + offset));
-		return active > 0;
-	}
+	if (main_active && offset)
+		return read_kernel_int(main_active + offset) > 0;
 	busy = bpf_map_lookup_elem(&in_main, &zero);
 	if (!busy)
 		return false;
-	if (main_active && in_main_pcpu) {
-		bpf_probe_read_kernel(&active, sizeof(active), (void *)(main_active + this_cpu_offset(busy)));
-		return active > 0;
-	}
+	if (main_active && in_main_pcpu)
+		return read_kernel_int(main_active + this_cpu_offset(busy)) > 0;
 	return *busy;
 }
 
