@@ -166,7 +166,9 @@ impl Event {
             2 => Side::Client,
             _ => Side::guess_from_ports(raw.sport, raw.dport),
         };
-        let comm = Comm::from_raw(&raw.comm);
+        // The kernel names the process only in its own system calls (most
+        // events have no pid), and then its comm is never empty.
+        let comm = (raw.pid != 0).then(|| Comm::from_raw(&raw.comm)).filter(|c| !c.is_empty());
         Ok(Event {
             ts_ns: raw.ts_ns,
             side,
@@ -177,7 +179,7 @@ impl Event {
             daddr,
             dport: raw.dport,
             pid: (raw.pid != 0).then_some(raw.pid),
-            comm: (raw.pid != 0 && !comm.as_str().is_empty()).then_some(comm),
+            comm,
             skaddr: raw.skaddr,
             netns: raw.netns,
             // The kernel keeps no per-socket state: src/sockets.rs fills it.
@@ -254,7 +256,17 @@ impl Comm {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+        std::str::from_utf8(self.as_bytes()).unwrap_or("?")
+    }
+
+    /// The same, as bytes: printable ASCII by construction, so output can
+    /// take them without UTF-8 validation.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -86,7 +86,7 @@ impl Put for Side {
 
 impl Put for Comm {
     fn put(&self, out: &mut Vec<u8>) {
-        self.as_str().put(out);
+        out.extend_from_slice(self.as_bytes());
     }
 }
 

@@ -35,7 +35,7 @@ impl Formatter for Table {
         cell(line, 15, Left, &self.clock.format(ev.ts_ns));
         cell(line, 6, Left, &ev.side);
         cell(line, 7, Right, &Or(ev.pid, "-"));
-        cell(line, 16, Left, &ev.comm.as_ref().map_or("-", |c| c.as_str()));
+        cell(line, 16, Left, &Or(ev.comm, "-"));
         cell(line, w, Left, &ev.saddr);
         cell(line, 5, Right, &ev.sport);
         cell(line, w, Left, &ev.daddr);
@@ -62,7 +62,7 @@ use Align::{Left, Right};
 /// is written in place; right alignment then moves it behind the padding
 /// byte by byte (right-aligned cells are a few digits: a library rotate
 /// cost more than the rest of the cell).
-fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &dyn Put) {
+fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &impl Put) {
     let start = line.len();
     value.put(line);
     let len = line.len() - start;
