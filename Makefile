@@ -45,7 +45,8 @@ test: deps
 test-kernels: deps
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels
 
-# Connection storm: tcpstate against no tracer, a count-only floor and bpftrace,
+# Connection storm: tcpstate against no tracer, a count-only floor (alone and
+# with empty programs at tcpstate's other attachment points) and bpftrace,
 # side by side over alternating rounds. Tables on stdout, bench/results.json.
 # N, ROUNDS, MODE (client-close|reset|concurrent), ROWS.
 N      ?= 20000
