@@ -284,6 +284,31 @@ mod tests {
     }
 
     #[test]
+    fn floor_rows_ask_for_their_empty_programs() {
+        let tools = Tools {
+            tcpstate: "tcpstate".into(),
+            loadgen: "loadgen".into(),
+            floor: "floor".into(),
+            bpftrace: None,
+        };
+        let dir = std::env::temp_dir();
+        let files = Files {
+            stdout: dir.join(format!("floor-rows-test-{}.out", std::process::id())),
+            stderr: dir.join(format!("floor-rows-test-{}.err", std::process::id())),
+        };
+        let args = |id: &str| -> Vec<String> {
+            let row = ALL.iter().find(|r| r.id == id).unwrap();
+            let cmd = row.command(&tools, 20123, &files).unwrap().unwrap();
+            cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(args("floor"), ["--port", "20123"]);
+        assert_eq!(args("floor-backup"), ["--port", "20123", "--backup"]);
+        assert_eq!(args("floor-timers"), ["--port", "20123", "--backup", "--timers"]);
+        let _ = std::fs::remove_file(&files.stdout);
+        let _ = std::fs::remove_file(&files.stderr);
+    }
+
+    #[test]
     fn the_bpftrace_program_filters_on_the_port() {
         let p = bpftrace_program(20123);
         assert!(p.contains("args->sport == 20123 || args->dport == 20123"));
