@@ -166,9 +166,10 @@ impl Event {
             2 => Side::Client,
             _ => Side::guess_from_ports(raw.sport, raw.dport),
         };
-        // The kernel names the process only in its own system calls (most
-        // events have no pid), and then its comm is never empty.
-        let comm = (raw.pid != 0).then(|| Comm::from_raw(&raw.comm)).filter(|c| !c.is_empty());
+        // The kernel names the process only in its own system calls: most
+        // events have no pid, and their comm bytes are not worth decoding.
+        let pid = (raw.pid != 0).then_some(raw.pid);
+        let comm = pid.map(|_| Comm::from_raw(&raw.comm)).filter(|c| !c.is_empty());
         Ok(Event {
             ts_ns: raw.ts_ns,
             side,
@@ -178,7 +179,7 @@ impl Event {
             sport: raw.sport,
             daddr,
             dport: raw.dport,
-            pid: (raw.pid != 0).then_some(raw.pid),
+            pid,
             comm,
             skaddr: raw.skaddr,
             netns: raw.netns,
