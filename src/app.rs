@@ -11,13 +11,13 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Format, TraceArgs, TwProbe};
 use crate::event::Event;
-use crate::sockets::Sockets;
 use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
+use crate::metrics::{self, Metrics};
 use crate::output::{monotonic_ns, Clock, Printer};
+use crate::plot::{self, PlotEvent, PlotOptions};
+use crate::sockets::Sockets;
 use crate::summary::Summary;
 use crate::tracer::{self, Config, NestedGuard, Tracer};
-use crate::metrics::{self, Metrics};
-use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::{libbpf_log, owners, preflight};
 
 /// How often the ring is drained when nothing forces a wake-up: events are
@@ -99,8 +99,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("installing the SIGINT/SIGTERM handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
 
     let mut slots = tracer::slots();
     let (tracer, links, probes) = Tracer::start(&args.config(), &mut slots)?;
@@ -370,9 +369,7 @@ fn report_probes(args: &TraceArgs, tracer: &Tracer<'_>, described: &str) {
 /// Writing to a closed pipe (`tcpstate | head -1`) is how readers say they
 /// have seen enough: not an error.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-    })
+    err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
 }
 
 #[cfg(test)]

@@ -195,14 +195,12 @@ pub const MAX_PORTS: usize = 16;
 impl TraceArgs {
     /// The configured server, from either spelling.
     pub fn server(&self) -> Option<SocketAddr> {
-        self.server
-            .or_else(|| Some(SocketAddr::new(self.server_ip?, self.server_port?)))
+        self.server.or_else(|| Some(SocketAddr::new(self.server_ip?, self.server_port?)))
     }
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not an IPv4 or IPv6 address (e.g. 127.0.0.1 or ::1)"))
+    s.parse().map_err(|_| format!("'{s}' is not an IPv4 or IPv6 address (e.g. 127.0.0.1 or ::1)"))
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -213,9 +211,8 @@ fn parse_port(s: &str) -> Result<u16, String> {
 }
 
 fn parse_server(s: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = s.parse().map_err(|_| {
-        format!("'{s}' is not IP:PORT: write e.g. 127.0.0.1:80 or [::1]:80")
-    })?;
+    let addr: SocketAddr =
+        s.parse().map_err(|_| format!("'{s}' is not IP:PORT: write e.g. 127.0.0.1:80 or [::1]:80"))?;
     if addr.port() == 0 {
         return Err(format!("'{s}' has port 0: use a port from 1 to 65535"));
     }
@@ -227,10 +224,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_port_list(s: &str) -> Result<PortList, String> {
-    let ports = s
-        .split(',')
-        .map(|p| parse_port(p.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ports = s.split(',').map(|p| parse_port(p.trim())).collect::<Result<Vec<_>, _>>()?;
     if ports.len() > MAX_PORTS {
         return Err(format!("at most {MAX_PORTS} ports, got {}", ports.len()));
     }
@@ -246,9 +240,7 @@ fn parse_pid(s: &str) -> Result<u32, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e9 => {
-            Ok(Duration::from_secs_f64(secs))
-        }
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e9 => Ok(Duration::from_secs_f64(secs)),
         _ => Err(format!("'{s}' is not a duration: give seconds greater than 0, e.g. 10 or 0.5")),
     }
 }
@@ -263,9 +255,7 @@ fn parse_count(s: &str) -> Result<u64, String> {
 fn parse_ringbuf_kb(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(kb) if kb >= 4 && kb.is_power_of_two() && kb <= 1 << 20 => Ok(kb),
-        _ => Err(format!(
-            "'{s}' is not a ring buffer size: use a power of two from 4 to 1048576 (KiB)"
-        )),
+        _ => Err(format!("'{s}' is not a ring buffer size: use a power of two from 4 to 1048576 (KiB)")),
     }
 }
 

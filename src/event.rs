@@ -155,10 +155,7 @@ impl Event {
     pub fn from_raw(raw: &types::event) -> Result<Event> {
         let (saddr, daddr) = match raw.family {
             AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
-            AF_INET6 => (
-                IpAddr::V6(Ipv6Addr::from(raw.saddr)),
-                IpAddr::V6(Ipv6Addr::from(raw.daddr)),
-            ),
+            AF_INET6 => (IpAddr::V6(Ipv6Addr::from(raw.saddr)), IpAddr::V6(Ipv6Addr::from(raw.daddr))),
             f => bail!("unknown address family {f} in event"),
         };
         let side = match raw.side {
@@ -221,7 +218,6 @@ impl Event {
             6
         }
     }
-
 }
 
 fn ipv4(bytes: &[u8; 16]) -> IpAddr {
@@ -240,17 +236,10 @@ impl Comm {
     /// Up to the first NUL; bytes that are not printable ASCII become '?',
     /// so that the result is always valid, printable UTF-8.
     pub fn from_raw(raw: &[i8]) -> Comm {
-        let mut comm = Comm {
-            bytes: [0; 15],
-            len: 0,
-        };
+        let mut comm = Comm { bytes: [0; 15], len: 0 };
         for &c in raw.iter().take(15).take_while(|&&c| c != 0) {
             let b = c as u8;
-            comm.bytes[comm.len as usize] = if b.is_ascii_graphic() || b == b' ' {
-                b
-            } else {
-                b'?'
-            };
+            comm.bytes[comm.len as usize] = if b.is_ascii_graphic() || b == b' ' { b } else { b'?' };
             comm.len += 1;
         }
         comm

@@ -35,9 +35,7 @@ impl Kernel {
     /// Looks up `names` (at most eight when asked of the kernel).
     pub fn inspect(names: &[&str]) -> Kernel {
         ask_the_kernel(names).unwrap_or_else(|_| Kernel {
-            symbols: File::open("/proc/kallsyms")
-                .map(|f| find_symbols(BufReader::new(f), names))
-                .unwrap_or_default(),
+            symbols: File::open("/proc/kallsyms").map(|f| find_symbols(BufReader::new(f), names)).unwrap_or_default(),
             btf_ids: None,
         })
     }
@@ -171,7 +169,8 @@ mod tests {
         assert!(k.symbol("no_such_function_here").is_none());
         // This kernel has the helpers; the fallback reads the same address.
         assert!(k.btf_ids.as_ref().is_some_and(|ids| ids.contains_key("inet_twsk_alloc")));
-        let listed = File::open("/proc/kallsyms").map(|f| find_symbols(BufReader::new(f), &["inet_twsk_alloc"])).unwrap();
+        let listed =
+            File::open("/proc/kallsyms").map(|f| find_symbols(BufReader::new(f), &["inet_twsk_alloc"])).unwrap();
         assert_eq!(listed.get("inet_twsk_alloc").copied(), k.symbol("inet_twsk_alloc"));
     }
 

@@ -54,10 +54,7 @@ mod tests {
 
     #[test]
     fn finds_the_program_name() {
-        assert_eq!(
-            program_in("libbpf: prog 'tw_alloc_fexit': failed to load: -1").as_deref(),
-            Some("tw_alloc_fexit")
-        );
+        assert_eq!(program_in("libbpf: prog 'tw_alloc_fexit': failed to load: -1").as_deref(), Some("tw_alloc_fexit"));
         assert_eq!(program_in("libbpf: map 'events': created"), None);
     }
 }

@@ -532,10 +532,7 @@ mod tests {
         lc.push(tw_ev(5000, Source::TwFree, TW), &mut out);
         let last = out.last().unwrap();
         assert_eq!((last.old, last.new), (TW, TcpState::CLOSE));
-        assert_eq!(
-            (last.pid, last.comm, last.side),
-            (Some(77), Some(Comm::from("curl")), Side::Client)
-        );
+        assert_eq!((last.pid, last.comm, last.side), (Some(77), Some(Comm::from("curl")), Side::Client));
         assert_eq!(lc.live(), 0);
     }
 
@@ -732,8 +729,7 @@ mod tests {
     fn replay(file: &str) -> std::collections::BTreeMap<u16, Vec<String>> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/raw").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        let events: Vec<Event> =
-            text.lines().map(|l| from_json(&serde_json::from_str(l).unwrap())).collect();
+        let events: Vec<Event> = text.lines().map(|l| from_json(&serde_json::from_str(l).unwrap())).collect();
         let end = events.last().unwrap().ts_ns + 1_000_000_000;
         let mut lc = Lifecycle::new(false);
         let mut out = Vec::new();
@@ -751,8 +747,13 @@ mod tests {
         conns
     }
 
-    const COHERENT: [&str; 5] =
-        ["SYN_SENT:ESTABLISHED", "ESTABLISHED:FIN_WAIT1", "FIN_WAIT1:FIN_WAIT2", "FIN_WAIT2:TIME_WAIT", "TIME_WAIT:CLOSE"];
+    const COHERENT: [&str; 5] = [
+        "SYN_SENT:ESTABLISHED",
+        "ESTABLISHED:FIN_WAIT1",
+        "FIN_WAIT1:FIN_WAIT2",
+        "FIN_WAIT2:TIME_WAIT",
+        "TIME_WAIT:CLOSE",
+    ];
 
     /// Recorded on kernel 6.18 with the timer probes: three curl requests
     /// in a namespace that was then deleted (timer_start at birth, the

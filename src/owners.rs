@@ -107,9 +107,6 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let me = std::process::id();
         let found = existing_listeners();
-        assert!(
-            found.iter().any(|x| x.port == port && x.pid == me),
-            "port {port} pid {me} not in {found:?}"
-        );
+        assert!(found.iter().any(|x| x.port == port && x.pid == me), "port {port} pid {me} not in {found:?}");
     }
 }

@@ -59,7 +59,10 @@ pub fn drop_privileges(user: &User) -> Result<()> {
         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
     }
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if effective_caps(&status) != 0 || unistd::setuid(Uid::from_raw(0)).is_ok() || unistd::setgid(Gid::from_raw(0)).is_ok() {
+    if effective_caps(&status) != 0
+        || unistd::setuid(Uid::from_raw(0)).is_ok()
+        || unistd::setgid(Gid::from_raw(0)).is_ok()
+    {
         bail!("{}: capabilities remain after the switch", context());
     }
     Ok(())

@@ -67,13 +67,7 @@ pub struct Sockets {
 
 impl Sockets {
     pub fn new(server_configured: bool, pid: Option<u32>) -> Sockets {
-        Sockets {
-            live: HashMap::default(),
-            listeners: HashMap::default(),
-            server_configured,
-            pid,
-            inferred: 0,
-        }
+        Sockets { live: HashMap::default(), listeners: HashMap::default(), server_configured, pid, inferred: 0 }
     }
 
     /// Listeners that predate us (from /proc), so that the connections they
@@ -184,14 +178,7 @@ mod tests {
 
     /// A kernel event: the owner named only when `pid` is given.
     fn kernel(skaddr: u64, ts_ns: u64, old: u8, new: u8, pid: Option<u32>) -> Event {
-        Event {
-            skaddr,
-            ts_ns,
-            pid,
-            comm: pid.map(|_| Comm::from("nginx")),
-            prev_state_ns: None,
-            ..sample(old, new)
-        }
+        Event { skaddr, ts_ns, pid, comm: pid.map(|_| Comm::from("nginx")), prev_state_ns: None, ..sample(old, new) }
     }
 
     fn run(sockets: &mut Sockets, events: Vec<Event>) -> Vec<Event> {
@@ -254,17 +241,18 @@ mod tests {
         assert_eq!(prev, [None, None, Some(300), Some(1_000)]);
         // An inferred step's duration is unknown, and so is the next one's.
         let out = run(&mut s, vec![kernel(1, 2_000, 5, CLOSE, None)]);
-        assert_eq!(out.iter().map(|e| (e.inferred, e.prev_state_ns)).collect::<Vec<_>>(), [(true, None), (false, None)]);
+        assert_eq!(
+            out.iter().map(|e| (e.inferred, e.prev_state_ns)).collect::<Vec<_>>(),
+            [(true, None), (false, None)]
+        );
         assert_eq!(s.live(), 1, "socket 2 is still open, socket 1 is gone");
     }
 
     #[test]
     fn the_owner_named_in_its_own_system_call_carries_to_later_changes() {
         let mut s = Sockets::new(true, None);
-        let out = run(
-            &mut s,
-            vec![kernel(1, 0, CLOSE, 2, Some(42)), kernel(1, 1, 2, 1, None), kernel(1, 2, 1, 4, Some(43))],
-        );
+        let out =
+            run(&mut s, vec![kernel(1, 0, CLOSE, 2, Some(42)), kernel(1, 1, 2, 1, None), kernel(1, 2, 1, 4, Some(43))]);
         let pids: Vec<_> = out.iter().map(|e| e.pid).collect();
         // close() by another process (a passed descriptor) makes it the owner.
         assert_eq!(pids, [Some(42), Some(42), Some(43)]);

@@ -136,8 +136,7 @@ impl TwPlan {
                     .to_string();
             }
             TwProbe::Timer => {
-                plan.timer_fn =
-                    kernel.symbol(TIMER_FN).ok_or_else(|| anyhow!("{TIMER_FN} is not a kernel symbol"))?;
+                plan.timer_fn = kernel.symbol(TIMER_FN).ok_or_else(|| anyhow!("{TIMER_FN} is not a kernel symbol"))?;
             }
             TwProbe::Off | TwProbe::Auto => {}
         }
@@ -185,7 +184,10 @@ impl TwPlan {
             TwProbe::Kprobe => {
                 links.push(named("kprobe/inet_twsk_alloc", p.tw_alloc_kprobe.attach_kprobe(false, ALLOC_FN))?);
                 links.push(named("kretprobe/inet_twsk_alloc", p.tw_alloc_kretprobe.attach_kprobe(true, ALLOC_FN))?);
-                links.push(named(&format!("kprobe/{}", self.free_fn), p.tw_free_kprobe.attach_kprobe(false, &self.free_fn))?);
+                links.push(named(
+                    &format!("kprobe/{}", self.free_fn),
+                    p.tw_free_kprobe.attach_kprobe(false, &self.free_fn),
+                )?);
             }
             TwProbe::Timer => {
                 links.push(named("tp_btf/timer_start", p.tw_timer_start.attach())?);
@@ -346,10 +348,7 @@ fn rodata<'a>(open: &'a mut OpenTcpstateSkel<'_>) -> Result<&'a mut types::rodat
 
 fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
     let ring_bytes = cfg.ringbuf_kb.checked_mul(1024).context("ring buffer size overflows")?;
-    open.maps
-        .events
-        .set_max_entries(ring_bytes)
-        .context("sizing the ring buffer")?;
+    open.maps.events.set_max_entries(ring_bytes).context("sizing the ring buffer")?;
     let ro = rodata(open)?;
     if let Some(server) = cfg.server {
         ro.has_server = true;

@@ -76,7 +76,9 @@ fn not_root_is_told_to_use_sudo() {
     if !require_root() {
         return;
     }
-    let r = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]).stdout(Stdio::null()));
+    let r = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .stdout(Stdio::null()));
     assert_one_line(&r, 1, "needs root (or CAP_BPF and CAP_PERFMON): run tcpstate with sudo");
 }
 
@@ -105,7 +107,11 @@ fn refused_probe_kinds_name_the_program_and_reason() {
     }
     if !kprobes {
         let r = run(&mut tcpstate(&["--tw-probe", "kprobe"]));
-        assert_one_line(&r, 1, "TIME_WAIT probe 'kprobe' cannot run on this kernel (try --tw-probe auto): this kernel has no kprobes");
+        assert_one_line(
+            &r,
+            1,
+            "TIME_WAIT probe 'kprobe' cannot run on this kernel (try --tw-probe auto): this kernel has no kprobes",
+        );
     }
 }
 

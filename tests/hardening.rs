@@ -100,7 +100,15 @@ fn signal_during_burst(sig: Signal) {
     let pid = tracer.pid();
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     let addr: SocketAddr = nginx.addr;
-    let workers: Vec<_> = (0..4).map(|_| thread::spawn(move || (0..150).for_each(|_| { http_get(addr); }))).collect();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(move || {
+                (0..150).for_each(|_| {
+                    http_get(addr);
+                })
+            })
+        })
+        .collect();
     thread::sleep(Duration::from_millis(100));
     let out = tracer.signal(sig);
     workers.into_iter().for_each(|w| w.join().unwrap());

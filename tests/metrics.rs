@@ -49,36 +49,17 @@ struct Scrape {
 
 fn curl(addr: SocketAddr, path: &str) -> Scrape {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "10",
-            "-D",
-            "/dev/stderr",
-            &format!("http://{addr}{path}"),
-        ])
+        .args(["-s", "--max-time", "10", "-D", "/dev/stderr", &format!("http://{addr}{path}")])
         .output()
         .expect("running curl (install it: make deps)");
     assert!(out.status.success(), "curl {path}: {:?}", out.status);
     let headers = String::from_utf8(out.stderr).unwrap();
-    let code = headers
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let code = headers.split_whitespace().nth(1).unwrap_or_default().to_string();
     let content_type = headers
         .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
-                .map(|v| v.trim().to_string())
-        })
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
         .unwrap_or_default();
-    Scrape {
-        code,
-        content_type,
-        body: String::from_utf8(out.stdout).unwrap(),
-    }
+    Scrape { code, content_type, body: String::from_utf8(out.stdout).unwrap() }
 }
 
 fn scrape(addr: SocketAddr) -> String {
@@ -92,10 +73,7 @@ fn scrape(addr: SocketAddr) -> String {
 
 fn assert_lines(body: &str, want: &[&str]) {
     for line in want {
-        assert!(
-            body.lines().any(|l| l == *line),
-            "missing line {line:?} in\n{body}"
-        );
+        assert!(body.lines().any(|l| l == *line), "missing line {line:?} in\n{body}");
     }
 }
 
@@ -129,13 +107,7 @@ fn curl_scrapes_the_transitions_and_gauges() {
     }
     metrics.set_time_wait_alive(1);
     metrics.set_inferred(2);
-    metrics.set_lost(&Lost {
-        ringbuf_full: 3,
-        tw_ringbuf_full: 0,
-        skipped: 5,
-        recovered: 4,
-        tw_skipped: Vec::new(),
-    });
+    metrics.set_lost(&Lost { ringbuf_full: 3, tw_ringbuf_full: 0, skipped: 5, recovered: 4, tw_skipped: Vec::new() });
 
     let got = curl(addr, "/metrics");
     assert_eq!(got.code, "200");
@@ -166,11 +138,7 @@ fn curl_scrapes_the_transitions_and_gauges() {
             "tcpstate_inferred_transitions_total 2",
         ],
     );
-    let transitions = got
-        .body
-        .lines()
-        .filter(|l| l.starts_with("tcpstate_transitions_total{"))
-        .count();
+    let transitions = got.body.lines().filter(|l| l.starts_with("tcpstate_transitions_total{")).count();
     assert_eq!(transitions, 11, "{}", got.body);
 
     // Live: the timewait socket's close (at its own address) shows at the next scrape.
@@ -190,9 +158,7 @@ fn curl_scrapes_the_transitions_and_gauges() {
     // `/` answers the same; anything else is not found.
     let root = curl(addr, "/");
     assert_eq!(root.code, "200");
-    assert!(root
-        .body
-        .contains("# TYPE tcpstate_transitions_total counter"));
+    assert!(root.body.contains("# TYPE tcpstate_transitions_total counter"));
     assert_eq!(curl(addr, "/metrics?x=1").code, "200");
     let missing = curl(addr, "/favicon.ico");
     assert_eq!(missing.code, "404");
@@ -205,10 +171,7 @@ fn a_taken_address_is_one_clear_error() {
     let first = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = first.local_addr();
     let err = serve(metrics, addr).unwrap_err();
-    assert_eq!(
-        format!("{err:#}"),
-        format!("cannot listen on {addr} for --metrics: Address already in use")
-    );
+    assert_eq!(format!("{err:#}"), format!("cannot listen on {addr} for --metrics: Address already in use"));
     // The first server is unharmed.
     assert!(scrape(addr).contains("tcpstate_time_wait_sockets 0"));
 }
@@ -222,33 +185,19 @@ fn dropping_the_server_stops_it_promptly() {
 
     let start = Instant::now();
     drop(server);
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "drop took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "drop took {:?}", start.elapsed());
 
     // The listener goes with it: curl's "couldn't connect" (7), soon.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let status = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "--max-time",
-                "2",
-                &format!("http://{addr}/metrics"),
-            ])
+            .args(["-s", "-o", "/dev/null", "--max-time", "2", &format!("http://{addr}/metrics")])
             .status()
             .unwrap();
         if status.code() == Some(7) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still answering after drop: curl {status:?}"
-        );
+        assert!(Instant::now() < deadline, "still answering after drop: curl {status:?}");
         thread::sleep(Duration::from_millis(50));
     }
     // And the address can be served again.
@@ -270,14 +219,9 @@ fn scrapes_from_many_threads_while_events_arrive() {
             }
         })
     };
-    let scrapers: Vec<_> = (0..4)
-        .map(|_| thread::spawn(move || scrape(addr)))
-        .collect();
+    let scrapers: Vec<_> = (0..4).map(|_| thread::spawn(move || scrape(addr))).collect();
     for s in scrapers {
-        assert!(s
-            .join()
-            .unwrap()
-            .contains("# TYPE tcpstate_inferred_transitions_total counter"));
+        assert!(s.join().unwrap().contains("# TYPE tcpstate_inferred_transitions_total counter"));
     }
     feeder.join().unwrap();
     assert_lines(

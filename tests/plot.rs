@@ -10,8 +10,7 @@ use proptest::prelude::*;
 use resvg::tiny_skia::Pixmap;
 use tcpstate::plot::model::{GroupKind, Lane, Role};
 use tcpstate::plot::{
-    build_timeline, parse_trace, render_png, render_svg, run, Conn, PlotArgs, PlotEvent,
-    PlotOptions, PlotSide,
+    build_timeline, parse_trace, render_png, render_svg, run, Conn, PlotArgs, PlotEvent, PlotOptions, PlotSide,
 };
 use tcpstate::state::TcpState;
 
@@ -35,9 +34,7 @@ fn texts(svg: &str) -> Vec<String> {
     let mut in_text = false;
     for event in svg::read(svg).unwrap() {
         match event {
-            svg::parser::Event::Tag("text", svg::node::element::tag::Type::Start, _) => {
-                in_text = true
-            }
+            svg::parser::Event::Tag("text", svg::node::element::tag::Type::Start, _) => in_text = true,
             svg::parser::Event::Tag("text", _, _) => in_text = false,
             svg::parser::Event::Text(t) if in_text => out.push(t.to_string()),
             svg::parser::Event::Error(e) => panic!("SVG does not parse: {e:?}"),
@@ -57,11 +54,7 @@ fn both_formats_give_the_same_picture_model() {
         let original = build_timeline(&events(&format!("{name}.log")), &all_conns()).unwrap();
         let json = build_timeline(&events(&format!("{name}.jsonl")), &all_conns()).unwrap();
         assert_eq!(original.t0_ns, json.t0_ns, "{name}");
-        assert_eq!(
-            lanes_of(&original),
-            lanes_of(&json),
-            "{name}: lanes, segments and marks differ"
-        );
+        assert_eq!(lanes_of(&original), lanes_of(&json), "{name}: lanes, segments and marks differ");
         assert_eq!(original.times(), json.times());
         assert_eq!(original.states(), json.states());
     }
@@ -73,13 +66,9 @@ fn the_curl_nginx_model_has_the_reference_sequences() {
     assert_eq!(t.groups.len(), 1);
     assert_eq!(
         t.groups[0].kind,
-        GroupKind::Connection {
-            server: "127.0.0.1:80".parse().unwrap(),
-            client: "127.0.0.1:51234".parse().unwrap()
-        }
+        GroupKind::Connection { server: "127.0.0.1:80".parse().unwrap(), client: "127.0.0.1:51234".parse().unwrap() }
     );
-    let states =
-        |l: &Lane| l.segments.iter().map(|s| s.state.to_string()).collect::<Vec<_>>().join(" ");
+    let states = |l: &Lane| l.segments.iter().map(|s| s.state.to_string()).collect::<Vec<_>>().join(" ");
     let [server, client] = &t.groups[0].lanes[..] else { panic!("two lanes expected") };
     assert_eq!(server.role, Role::Server);
     assert_eq!(states(server), "SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSE");
@@ -92,10 +81,7 @@ fn the_curl_nginx_model_has_the_reference_sequences() {
 
 /// The lanes' states in order, one string per lane.
 fn lane_states(g: &tcpstate::plot::model::Group) -> Vec<String> {
-    g.lanes
-        .iter()
-        .map(|l| l.segments.iter().map(|s| s.state.to_string()).collect::<Vec<_>>().join(" "))
-        .collect()
+    g.lanes.iter().map(|l| l.segments.iter().map(|s| s.state.to_string()).collect::<Vec<_>>().join(" ")).collect()
 }
 
 #[test]
@@ -104,20 +90,14 @@ fn connect_s_port_0_event_joins_its_connection() {
     // the local port.
     for name in ["curl_nginx.jsonl", "curl_nginx_x50.jsonl"] {
         let evs = events(name);
-        let first_connects =
-            evs.iter().filter(|e| e.old == TcpState::CLOSE && e.new == TcpState::SYN_SENT);
+        let first_connects = evs.iter().filter(|e| e.old == TcpState::CLOSE && e.new == TcpState::SYN_SENT);
         assert!(first_connects.clone().count() > 0);
         assert!(first_connects.clone().all(|e| e.conn.unwrap().sport == 0), "{name}");
         // With socket addresses, and without them (by continuity).
-        let without: Vec<PlotEvent> =
-            evs.iter().map(|e| PlotEvent { skaddr: None, ..*e }).collect();
+        let without: Vec<PlotEvent> = evs.iter().map(|e| PlotEvent { skaddr: None, ..*e }).collect();
         for evs in [evs.clone(), without] {
             let t = build_timeline(&evs, &all_conns()).unwrap();
-            let conns: Vec<_> = t
-                .groups
-                .iter()
-                .filter(|g| matches!(g.kind, GroupKind::Connection { .. }))
-                .collect();
+            let conns: Vec<_> = t.groups.iter().filter(|g| matches!(g.kind, GroupKind::Connection { .. })).collect();
             assert_eq!(conns.len(), first_connects.clone().count(), "{name}");
             for g in conns {
                 let GroupKind::Connection { client, .. } = g.kind else { unreachable!() };
@@ -148,18 +128,13 @@ fn the_demo_trace_is_one_connection_and_its_listener() {
     );
     assert_eq!(lane_states(&t.groups[0]), ["LISTEN CLOSE"]);
     // The original tool's lines (no addresses) tell the same story.
-    let bare: Vec<PlotEvent> = events("demo.jsonl")
-        .into_iter()
-        .map(|e| PlotEvent { conn: None, skaddr: None, ..e })
-        .collect();
+    let bare: Vec<PlotEvent> =
+        events("demo.jsonl").into_iter().map(|e| PlotEvent { conn: None, skaddr: None, ..e }).collect();
     let original = build_timeline(&bare, &PlotOptions::default()).unwrap();
     assert_eq!(lanes_of(&original), lanes_of(&t));
     assert_eq!(
         lane_states(&t.groups[1]),
-        [
-            "SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSE",
-            "SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE"
-        ]
+        ["SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSE", "SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE"]
     );
 }
 
@@ -223,12 +198,8 @@ fn the_curl_nginx_svg_shows_lanes_states_and_the_time_wait_break() {
     assert_eq!(tears.count(), 2, "{svg}");
     assert!(svg.contains("without events, not to scale"));
     // The same in the original format, which has no addresses.
-    let texts =
-        self::texts(&render_svg(&events("curl_nginx.log"), &PlotOptions::default()).unwrap());
-    assert!(
-        texts.iter().any(|t| t == "server") && texts.iter().any(|t| t == "client"),
-        "{texts:?}"
-    );
+    let texts = self::texts(&render_svg(&events("curl_nginx.log"), &PlotOptions::default()).unwrap());
+    assert!(texts.iter().any(|t| t == "server") && texts.iter().any(|t| t == "client"), "{texts:?}");
     assert!(texts.iter().any(|t| t == "60.0 s"));
 }
 
@@ -238,18 +209,14 @@ fn the_png_is_not_blank_and_has_the_svg_size() {
     let png = render_png(&svg).unwrap();
     let pixmap = Pixmap::decode_png(&png).unwrap();
     assert_eq!(pixmap.width(), 1200);
-    let height: f64 =
-        svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    let height: f64 = svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
     assert_eq!(f64::from(pixmap.height()), height);
     let pixels = pixmap.pixels();
     let white = pixels.iter().filter(|p| (p.red(), p.green(), p.blue()) == (255, 255, 255)).count();
     assert!(white < pixels.len() * 95 / 100, "almost blank: {white} of {} white", pixels.len());
     // TIME_WAIT's red (#d62728) and ESTABLISHED's green (#2ca02c) are drawn.
     for (r, g, b) in [(0xd6, 0x27, 0x28), (0x2c, 0xa0, 0x2c)] {
-        assert!(
-            pixels.iter().any(|p| (p.red(), p.green(), p.blue()) == (r, g, b)),
-            "no #{r:02x}{g:02x}{b:02x}"
-        );
+        assert!(pixels.iter().any(|p| (p.red(), p.green(), p.blue()) == (r, g, b)), "no #{r:02x}{g:02x}{b:02x}");
     }
 }
 
@@ -258,10 +225,7 @@ fn fifty_connections_are_limited_and_the_rest_counted() {
     let evs = events("curl_nginx_x50.jsonl");
     let svg = render_svg(&evs, &PlotOptions::default()).unwrap();
     let texts = texts(&svg);
-    assert!(
-        texts.iter().any(|t| t.starts_with("30 more connections not drawn (--max-conns 20)")),
-        "{texts:?}"
-    );
+    assert!(texts.iter().any(|t| t.starts_with("30 more connections not drawn (--max-conns 20)")), "{texts:?}");
     assert!(texts.iter().any(|t| t == "listener 0.0.0.0:80"));
     assert_eq!(texts.iter().filter(|t| t.starts_with("client 127.0.0.1:")).count(), 20);
     // The compact layout leaves marker labels to tooltips.
@@ -273,28 +237,19 @@ fn fifty_connections_are_limited_and_the_rest_counted() {
 #[test]
 fn port_and_conn_filters_pick_connections() {
     let evs = events("curl_nginx_x50.jsonl");
-    let t =
-        build_timeline(&evs, &PlotOptions { port: Some(40313), ..PlotOptions::default() }).unwrap();
+    let t = build_timeline(&evs, &PlotOptions { port: Some(40313), ..PlotOptions::default() }).unwrap();
     assert_eq!(t.groups.len(), 1);
     let spec = "127.0.0.1:40313-127.0.0.1:80".to_string();
-    let by_conn =
-        build_timeline(&evs, &PlotOptions { conn: Some(spec), ..PlotOptions::default() }).unwrap();
+    let by_conn = build_timeline(&evs, &PlotOptions { conn: Some(spec), ..PlotOptions::default() }).unwrap();
     assert_eq!(lanes_of(&by_conn), lanes_of(&t));
     // One connection is drawn in the detailed layout, labels and all.
-    let svg =
-        render_svg(&evs, &PlotOptions { port: Some(40313), ..PlotOptions::default() }).unwrap();
+    let svg = render_svg(&evs, &PlotOptions { port: Some(40313), ..PlotOptions::default() }).unwrap();
     assert!(texts(&svg).iter().any(|t| t.ends_with(" ms:ESTABLISHED")));
-    let err =
-        render_svg(&evs, &PlotOptions { port: Some(443), ..PlotOptions::default() }).unwrap_err();
+    let err = render_svg(&evs, &PlotOptions { port: Some(443), ..PlotOptions::default() }).unwrap_err();
     assert!(err.to_string().contains("no connection matches --port 443"), "{err}");
-    let err =
-        render_svg(&evs, &PlotOptions { conn: Some("nonsense".into()), ..PlotOptions::default() })
-            .unwrap_err();
+    let err = render_svg(&evs, &PlotOptions { conn: Some("nonsense".into()), ..PlotOptions::default() }).unwrap_err();
     assert!(err.to_string().contains("e.g."), "{err}");
-    let err = render_svg(
-        &events("curl_nginx.log"),
-        &PlotOptions { port: Some(80), ..PlotOptions::default() },
-    );
+    let err = render_svg(&events("curl_nginx.log"), &PlotOptions { port: Some(80), ..PlotOptions::default() });
     assert!(err.unwrap_err().to_string().contains("-o json"));
 }
 
@@ -315,11 +270,7 @@ fn broken_lines_warn_with_line_numbers_and_strict_refuses_them() {
     assert_eq!(evs.len(), 2);
     let lines: Vec<&str> = warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
     assert_eq!(lines, ["line 3", "line 4", "line 5", "line 6", "line 8"], "{warnings:#?}");
-    assert!(
-        warnings[0].contains("'abc'")
-            && warnings[1].contains("sideways")
-            && warnings[3].contains("ESTABLISHD")
-    );
+    assert!(warnings[0].contains("'abc'") && warnings[1].contains("sideways") && warnings[3].contains("ESTABLISHD"));
     let err = parse_trace(&input, true).unwrap_err().to_string();
     assert!(err.starts_with("line 3:") && err.contains("--strict"), "{err}");
     let err = parse_trace(b"Tracing... Hit Ctrl-C to end.\n^C\n", false).unwrap_err().to_string();
@@ -329,8 +280,7 @@ fn broken_lines_warn_with_line_numbers_and_strict_refuses_them() {
 
 /// A fresh scratch directory for files the command writes.
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("tcpstate-plot-test-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tcpstate-plot-test-{}-{name}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -421,20 +371,15 @@ fn ip() -> impl Strategy<Value = IpAddr> {
 }
 
 fn plot_event() -> impl Strategy<Value = PlotEvent> {
-    let state =
-        prop_oneof![3 => (1u8..=13).prop_map(TcpState), 1 => any::<u8>().prop_map(TcpState)];
+    let state = prop_oneof![3 => (1u8..=13).prop_map(TcpState), 1 => any::<u8>().prop_map(TcpState)];
     let port = prop_oneof![Just(0u16), Just(80), 40000u16..40004, any::<u16>()];
-    let conn = (ip(), port.clone(), ip(), port).prop_map(|(saddr, sport, daddr, dport)| Conn {
-        saddr,
-        sport,
-        daddr,
-        dport,
-    });
+    let conn =
+        (ip(), port.clone(), ip(), port).prop_map(|(saddr, sport, daddr, dport)| Conn { saddr, sport, daddr, dport });
     let ts = prop_oneof![0u64..2_000, 1_000_000_000_000u64..1_000_100_000_000, any::<u64>()];
     // A few addresses, so that sockets share them and the reuse rules run.
     let skaddr = proptest::option::of(prop_oneof![0u64..4, any::<u64>()]);
-    (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), skaddr, any::<bool>())
-        .prop_map(|(ts_ns, server, old, new, conn, skaddr, inferred)| PlotEvent {
+    (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), skaddr, any::<bool>()).prop_map(
+        |(ts_ns, server, old, new, conn, skaddr, inferred)| PlotEvent {
             ts_ns,
             side: if server { PlotSide::Server } else { PlotSide::Client },
             old,
@@ -442,7 +387,8 @@ fn plot_event() -> impl Strategy<Value = PlotEvent> {
             conn,
             skaddr,
             inferred,
-        })
+        },
+    )
 }
 
 fn options() -> impl Strategy<Value = PlotOptions> {
@@ -453,8 +399,12 @@ fn options() -> impl Strategy<Value = PlotOptions> {
         "[0-9a-f.:\\[\\] -]{0,30}",
     ]);
     let title = proptest::option::of("(?s:.{0,300})");
-    (1usize..30, port, conn, 0u32..3000, title).prop_map(|(max_conns, port, conn, width, title)| {
-        PlotOptions { max_conns, port, conn, width, title }
+    (1usize..30, port, conn, 0u32..3000, title).prop_map(|(max_conns, port, conn, width, title)| PlotOptions {
+        max_conns,
+        port,
+        conn,
+        width,
+        title,
     })
 }
 

@@ -63,8 +63,15 @@ fn many_connections_each_leave_time_wait_once() {
     let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
     let addr = nginx.addr;
     ns.run_in(move || {
-        let workers: Vec<_> =
-            (0..6).map(|_| std::thread::spawn(move || (0..N / 6).for_each(|_| { http_get(addr); }))).collect();
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..N / 6).for_each(|_| {
+                        http_get(addr);
+                    })
+                })
+            })
+            .collect();
         workers.into_iter().for_each(|w| w.join().unwrap());
     });
     wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", N, Duration::from_secs(10));

@@ -22,9 +22,7 @@ fn seed_output_shows_both_sides_of_curl_to_nginx() {
     let tracer = Tracer::start(&["127.0.0.1", &port.to_string()]);
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     assert_eq!(curl(&nginx.url()), 0);
-    wait_for(Duration::from_secs(5), "the server socket to close", || {
-        !common::has_connection(port)
-    });
+    wait_for(Duration::from_secs(5), "the server socket to close", || !common::has_connection(port));
     let out = tracer.stop();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.is_empty(), "the original format writes nothing on stdout");
@@ -32,9 +30,8 @@ fn seed_output_shows_both_sides_of_curl_to_nginx() {
         assert!(line.starts_with("ts:"), "unexpected line on stderr: {line:?}");
     }
     let lines = seed_lines(&out.stderr);
-    let side = |s: &str| -> Vec<String> {
-        lines.iter().filter(|(side, _)| side == s).map(|(_, t)| t.clone()).collect()
-    };
+    let side =
+        |s: &str| -> Vec<String> { lines.iter().filter(|(side, _)| side == s).map(|(_, t)| t.clone()).collect() };
     let mut server = vec!["CLOSE:LISTEN".to_string()];
     server.extend(SERVER_SEQ.iter().map(|s| s.to_string()));
     assert_eq!(side("server"), server);
@@ -147,7 +144,9 @@ fn reset_close_ends_both_sides_at_once() {
     // SO_LINGER with a zero timeout makes close() send RST instead of FIN.
     let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
     nix::sys::socket::setsockopt(&stream.as_fd(), nix::sys::socket::sockopt::Linger, &linger).unwrap();
-    wait_for(Duration::from_secs(5), "nginx to accept", || socket_states(port).iter().filter(|s| *s == "01").count() == 2);
+    wait_for(Duration::from_secs(5), "nginx to accept", || {
+        socket_states(port).iter().filter(|s| *s == "01").count() == 2
+    });
     drop(stream);
     wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
     let out = tracer.stop();

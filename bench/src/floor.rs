@@ -47,19 +47,9 @@ pub struct Floor<'obj> {
 impl<'obj> Floor<'obj> {
     /// Loads the program filtered on `port` and attaches it, with the
     /// `empty` programs asked for.
-    pub fn attach(
-        port: u16,
-        empty: Empty,
-        storage: &'obj mut MaybeUninit<OpenObject>,
-    ) -> Result<Self> {
-        let mut open = FloorSkelBuilder::default()
-            .open(storage)
-            .context("opening the floor BPF object")?;
-        let ro = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("floor object has no .rodata"))?;
+    pub fn attach(port: u16, empty: Empty, storage: &'obj mut MaybeUninit<OpenObject>) -> Result<Self> {
+        let mut open = FloorSkelBuilder::default().open(storage).context("opening the floor BPF object")?;
+        let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow!("floor object has no .rodata"))?;
         ro.port_be = port.to_be();
         let skel = open.load().context("loading the floor BPF program")?;
         let progs = &skel.progs;
@@ -81,19 +71,11 @@ impl<'obj> Floor<'obj> {
 
     /// The counter and the kernel's skip count, read now.
     pub fn counts(&self) -> Result<Counts> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref()
-            .ok_or_else(|| anyhow!("floor object has no .bss"))?;
+        let bss = self.skel.maps.bss_data.as_deref().ok_or_else(|| anyhow!("floor object has no .bss"))?;
         // SAFETY: the .bss is mmapped and stays valid while skel lives; the
         // BPF side writes it concurrently, hence the volatile read.
         let received = unsafe { std::ptr::read_volatile(&bss.transitions) };
-        Ok(Counts {
-            received,
-            missed: recursion_misses(&self.skel.progs.count_transition)?,
-        })
+        Ok(Counts { received, missed: recursion_misses(&self.skel.progs.count_transition)? })
     }
 }
 
@@ -104,14 +86,9 @@ fn recursion_misses(prog: &libbpf_rs::Program<'_>) -> Result<u64> {
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_prog_info of the size given; the fd is
     // the program's own and outlives the call.
-    let ret = unsafe {
-        libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len)
-    };
+    let ret = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) };
     if ret != 0 {
-        bail!(
-            "reading the floor program's info: {}",
-            std::io::Error::from_raw_os_error(-ret)
-        );
+        bail!("reading the floor program's info: {}", std::io::Error::from_raw_os_error(-ret));
     }
     Ok(info.recursion_misses)
 }

@@ -18,7 +18,8 @@ impl Csv {
     }
 }
 
-const HEADER: &str = "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred";
+const HEADER: &str =
+    "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred";
 
 /// Quotes a field only when it needs it (RFC 4180).
 fn field(s: &str) -> std::borrow::Cow<'_, str> {

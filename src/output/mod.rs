@@ -10,9 +10,9 @@ mod table;
 use std::fmt;
 use std::io::{self, Write};
 
+use self::put::{put, Padded, Put};
 use crate::cli::Format;
 use crate::event::Event;
-use self::put::{put, Padded, Put};
 
 pub use self::csv::Csv;
 pub use self::json::Json;
@@ -49,18 +49,12 @@ impl Clock {
             Some(offset) => {
                 let real = ts_ns as i128 + offset;
                 let day_ns = real.rem_euclid(86_400 * 1_000_000_000) as u64;
-                Stamp::TimeOfDay {
-                    secs: day_ns / 1_000_000_000,
-                    micros: day_ns % 1_000_000_000 / 1000,
-                }
+                Stamp::TimeOfDay { secs: day_ns / 1_000_000_000, micros: day_ns % 1_000_000_000 / 1000 }
             }
             None => {
                 let first = *self.first_ts.get_or_insert(ts_ns);
                 let delta = ts_ns.saturating_sub(first);
-                Stamp::Since {
-                    secs: delta / 1_000_000_000,
-                    micros: delta % 1_000_000_000 / 1000,
-                }
+                Stamp::Since { secs: delta / 1_000_000_000, micros: delta % 1_000_000_000 / 1000 }
             }
         }
     }
@@ -213,10 +207,7 @@ pub(crate) mod tests {
     #[test]
     fn seed_line_is_the_original() {
         let out = render(Box::new(Seed), &[sample(2, 1), sample(200, 7)]);
-        assert_eq!(
-            out,
-            "ts:1000000123:client:SYN_SENT:ESTABLISHED\nts:1000000123:client:UNKNOWN(200):CLOSE\n"
-        );
+        assert_eq!(out, "ts:1000000123:client:SYN_SENT:ESTABLISHED\nts:1000000123:client:UNKNOWN(200):CLOSE\n");
     }
 
     #[test]

@@ -188,7 +188,15 @@ mod tests {
 
     #[test]
     fn addresses_match_std() {
-        for a in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "10.20.3.4", "::1", "2001:db8::8:800:200c:417a", "::ffff:1.2.3.4"] {
+        for a in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.3.4",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+            "::ffff:1.2.3.4",
+        ] {
             let ip: IpAddr = a.parse().unwrap();
             assert_eq!(to_string(&ip), ip.to_string());
         }

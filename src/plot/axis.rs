@@ -110,8 +110,7 @@ impl Axis {
         let cut: Vec<u64> = stretches.windows(2).map(|w| times[w[1].0] - times[w[0].1]).collect();
         let break_px = break_widths(&cut, width);
         let room = (width - break_px.iter().sum::<f64>()).max(0.0);
-        let lengths: Vec<f64> =
-            stretches.iter().map(|&(a, b)| (times[b] - times[a]) as f64).collect();
+        let lengths: Vec<f64> = stretches.iter().map(|&(a, b)| (times[b] - times[a]) as f64).collect();
         let min_px = match breaks {
             0 => 0.0,
             _ => MIN_STRETCH_PX.min(room / stretches.len() as f64),
@@ -194,21 +193,13 @@ impl Axis {
         for b in self.breaks() {
             let (t0, t1) = (b.t0, b.t1);
             candidates.push(Tick { x: self.x(t0), label: format_instant(t0), anchor: Anchor::End });
-            candidates.push(Tick {
-                x: self.x(t1),
-                label: format_instant(t1),
-                anchor: Anchor::Start,
-            });
+            candidates.push(Tick { x: self.x(t1), label: format_instant(t1), anchor: Anchor::Start });
         }
         for (s, &(c0, c1)) in self.spans.iter().zip(&self.inner).filter(|(s, _)| !s.broken) {
             candidates.extend(round_ticks(s, c1 - c0, |t| self.x(t)));
         }
         if self.spans.is_empty() {
-            candidates.push(Tick {
-                x: self.left,
-                label: format_tick(0, 1_000_000),
-                anchor: Anchor::Middle,
-            });
+            candidates.push(Tick { x: self.left, label: format_tick(0, 1_000_000), anchor: Anchor::Middle });
         }
         self.place(candidates)
     }
@@ -283,8 +274,7 @@ fn break_widths(cut: &[u64], width: f64) -> Vec<f64> {
         return vec![BREAK_PX; cut.len()];
     }
     let shortest = cut.iter().copied().min().unwrap_or(1).max(1) as f64;
-    let weights: Vec<f64> =
-        cut.iter().map(|&g| 1.0 + 0.5 * (g.max(1) as f64 / shortest).log10()).collect();
+    let weights: Vec<f64> = cut.iter().map(|&g| 1.0 + 0.5 * (g.max(1) as f64 / shortest).log10()).collect();
     let total: f64 = weights.iter().sum();
     weights.iter().map(|w| (budget * w / total).min(BREAK_PX)).collect()
 }
@@ -356,19 +346,8 @@ mod tests {
     use super::*;
 
     /// The curl → nginx exchange: about 0.6 ms of transitions, then TIME_WAIT.
-    const CURL: [u64; 11] = [
-        0,
-        18_204,
-        27_911,
-        35_377,
-        412_560,
-        421_018,
-        425_770,
-        611_402,
-        620_345,
-        628_913,
-        60_003_871_245,
-    ];
+    const CURL: [u64; 11] =
+        [0, 18_204, 27_911, 35_377, 412_560, 421_018, 425_770, 611_402, 620_345, 628_913, 60_003_871_245];
 
     #[test]
     fn time_wait_becomes_a_break_and_the_exchange_keeps_its_scale() {
@@ -416,12 +395,7 @@ mod tests {
         let cut: Vec<(u64, u64)> = axis.breaks().map(|b| (b.t0, b.t1)).collect();
         assert_eq!(
             cut,
-            [
-                (0, 90_387_201),
-                (90_438_842, 92_689_488),
-                (92_721_325, 313_384_999),
-                (313_384_999, 337_682_538)
-            ]
+            [(0, 90_387_201), (90_438_842, 92_689_488), (92_721_325, 313_384_999), (313_384_999, 337_682_538)]
         );
         // The handshake and the close share what is left, to one scale.
         let hello = axis.x(90_438_842) - axis.x(90_387_201);
@@ -436,8 +410,7 @@ mod tests {
 
     #[test]
     fn a_few_connections_far_apart_are_each_drawn_readable() {
-        let few: Vec<u64> =
-            (0..5u64).flat_map(|c| (0..10).map(move |i| c * 13_000_000 + i * 50_000)).collect();
+        let few: Vec<u64> = (0..5u64).flat_map(|c| (0..10).map(move |i| c * 13_000_000 + i * 50_000)).collect();
         let axis = Axis::new(&few, 0.0, 1000.0);
         assert_eq!(axis.breaks().count(), 4);
         assert!(axis.x(450_000) - axis.x(0) > 100.0);
@@ -454,8 +427,7 @@ mod tests {
         let hello = &CURL[..10];
         assert!(Axis::new(hello, 0.0, 1000.0).breaks().next().is_none());
         // Many regular connections: the pauses between them are the median.
-        let many: Vec<u64> =
-            (0..20u64).flat_map(|c| (0..10).map(move |i| c * 13_000_000 + i * 50_000)).collect();
+        let many: Vec<u64> = (0..20u64).flat_map(|c| (0..10).map(move |i| c * 13_000_000 + i * 50_000)).collect();
         assert!(Axis::new(&many, 0.0, 100.0).breaks().next().is_none());
     }
 
@@ -476,10 +448,7 @@ mod tests {
         let axis = Axis::new(&CURL, 0.0, 1000.0);
         let ticks = axis.ticks();
         assert!(ticks.iter().any(|t| t.label == "0.0 ms"), "{ticks:?}");
-        assert!(
-            ticks.iter().any(|t| t.label == "0.629 ms" && t.anchor == Anchor::End),
-            "{ticks:?}"
-        );
+        assert!(ticks.iter().any(|t| t.label == "0.629 ms" && t.anchor == Anchor::End), "{ticks:?}");
         assert!(ticks.iter().any(|t| t.label == "60.004 s"), "{ticks:?}");
         for pair in ticks.windows(2) {
             assert!(pair[0].x < pair[1].x);

@@ -101,21 +101,13 @@ pub fn run(args: &PlotArgs) -> Result<()> {
 
 /// Draws `events` into an SVG file (`-` for stdout) and, if asked, a PNG
 /// file. This is what the tracer's `--plot FILE` calls with its events.
-pub fn write_picture(
-    events: &[PlotEvent],
-    opts: &PlotOptions,
-    svg_path: &Path,
-    png_path: Option<&Path>,
-) -> Result<()> {
+pub fn write_picture(events: &[PlotEvent], opts: &PlotOptions, svg_path: &Path, png_path: Option<&Path>) -> Result<()> {
     check_svg_path(svg_path)?;
     let svg = render_svg(events, opts)?;
     if svg_path == Path::new("-") {
-        io::stdout()
-            .write_all(svg.as_bytes())
-            .context("cannot write the SVG to standard output")?;
+        io::stdout().write_all(svg.as_bytes()).context("cannot write the SVG to standard output")?;
     } else {
-        fs::write(svg_path, &svg)
-            .with_context(|| format!("cannot write {}", svg_path.display()))?;
+        fs::write(svg_path, &svg).with_context(|| format!("cannot write {}", svg_path.display()))?;
     }
     if let Some(png_path) = png_path {
         if !fonts_available() {
@@ -132,10 +124,7 @@ pub fn write_picture(
 fn check_svg_path(path: &Path) -> Result<()> {
     let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if is_png {
-        bail!(
-            "-o writes SVG, not PNG: write e.g. `-o timeline.svg --png {}` to get a PNG as well",
-            path.display()
-        );
+        bail!("-o writes SVG, not PNG: write e.g. `-o timeline.svg --png {}` to get a PNG as well", path.display());
     }
     Ok(())
 }
@@ -196,19 +185,8 @@ mod tests {
 
     #[test]
     fn flags_map_to_options() {
-        let a = parse(&[
-            "t.log",
-            "-o",
-            "x.svg",
-            "--png",
-            "x.png",
-            "--strict",
-            "--max-conns",
-            "3",
-            "--port",
-            "80",
-        ])
-        .unwrap();
+        let a =
+            parse(&["t.log", "-o", "x.svg", "--png", "x.png", "--strict", "--max-conns", "3", "--port", "80"]).unwrap();
         assert!(a.strict);
         assert_eq!(a.png, Some(PathBuf::from("x.png")));
         assert_eq!(a.options().max_conns, 3);

@@ -13,9 +13,7 @@ use svg::node::element::{Group as G, Text, Title};
 use svg::{Document, Node};
 
 use super::axis::{Anchor, Axis, TICK_FONT};
-use super::lanes::{
-    draw_groups, lane_labels, line, mark_label, marker, rect, text, LABEL_RISE, STUB_PX,
-};
+use super::lanes::{draw_groups, lane_labels, line, mark_label, marker, rect, text, LABEL_RISE, STUB_PX};
 use super::model::{GroupKind, Mark, Timeline};
 use super::style::{fit_text, format_duration, state_colour, text_width, FONT_FAMILY};
 use super::PlotOptions;
@@ -51,10 +49,7 @@ impl Metrics {
         let widest_lane = lane_labels(t).iter().map(|l| text_width(l, font)).fold(0.0, f64::max);
         let gutter = (widest_lane + 16.0).clamp(80.0, width * 0.3);
         let widest_mark = if detail {
-            t.lanes()
-                .flat_map(|l| &l.marks)
-                .map(|m| text_width(&mark_label(m), small_font))
-                .fold(0.0, f64::max)
+            t.lanes().flat_map(|l| &l.marks).map(|m| text_width(&mark_label(m), small_font)).fold(0.0, f64::max)
         } else {
             0.0
         };
@@ -72,11 +67,7 @@ impl Metrics {
             small_font,
             bar_h: if detail { 22.0 } else { 14.0 },
             marker_r: if detail { 4.5 } else { 3.2 },
-            label_band: if detail {
-                (widest_mark * FRAC_1_SQRT_2 + LABEL_RISE + 5.0).clamp(24.0, 176.0)
-            } else {
-                0.0
-            },
+            label_band: if detail { (widest_mark * FRAC_1_SQRT_2 + LABEL_RISE + 5.0).clamp(24.0, 176.0) } else { 0.0 },
             lane_gap: if detail { 10.0 } else { 4.0 },
             group_pad: if detail { 10.0 } else { 6.0 },
         }
@@ -216,10 +207,10 @@ fn legend(t: &Timeline, axis: &Axis, m: &Metrics, y: &mut f64) -> G {
 fn break_bands(axis: &Axis, top: f64, bottom: f64) -> G {
     let mut g = G::new();
     for b in axis.breaks() {
-        g.append(rect(b.x0, top, b.x1 - b.x0, bottom - top, "#e6e9ee").add(Title::new(format!(
-            "{} without events, not to scale",
-            format_duration(b.t1 - b.t0)
-        ))));
+        g.append(
+            rect(b.x0, top, b.x1 - b.x0, bottom - top, "#e6e9ee")
+                .add(Title::new(format!("{} without events, not to scale", format_duration(b.t1 - b.t0)))),
+        );
         for x in [b.x0, b.x1] {
             g.append(line(x, top, x, bottom, "#c3c8d0", 1.0).set("stroke-dasharray", "3 3"));
         }
@@ -240,10 +231,7 @@ fn draw_axis(axis: &Axis, m: &Metrics, y: &mut f64) -> G {
         }
         let jump = format!("+{}", format_duration(b.t1 - b.t0));
         if text_width(&jump, TICK_FONT) + 6.0 <= b.x1 - b.x0 {
-            g.append(
-                tick_text(&jump, (b.x0 + b.x1) / 2.0, base, Anchor::Middle)
-                    .set("font-style", "italic"),
-            );
+            g.append(tick_text(&jump, (b.x0 + b.x1) / 2.0, base, Anchor::Middle).set("font-style", "italic"));
         }
         from = b.x1;
     }
@@ -263,9 +251,7 @@ fn draw_axis(axis: &Axis, m: &Metrics, y: &mut f64) -> G {
 }
 
 fn tick_text(label: &str, x: f64, base: f64, anchor: Anchor) -> Text {
-    text(x, base + 18.0, label, TICK_FONT)
-        .set("text-anchor", anchor.as_str())
-        .set("fill", "#555555")
+    text(x, base + 18.0, label, TICK_FONT).set("text-anchor", anchor.as_str()).set("fill", "#555555")
 }
 
 /// What `--max-conns` left out, and how to see it.

@@ -10,9 +10,7 @@ use svg::Node;
 use super::axis::{Axis, Span};
 use super::draw::Metrics;
 use super::model::{GroupKind, Lane, Mark, Role, Segment, Timeline};
-use super::style::{
-    fit_text, format_duration, format_instant, px, state_colour, text_colour_on, text_width,
-};
+use super::style::{fit_text, format_duration, format_instant, px, state_colour, text_colour_on, text_width};
 use crate::state::TcpState;
 
 /// Length of the open-ended segment after a lane's last event.
@@ -58,10 +56,7 @@ pub fn mark_label(mark: &Mark) -> String {
 pub fn lane_labels(t: &Timeline) -> Vec<String> {
     let count = |kind: GroupKind| t.groups.iter().filter(|g| g.kind == kind).count();
     let mut seen: Vec<(GroupKind, usize, usize)> =
-        [GroupKind::Unaddressed, GroupKind::Listener(None)]
-            .into_iter()
-            .map(|k| (k, count(k), 0))
-            .collect();
+        [GroupKind::Unaddressed, GroupKind::Listener(None)].into_iter().map(|k| (k, count(k), 0)).collect();
     let mut labels = Vec::new();
     for g in &t.groups {
         let ordinal = seen.iter_mut().find(|(k, _, _)| *k == g.kind).and_then(|(_, total, n)| {
@@ -88,8 +83,7 @@ pub fn draw_groups(t: &Timeline, axis: &Axis, m: &Metrics, top: f64) -> (G, G, f
         let mut lane_y = y + m.group_pad / 2.0;
         for lane in &group.lanes {
             let label = labels.next().unwrap_or_default();
-            content
-                .append(LaneDrawing { axis, m, bar_y: lane_y + m.label_band }.lane(lane, &label));
+            content.append(LaneDrawing { axis, m, bar_y: lane_y + m.label_band }.lane(lane, &label));
             lane_y += m.lane_height();
         }
         y += height;
@@ -151,9 +145,7 @@ impl LaneDrawing<'_> {
         if seg.end_ns.is_none() {
             let room = axis.room_before_break(x1).unwrap_or(f64::INFINITY);
             let stub = STUB_PX.min(room).max(MIN_STUB_PX);
-            g.append(
-                rect(x1, self.bar_y, stub, m.bar_h, colour).set("fill-opacity", 0.45).add(tooltip),
-            );
+            g.append(rect(x1, self.bar_y, stub, m.bar_h, colour).set("fill-opacity", 0.45).add(tooltip));
             visible_end = x1 + stub;
         }
         let breaks: Vec<&Span> = axis.breaks_within(seg.start_ns, end).collect();
@@ -180,9 +172,7 @@ impl LaneDrawing<'_> {
                 && text_width(&duration, m.small_font) + 4.0 <= b.x1 - b.x0 - 2.0 * TEAR_INSET
         });
         if let Some(b) = in_break {
-            g.append(
-                self.centred(&duration, (b.x0 + b.x1) / 2.0, colour).set("font-weight", "bold"),
-            );
+            g.append(self.centred(&duration, (b.x0 + b.x1) / 2.0, colour).set("font-weight", "bold"));
         }
         let name = seg.state.to_string();
         let mut names = Vec::new();
@@ -254,24 +244,12 @@ impl LaneDrawing<'_> {
         let (base_x, base_y) = (lx + 2.0, self.bar_y - LABEL_RISE);
         let mut g = G::new();
         let stem = if (lx - x).abs() > 0.5 {
-            format!(
-                "{},{} {},{} {},{}",
-                px(x),
-                px(top),
-                px(x),
-                px(top - 3.0),
-                px(lx),
-                px(base_y + 1.0)
-            )
+            format!("{},{} {},{} {},{}", px(x), px(top), px(x), px(top - 3.0), px(lx), px(base_y + 1.0))
         } else {
             format!("{},{} {},{}", px(x), px(top), px(x), px(base_y + 1.0))
         };
         g.append(
-            Polyline::new()
-                .set("points", stem)
-                .set("fill", "none")
-                .set("stroke", "#9aa0a8")
-                .set("stroke-width", 0.8),
+            Polyline::new().set("points", stem).set("fill", "none").set("stroke", "#9aa0a8").set("stroke-width", 0.8),
         );
         g.append(
             text(base_x, base_y, mark_label(mark), m.small_font)
@@ -302,12 +280,9 @@ pub fn spread_labels(xs: &[f64], spacing: f64) -> Vec<Option<f64>> {
                     break;
                 }
                 // Merge: the left end that moves the labels least on average.
-                let wanted: f64 = kept[a..b + n]
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &i)| xs[i] - j as f64 * spacing)
-                    .sum::<f64>()
-                    / (m + n) as f64;
+                let wanted: f64 =
+                    kept[a..b + n].iter().enumerate().map(|(j, &i)| xs[i] - j as f64 * spacing).sum::<f64>()
+                        / (m + n) as f64;
                 blocks.pop();
                 blocks.pop();
                 blocks.push((a, m + n, wanted));
@@ -361,12 +336,8 @@ fn segment_tooltip(seg: &Segment, end: u64) -> String {
 /// the transition was inferred rather than seen.
 pub fn marker(mark: &Mark, x: f64, y: f64, r: f64) -> Circle {
     let mut tip = format!("{}: {} → {}", format_instant(mark.t_ns), mark.old, mark.new);
-    let mut c = Circle::new()
-        .set("cx", px(x))
-        .set("cy", px(y))
-        .set("r", r)
-        .set("stroke", "#222222")
-        .set("stroke-width", 1.2);
+    let mut c =
+        Circle::new().set("cx", px(x)).set("cy", px(y)).set("r", r).set("stroke", "#222222").set("stroke-width", 1.2);
     if mark.inferred {
         tip.push_str(" (inferred: not seen, deduced from the next event)");
         c = c.set("fill", "#ffffff").set("stroke-dasharray", "2 1.5");
@@ -405,10 +376,8 @@ mod tests {
 
     #[test]
     fn lane_labels_name_the_lane_s_own_endpoint() {
-        let kind = GroupKind::Connection {
-            server: "127.0.0.1:80".parse().unwrap(),
-            client: "[::1]:5000".parse().unwrap(),
-        };
+        let kind =
+            GroupKind::Connection { server: "127.0.0.1:80".parse().unwrap(), client: "[::1]:5000".parse().unwrap() };
         assert_eq!(lane_label(&kind, Role::Server, None), "server 127.0.0.1:80");
         assert_eq!(lane_label(&kind, Role::Client, None), "client [::1]:5000");
         assert_eq!(lane_label(&GroupKind::Unaddressed, Role::Client, Some(2)), "client #2");

@@ -117,8 +117,7 @@ pub struct Segment {
 impl Timeline {
     /// Every mark time, sorted and without repeats: the axis is built on them.
     pub fn times(&self) -> Vec<u64> {
-        let mut times: Vec<u64> =
-            self.lanes().flat_map(|l| l.marks.iter().map(|m| m.t_ns)).collect();
+        let mut times: Vec<u64> = self.lanes().flat_map(|l| l.marks.iter().map(|m| m.t_ns)).collect();
         times.sort_unstable();
         times.dedup();
         times
@@ -257,18 +256,12 @@ impl Draft {
 }
 
 fn lane(role: Role, events: &[PlotEvent], t0_ns: u64) -> Lane {
-    let marks: Vec<Mark> = events
-        .iter()
-        .map(|e| Mark { t_ns: e.ts_ns - t0_ns, old: e.old, new: e.new, inferred: e.inferred })
-        .collect();
+    let marks: Vec<Mark> =
+        events.iter().map(|e| Mark { t_ns: e.ts_ns - t0_ns, old: e.old, new: e.new, inferred: e.inferred }).collect();
     let segments = marks
         .iter()
         .enumerate()
-        .map(|(i, m)| Segment {
-            state: m.new,
-            start_ns: m.t_ns,
-            end_ns: marks.get(i + 1).map(|n| n.t_ns),
-        })
+        .map(|(i, m)| Segment { state: m.new, start_ns: m.t_ns, end_ns: marks.get(i + 1).map(|n| n.t_ns) })
         .collect();
     Lane { role, marks, segments }
 }
@@ -317,18 +310,14 @@ fn group(events: &[PlotEvent]) -> Vec<Draft> {
 /// socket's lane if its address is known, else the newest group of the key
 /// whose lane in this role is empty or open, skipping lanes of other sockets
 /// (see the module comment).
-fn continue_addressed(
-    drafts: &[Draft],
-    candidates: &[usize],
-    ev: &PlotEvent,
-    role: Role,
-) -> Option<usize> {
+fn continue_addressed(drafts: &[Draft], candidates: &[usize], ev: &PlotEvent, role: Role) -> Option<usize> {
     let last = |g: usize| drafts[g].lane(role).last();
     if let Some(addr) = ev.skaddr {
-        let own =
-            candidates.iter().rev().copied().find(|&g| {
-                last(g).is_some_and(|l| l.skaddr == Some(addr) && l.new != TcpState::CLOSE)
-            });
+        let own = candidates
+            .iter()
+            .rev()
+            .copied()
+            .find(|&g| last(g).is_some_and(|l| l.skaddr == Some(addr) && l.new != TcpState::CLOSE));
         if let Some(g) = own {
             // The same address starting over is a new socket in the old one's memory.
             return (!starts_socket(ev)).then_some(g);
@@ -350,8 +339,7 @@ fn continue_addressed(
 fn other_socket(last: &PlotEvent, ev: &PlotEvent) -> bool {
     match (last.skaddr, ev.skaddr) {
         (Some(a), Some(b)) if a != b => {
-            let hand_over =
-                matches!(last.new, TcpState::FIN_WAIT2 | TcpState::TIME_WAIT) && ev.old == last.new;
+            let hand_over = matches!(last.new, TcpState::FIN_WAIT2 | TcpState::TIME_WAIT) && ev.old == last.new;
             !hand_over
         }
         _ => false,
@@ -365,9 +353,7 @@ fn other_socket(last: &PlotEvent, ev: &PlotEvent) -> bool {
 /// event leaves SYN_SENT. An event left without a match keeps port 0.
 fn give_ports(events: &mut [PlotEvent]) {
     let unported = |e: &PlotEvent| {
-        e.side == PlotSide::Client
-            && e.new != TcpState::CLOSE
-            && e.conn.is_some_and(|c| c.sport == 0 && c.dport != 0)
+        e.side == PlotSide::Client && e.new != TcpState::CLOSE && e.conn.is_some_and(|c| c.sport == 0 && c.dport != 0)
     };
     let same_peer = |a: Conn, b: Conn| {
         let (a, b) = (canonical(a), canonical(b));
@@ -389,9 +375,7 @@ fn give_ports(events: &mut [PlotEvent]) {
         if unported(&ev) {
             let next = next_of.get(&addr).map(|&j| events[j]);
             match next.and_then(|n| n.conn.filter(|_| n.side == ev.side && !starts_socket(&n))) {
-                Some(c) if c.sport != 0 && same_peer(c, ev.conn.unwrap_or(c)) => {
-                    events[i].conn = Some(c)
-                }
+                Some(c) if c.sport != 0 && same_peer(c, ev.conn.unwrap_or(c)) => events[i].conn = Some(c),
                 _ if ev.old == TcpState::CLOSE => pending.push(i),
                 _ => {}
             }
@@ -431,12 +415,7 @@ fn give_ports(events: &mut [PlotEvent]) {
 }
 
 /// Without addresses, continuity decides (see the module comment).
-fn continue_unaddressed(
-    drafts: &[Draft],
-    candidates: &[usize],
-    ev: &PlotEvent,
-    role: Role,
-) -> Option<usize> {
+fn continue_unaddressed(drafts: &[Draft], candidates: &[usize], ev: &PlotEvent, role: Role) -> Option<usize> {
     let fresh = starts_socket(ev);
     candidates.iter().copied().find(|&g| {
         let d = &drafts[g];
@@ -444,10 +423,7 @@ fn continue_unaddressed(
             (Some(state), false) => state == ev.old && state != TcpState::CLOSE,
             (None, true) => {
                 role == Role::Server
-                    && matches!(
-                        d.state(Role::Client),
-                        Some(TcpState::SYN_SENT | TcpState::ESTABLISHED)
-                    )
+                    && matches!(d.state(Role::Client), Some(TcpState::SYN_SENT | TcpState::ESTABLISHED))
             }
             _ => false,
         }
@@ -493,10 +469,7 @@ mod tests {
         );
         assert_eq!(g.lanes[0].role, Role::Server);
         assert_eq!(g.lanes[0].marks[0].t_ns, 10);
-        assert_eq!(
-            g.lanes[1].segments[0],
-            Segment { state: S::SYN_SENT, start_ns: 0, end_ns: Some(20) }
-        );
+        assert_eq!(g.lanes[1].segments[0], Segment { state: S::SYN_SENT, start_ns: 0, end_ns: Some(20) });
         assert_eq!(g.lanes[1].segments[1].end_ns, None);
     }
 
@@ -614,14 +587,8 @@ mod tests {
         let t = build_timeline(&events, &PlotOptions::default()).unwrap();
         let states = client_states(&t);
         assert_eq!(states.len(), 3, "{states:?}");
-        assert_eq!(
-            states[0],
-            ("127.0.0.1:5000".into(), "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".into())
-        );
-        assert_eq!(
-            states[1],
-            ("127.0.0.1:5001".into(), "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".into())
-        );
+        assert_eq!(states[0], ("127.0.0.1:5000".into(), "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".into()));
+        assert_eq!(states[1], ("127.0.0.1:5001".into(), "SYN_SENT ESTABLISHED FIN_WAIT1 CLOSE".into()));
         assert_eq!(states[2], ("127.0.0.1:0".into(), "SYN_SENT".into()));
     }
 
@@ -642,18 +609,12 @@ mod tests {
         ];
         let t = build_timeline(&events, &PlotOptions::default()).unwrap();
         let states: Vec<String> = client_states(&t).into_iter().map(|(_, s)| s).collect();
-        assert_eq!(
-            states,
-            ["SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE", "SYN_SENT CLOSE"]
-        );
+        assert_eq!(states, ["SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE", "SYN_SENT CLOSE"]);
     }
 
     #[test]
     fn legend_states_follow_first_appearance() {
-        let events = [
-            ev(5, Client, S::SYN_SENT, S::ESTABLISHED, None),
-            ev(1, Client, S::CLOSE, S::SYN_SENT, None),
-        ];
+        let events = [ev(5, Client, S::SYN_SENT, S::ESTABLISHED, None), ev(1, Client, S::CLOSE, S::SYN_SENT, None)];
         let t = build_timeline(&events, &PlotOptions::default()).unwrap();
         assert_eq!(t.states(), vec![S::SYN_SENT, S::ESTABLISHED]);
         assert_eq!(t.times(), vec![0, 4]);

@@ -43,17 +43,16 @@ pub fn parse_trace(input: &[u8], strict: bool) -> Result<(Vec<PlotEvent>, Vec<St
         let text: Cow<str> = String::from_utf8_lossy(raw);
         match classify(text.trim()) {
             Line::Event(ev) => events.push(ev),
-            Line::Broken(why) if strict => bail!(
-                "line {n}: {why} (fix or delete that line, or drop --strict to skip broken lines)"
-            ),
+            Line::Broken(why) if strict => {
+                bail!("line {n}: {why} (fix or delete that line, or drop --strict to skip broken lines)")
+            }
             Line::Broken(why) => warnings.push(format!("line {n}: {why}")),
             Line::Other => {}
         }
     }
     if events.is_empty() {
         // A final newline ends the last line rather than starting another.
-        let lines = input.split(|&b| b == b'\n').count()
-            - usize::from(input.is_empty() || input.ends_with(b"\n"));
+        let lines = input.split(|&b| b == b'\n').count() - usize::from(input.is_empty() || input.ends_with(b"\n"));
         bail!("{}", no_events_message(lines, &warnings));
     }
     Ok((events, warnings))
@@ -93,15 +92,10 @@ fn classify(line: &str) -> Line {
 fn parse_original(rest: &str) -> Result<PlotEvent, String> {
     let fields: Vec<&str> = rest.split(':').collect();
     let [ts, side, old, new] = fields[..] else {
-        return Err(format!(
-            "expected ts:<ns>:<side>:<OLD>:<NEW> (5 fields), found {} fields",
-            fields.len() + 1
-        ));
+        return Err(format!("expected ts:<ns>:<side>:<OLD>:<NEW> (5 fields), found {} fields", fields.len() + 1));
     };
     Ok(PlotEvent {
-        ts_ns: ts.parse().map_err(|_| {
-            format!("timestamp '{}' is not a whole number of nanoseconds", clip(ts))
-        })?,
+        ts_ns: ts.parse().map_err(|_| format!("timestamp '{}' is not a whole number of nanoseconds", clip(ts)))?,
         side: side_from(side)?,
         old: state_from(old)?,
         new: state_from(new)?,
@@ -130,9 +124,9 @@ fn parse_json(line: &str) -> Line {
 fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
     let ts_ns = match present(obj, "ts_ns") {
         None => return Err("JSON event has no \"ts_ns\"".into()),
-        Some(v) => v.as_u64().ok_or_else(|| {
-            format!("\"ts_ns\" is {}, not a whole number of nanoseconds", clip(&v.to_string()))
-        })?,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("\"ts_ns\" is {}, not a whole number of nanoseconds", clip(&v.to_string())))?,
     };
     Ok(PlotEvent {
         ts_ns,
@@ -182,10 +176,7 @@ fn skaddr(obj: &Map<String, Value>) -> Result<Option<u64>, String> {
     };
     // 0 is no socket: something that did not know the address.
     parsed.map(|a| Some(a).filter(|&a| a != 0)).ok_or_else(|| {
-        format!(
-            "\"skaddr\" {} is not a socket address like \"0xffff888012345678\"",
-            clip(&v.to_string())
-        )
+        format!("\"skaddr\" {} is not a socket address like \"0xffff888012345678\"", clip(&v.to_string()))
     })
 }
 
@@ -214,8 +205,7 @@ fn port(obj: &Map<String, Value>, key: &str) -> Result<u16, String> {
 }
 
 fn side_from(name: &str) -> Result<PlotSide, String> {
-    PlotSide::from_name(name)
-        .ok_or_else(|| format!("side '{}' is neither 'server' nor 'client'", clip(name)))
+    PlotSide::from_name(name).ok_or_else(|| format!("side '{}' is neither 'server' nor 'client'", clip(name)))
 }
 
 fn state_from(name: &str) -> Result<TcpState, String> {
@@ -280,10 +270,7 @@ mod tests {
         let addrs: Vec<Option<u64>> = events.iter().map(|e| e.skaddr).collect();
         assert_eq!(addrs, [Some(0xffff_8881_e44f_40c0), Some(12345), None, None]);
         assert_eq!(warnings.len(), 1);
-        assert!(
-            warnings[0].starts_with("line 5:") && warnings[0].contains("skaddr"),
-            "{warnings:?}"
-        );
+        assert!(warnings[0].starts_with("line 5:") && warnings[0].contains("skaddr"), "{warnings:?}");
     }
 
     #[test]

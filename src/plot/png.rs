@@ -27,12 +27,12 @@ fn fonts() -> Arc<fontdb::Database> {
         .get_or_init(|| {
             let mut db = fontdb::Database::new();
             db.load_system_fonts();
-            let installed =
-                |name: &str| db.faces().any(|f| f.families.iter().any(|(n, _)| n == name));
-            let family =
-                SANS_FAMILIES.iter().find(|f| installed(f)).map(|f| f.to_string()).or_else(|| {
-                    db.faces().next().and_then(|f| f.families.first()).map(|(n, _)| n.clone())
-                });
+            let installed = |name: &str| db.faces().any(|f| f.families.iter().any(|(n, _)| n == name));
+            let family = SANS_FAMILIES
+                .iter()
+                .find(|f| installed(f))
+                .map(|f| f.to_string())
+                .or_else(|| db.faces().next().and_then(|f| f.families.first()).map(|(n, _)| n.clone()));
             if let Some(family) = family {
                 db.set_sans_serif_family(family.clone());
                 db.set_serif_family(family);
@@ -52,8 +52,7 @@ pub fn fonts_available() -> bool {
 /// on white, and encodes it as PNG.
 pub fn render_png(svg: &str) -> Result<Vec<u8>> {
     let opts = Options { fontdb: fonts(), ..Options::default() };
-    let tree =
-        Tree::from_str(svg, &opts).context("the SVG could not be read back to make the PNG")?;
+    let tree = Tree::from_str(svg, &opts).context("the SVG could not be read back to make the PNG")?;
     let size = tree.size().to_int_size();
     let (w, h) = (size.width(), size.height());
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
@@ -83,7 +82,6 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(render_png("not svg").is_err());
-        assert!(render_png(r#"<svg xmlns="http://www.w3.org/2000/svg" width="0" height="0"/>"#)
-            .is_err());
+        assert!(render_png(r#"<svg xmlns="http://www.w3.org/2000/svg" width="0" height="0"/>"#).is_err());
     }
 }

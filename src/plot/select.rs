@@ -23,11 +23,7 @@ pub(super) struct Selection<T> {
 
 /// Applies the filters and the limit of `opts` to `items` (groups in order
 /// of their first event), each described by `kind`.
-pub(super) fn select<T>(
-    items: Vec<T>,
-    kind: impl Fn(&T) -> &GroupKind,
-    opts: &PlotOptions,
-) -> Result<Selection<T>> {
+pub(super) fn select<T>(items: Vec<T>, kind: impl Fn(&T) -> &GroupKind, opts: &PlotOptions) -> Result<Selection<T>> {
     if opts.max_conns == 0 {
         bail!("--max-conns 0 would draw nothing: give at least 1");
     }
@@ -110,12 +106,8 @@ enum ConnSpec {
 
 impl ConnSpec {
     fn parse(text: &str) -> Result<ConnSpec> {
-        let endpoint = |s: &str| {
-            s.trim()
-                .parse::<SocketAddr>()
-                .ok()
-                .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
-        };
+        let endpoint =
+            |s: &str| s.trim().parse::<SocketAddr>().ok().map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
         let parsed = match text.split_once('-') {
             Some((a, b)) => endpoint(a).zip(endpoint(b)).map(|(a, b)| ConnSpec::Pair(a, b)),
             None => endpoint(text).map(ConnSpec::One),
@@ -175,12 +167,9 @@ mod tests {
         ];
         let sel = run(items.clone(), PlotOptions { port: Some(80), ..Default::default() }).unwrap();
         assert_eq!(sel.kept, items[..2]);
-        let sel =
-            run(items.clone(), PlotOptions { port: Some(6000), ..Default::default() }).unwrap();
+        let sel = run(items.clone(), PlotOptions { port: Some(6000), ..Default::default() }).unwrap();
         assert_eq!(sel.kept, items[2..]);
-        let err = run(items, PlotOptions { port: Some(443), ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let err = run(items, PlotOptions { port: Some(443), ..Default::default() }).unwrap_err().to_string();
         assert!(err.contains("--port 443") && err.contains("22, 80, 5000, 6000"), "{err}");
     }
 

@@ -33,9 +33,8 @@ pub fn state_colour(state: TcpState) -> &'static str {
 
 /// Black or white, whichever reads better on `background` (`#rrggbb`).
 pub fn text_colour_on(background: &str) -> &'static str {
-    let channel = |i: usize| {
-        background.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).map_or(0.0, f64::from)
-    };
+    let channel =
+        |i: usize| background.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).map_or(0.0, f64::from);
     let luma = 0.299 * channel(1) + 0.587 * channel(3) + 0.114 * channel(5);
     if luma > 150.0 {
         "#111111"

@@ -15,24 +15,14 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcpstate");
 
 /// The server sequence of an accepted socket when the client closes first.
-pub const SERVER_SEQ: [&str; 5] = [
-    "LISTEN:SYN_RECV",
-    "SYN_RECV:ESTABLISHED",
-    "ESTABLISHED:CLOSE_WAIT",
-    "CLOSE_WAIT:LAST_ACK",
-    "LAST_ACK:CLOSE",
-];
+pub const SERVER_SEQ: [&str; 5] =
+    ["LISTEN:SYN_RECV", "SYN_RECV:ESTABLISHED", "ESTABLISHED:CLOSE_WAIT", "CLOSE_WAIT:LAST_ACK", "LAST_ACK:CLOSE"];
 
 /// The client sequence up to the hand-off to a timewait socket, which the
 /// TIME_WAIT probes (on this kernel: timer tracepoints) report as entering
 /// TIME_WAIT.
-pub const CLIENT_SEQ: [&str; 5] = [
-    "CLOSE:SYN_SENT",
-    "SYN_SENT:ESTABLISHED",
-    "ESTABLISHED:FIN_WAIT1",
-    "FIN_WAIT1:FIN_WAIT2",
-    "FIN_WAIT2:TIME_WAIT",
-];
+pub const CLIENT_SEQ: [&str; 5] =
+    ["CLOSE:SYN_SENT", "SYN_SENT:ESTABLISHED", "ESTABLISHED:FIN_WAIT1", "FIN_WAIT1:FIN_WAIT2", "FIN_WAIT2:TIME_WAIT"];
 
 /// The client sequence of one connection, TIME_WAIT entered and left once.
 pub fn full_client_seq() -> Vec<&'static str> {
@@ -321,9 +311,7 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thre
 /// Attached tracing programs show up as bpf_link file descriptors.
 pub fn has_bpf_link(pid: u32) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link")
-    })
+    fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link"))
 }
 
 /// The `ts:` lines of the original format, as (side, "OLD:NEW").
@@ -341,10 +329,7 @@ pub fn seed_lines(stderr: &str) -> Vec<(String, String)> {
 
 /// JSON lines, parsed.
 pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
 }
 
 /// "OLD:NEW" of a JSON event.

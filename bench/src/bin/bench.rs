@@ -8,10 +8,7 @@ use clap::Parser;
 use tcpstate_bench::runner::{self, Options};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "bench",
-    about = "Connection-storm benchmark of tcpstate against its peers"
-)]
+#[command(name = "bench", about = "Connection-storm benchmark of tcpstate against its peers")]
 struct Cli {
     #[command(flatten)]
     opts: Options,

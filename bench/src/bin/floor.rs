@@ -11,10 +11,7 @@ use clap::Parser;
 use tcpstate_bench::floor::{Empty, Floor};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "floor",
-    about = "Count inet_sock_set_state transitions of one port, nothing else"
-)]
+#[command(name = "floor", about = "Count inet_sock_set_state transitions of one port, nothing else")]
 struct Args {
     /// Count sockets whose local or remote port is this
     #[arg(short = 'p', long)]
@@ -43,18 +40,12 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     let signals = block_stop_signals()?;
     let mut storage = MaybeUninit::uninit();
-    let empty = Empty {
-        backup: args.backup,
-        timers: args.timers,
-    };
+    let empty = Empty { backup: args.backup, timers: args.timers };
     let floor = Floor::attach(args.port, empty, &mut storage)?;
     wait_for_signal(&signals, Duration::from_secs(args.max_secs));
     let counts = floor.counts()?;
     drop(floor);
-    println!(
-        "{}",
-        serde_json::to_string(&counts).context("encoding the counts")?
-    );
+    println!("{}", serde_json::to_string(&counts).context("encoding the counts")?);
     Ok(())
 }
 
@@ -78,10 +69,7 @@ fn block_stop_signals() -> Result<libc::sigset_t> {
 /// Returns on the first queued stop signal, or after `limit`.
 fn wait_for_signal(set: &libc::sigset_t, limit: Duration) {
     let end = Instant::now() + limit;
-    let tick = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
-    };
+    let tick = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
     while Instant::now() < end {
         // SAFETY: set and tick are valid for the call; info may be null.
         if unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &tick) } > 0 {

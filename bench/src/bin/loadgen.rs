@@ -10,10 +10,7 @@ use clap::Parser;
 use tcpstate_bench::loadgen::{self, netns, Mode};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "loadgen",
-    about = "Loopback TCP connection storm that counts the transitions it causes"
-)]
+#[command(name = "loadgen", about = "Loopback TCP connection storm that counts the transitions it causes")]
 struct Args {
     /// client-close (client TIME_WAIT), reset (SO_LINGER 0 → RST) or concurrent (client-close, C at once)
     #[arg(long, default_value = "client-close")]
@@ -67,20 +64,13 @@ fn run(args: Args) -> Result<bool> {
     let cfg = loadgen::Config {
         mode: args.mode,
         connections: args.connections,
-        concurrency: if args.mode == Mode::Concurrent {
-            args.concurrency
-        } else {
-            1
-        },
+        concurrency: if args.mode == Mode::Concurrent { args.concurrency } else { 1 },
         port: args.port,
         deadline: Duration::from_secs(args.deadline.clamp(1, 3600)),
         io_timeout: Duration::from_secs(5),
     };
     let report = loadgen::run(&cfg)?;
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("encoding the report")?
-    );
+    println!("{}", serde_json::to_string(&report).context("encoding the report")?);
     if let Some(err) = &report.error {
         eprintln!("loadgen: {err}");
     }

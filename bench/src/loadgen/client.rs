@@ -50,8 +50,7 @@ fn source(i: u64) -> Ipv4Addr {
 /// send a RST), then closes: FIN, or RST in reset mode.
 fn finish(mut conn: TcpStream, mode: Mode) -> Result<()> {
     let mut response = [0u8; RESPONSE_LEN];
-    conn.read_exact(&mut response)
-        .context("reading the response")?;
+    conn.read_exact(&mut response).context("reading the response")?;
     if mode.resets() {
         sock::set_linger_zero(&conn)?;
     }

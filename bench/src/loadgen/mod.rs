@@ -99,7 +99,8 @@ pub fn pin_to(cpu: &str) -> Result<()> {
             "none" => return Ok(()),
             "last" => *allowed.last().context("no CPU to run on")?,
             n => {
-                let n: usize = n.parse().map_err(|_| anyhow::anyhow!("--cpu takes last, none or a CPU number, not {n:?}"))?;
+                let n: usize =
+                    n.parse().map_err(|_| anyhow::anyhow!("--cpu takes last, none or a CPU number, not {n:?}"))?;
                 if !allowed.contains(&n) {
                     bail!("CPU {n} is not one this process may use ({allowed:?})");
                 }
@@ -119,10 +120,7 @@ pub fn pin_to(cpu: &str) -> Result<()> {
 /// namespace it wants (see [`netns::enter_fresh`]).
 pub fn run(cfg: &Config) -> Result<Report> {
     if cfg.connections == 0 || cfg.connections > MAX_CONNECTIONS {
-        bail!(
-            "connections must be 1..={MAX_CONNECTIONS}, got {}",
-            cfg.connections
-        );
+        bail!("connections must be 1..={MAX_CONNECTIONS}, got {}", cfg.connections);
     }
     let listener = sock::listen(SERVER_IP, cfg.port, cfg.concurrency, cfg.io_timeout)
         .with_context(|| format!("listening on {SERVER_IP}:{}", cfg.port))?;
@@ -135,9 +133,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
         .spawn(move || server::serve(listener, &server_cfg, deadline))
         .context("starting the server thread")?;
     let client_result = client::run(cfg, deadline);
-    let server_result = server
-        .join()
-        .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
+    let server_result = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))?;
     let elapsed = start.elapsed();
 
     let served = server_result.as_ref().copied().unwrap_or(0);
@@ -145,10 +141,9 @@ pub fn run(cfg: &Config) -> Result<Report> {
     let error = match (&client_result, &server_result) {
         (Err(c), _) => Some(format!("client: {c:#}")),
         (_, Err(s)) => Some(format!("server: {s:#}")),
-        _ if completed < cfg.connections => Some(format!(
-            "only {completed} of {} connections completed",
-            cfg.connections
-        )),
+        _ if completed < cfg.connections => {
+            Some(format!("only {completed} of {} connections completed", cfg.connections))
+        }
         _ => None,
     };
     let time_wait_at_exit = netns::settled_time_wait(Duration::from_secs(1)).unwrap_or(0);
@@ -167,16 +162,8 @@ pub fn run(cfg: &Config) -> Result<Report> {
         expected_transitions: complete.then(|| cfg.connections * per_connection + listener_pairs),
         per_connection,
         listener: listener_pairs,
-        by_pair: if complete {
-            transitions::by_pair(cfg.mode, cfg.connections)
-        } else {
-            Vec::new()
-        },
-        time_wait_created: if cfg.mode.resets() {
-            0
-        } else {
-            completed.saturating_sub(time_wait_overflow)
-        },
+        by_pair: if complete { transitions::by_pair(cfg.mode, cfg.connections) } else { Vec::new() },
+        time_wait_created: if cfg.mode.resets() { 0 } else { completed.saturating_sub(time_wait_overflow) },
         time_wait_at_exit,
         time_wait_overflow,
         error,

@@ -54,8 +54,7 @@ fn loopback_up() -> Result<()> {
 pub fn settled_time_wait(limit: Duration) -> Result<u64> {
     let start = Instant::now();
     loop {
-        let text =
-            fs::read_to_string("/proc/net/sockstat").context("reading /proc/net/sockstat")?;
+        let text = fs::read_to_string("/proc/net/sockstat").context("reading /proc/net/sockstat")?;
         let (inuse, tw) = parse_sockstat(&text)?;
         if inuse == 0 || start.elapsed() > limit {
             return Ok(tw);
@@ -69,8 +68,7 @@ pub fn settled_time_wait(limit: Duration) -> Result<u64> {
 /// at once instead.
 pub fn time_wait_overflow() -> Result<u64> {
     let text = fs::read_to_string("/proc/net/netstat").context("reading /proc/net/netstat")?;
-    tcp_ext(&text, "TCPTimeWaitOverflow")
-        .context("no TcpExt TCPTimeWaitOverflow in /proc/net/netstat")
+    tcp_ext(&text, "TCPTimeWaitOverflow").context("no TcpExt TCPTimeWaitOverflow in /proc/net/netstat")
 }
 
 /// One TcpExt counter: netstat has a line of names, then a line of values.
@@ -89,14 +87,8 @@ fn parse_sockstat(text: &str) -> Result<(u64, u64)> {
     };
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |name: &str| -> Result<u64> {
-        let i = words
-            .iter()
-            .position(|w| *w == name)
-            .with_context(|| format!("no '{name}' in sockstat"))?;
-        words
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("bad '{name}' in sockstat"))
+        let i = words.iter().position(|w| *w == name).with_context(|| format!("no '{name}' in sockstat"))?;
+        words.get(i + 1).and_then(|v| v.parse().ok()).with_context(|| format!("bad '{name}' in sockstat"))
     };
     Ok((field("inuse")?, field("tw")?))
 }
@@ -107,16 +99,14 @@ mod tests {
 
     #[test]
     fn reads_inuse_and_tw() {
-        let text =
-            "sockets: used 5\nTCP: inuse 3 orphan 0 tw 20000 alloc 4 mem 1\nUDP: inuse 0 mem 0\n";
+        let text = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 20000 alloc 4 mem 1\nUDP: inuse 0 mem 0\n";
         assert_eq!(parse_sockstat(text).unwrap(), (3, 20000));
         assert!(parse_sockstat("UDP: inuse 0\n").is_err());
     }
 
     #[test]
     fn reads_tcp_ext_counters_by_name() {
-        let text =
-            "TcpExt: SyncookiesSent TW TWRecycled\nTcpExt: 0 7 3\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let text = "TcpExt: SyncookiesSent TW TWRecycled\nTcpExt: 0 7 3\nIpExt: InNoRoutes\nIpExt: 0\n";
         assert_eq!(tcp_ext(text, "TW"), Some(7));
         assert_eq!(tcp_ext(text, "TWRecycled"), Some(3));
         assert_eq!(tcp_ext(text, "TWKilled"), None);

@@ -20,9 +20,7 @@ pub fn serve(listener: TcpListener, cfg: &Config, deadline: Instant) -> Result<u
         if Instant::now() > deadline {
             bail!("deadline passed after {served} connections");
         }
-        let (conn, _) = listener
-            .accept()
-            .with_context(|| format!("accept #{}", served + 1))?;
+        let (conn, _) = listener.accept().with_context(|| format!("accept #{}", served + 1))?;
         handle(conn, &response, cfg).with_context(|| format!("connection #{}", served + 1))?;
     }
     Ok(cfg.connections)
@@ -31,8 +29,7 @@ pub fn serve(listener: TcpListener, cfg: &Config, deadline: Instant) -> Result<u
 fn handle(mut conn: TcpStream, response: &[u8], cfg: &Config) -> Result<()> {
     sock::set_read_timeout(&conn, cfg.io_timeout)?;
     let mut request = [0u8; REQUEST_LEN];
-    conn.read_exact(&mut request)
-        .context("reading the request")?;
+    conn.read_exact(&mut request).context("reading the request")?;
     conn.write_all(response).context("writing the response")?;
     // The client's FIN gives EOF; its RST gives ECONNRESET. Anything else
     // (data, a timeout) is a broken run.

@@ -19,36 +19,25 @@ pub fn listen(ip: Ipv4Addr, port: u16, backlog: u32, timeout: Duration) -> Resul
     let backlog = i32::try_from(backlog.max(128)).unwrap_or(i32::MAX);
     // SAFETY: fd is a valid socket we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).context("listen")?;
-    set_timeout(fd.as_raw_fd(), libc::SO_RCVTIMEO, timeout)
-        .context("SO_RCVTIMEO on the listener")?;
+    set_timeout(fd.as_raw_fd(), libc::SO_RCVTIMEO, timeout).context("SO_RCVTIMEO on the listener")?;
     Ok(TcpListener::from(fd))
 }
 
 /// A connection from `src` (port chosen at connect time) to `dst:port`,
 /// every blocking call bounded by `timeout`.
-pub fn connect_from(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    port: u16,
-    timeout: Duration,
-) -> Result<TcpStream> {
+pub fn connect_from(src: Ipv4Addr, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpStream> {
     let fd = tcp_socket()?;
     let raw = fd.as_raw_fd();
     // Pick the port at connect(), per 4-tuple, not at bind() per address:
     // TIME_WAIT sockets then block far fewer ports.
-    set_int(raw, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
-        .context("IP_BIND_ADDRESS_NO_PORT")?;
+    set_int(raw, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1).context("IP_BIND_ADDRESS_NO_PORT")?;
     bind(raw, src, 0).with_context(|| format!("binding source {src}"))?;
     set_timeout(raw, libc::SO_SNDTIMEO, timeout).context("SO_SNDTIMEO")?;
     set_timeout(raw, libc::SO_RCVTIMEO, timeout).context("SO_RCVTIMEO")?;
     let addr = sockaddr(dst, port);
     // SAFETY: addr is a valid sockaddr_in of the size given.
     let ret = unsafe {
-        libc::connect(
-            raw,
-            (&addr as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        )
+        libc::connect(raw, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32)
     };
     cvt(ret).with_context(|| format!("connecting {src} -> {dst}:{port}"))?;
     Ok(TcpStream::from(fd))
@@ -56,10 +45,7 @@ pub fn connect_from(
 
 /// Makes close() abort the connection with a RST instead of a FIN.
 pub fn set_linger_zero(s: &TcpStream) -> Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     set_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger).context("SO_LINGER 0")
 }
 
@@ -80,9 +66,7 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip.octets()),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
         sin_zero: [0; 8],
     }
 }
@@ -90,13 +74,7 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
 fn bind(fd: RawFd, ip: Ipv4Addr, port: u16) -> io::Result<()> {
     let addr = sockaddr(ip, port);
     // SAFETY: addr is a valid sockaddr_in of the size given.
-    cvt(unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        )
-    })
+    cvt(unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32) })
 }
 
 fn set_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -113,15 +91,7 @@ fn set_timeout(fd: RawFd, name: i32, timeout: Duration) -> io::Result<()> {
 
 fn set_opt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: value points to a live T of the size given.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as u32,
-        )
-    })
+    cvt(unsafe { libc::setsockopt(fd, level, name, (value as *const T).cast(), size_of::<T>() as u32) })
 }
 
 fn cvt(ret: i32) -> io::Result<()> {

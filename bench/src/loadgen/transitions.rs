@@ -94,11 +94,7 @@ impl FromStr for Mode {
 /// identical pairs merged.
 pub fn by_pair(mode: Mode, n: u64) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();
-    let all = mode
-        .per_connection()
-        .iter()
-        .map(|p| (p, n))
-        .chain(LISTENER.iter().map(|p| (p, 1)));
+    let all = mode.per_connection().iter().map(|p| (p, n)).chain(LISTENER.iter().map(|p| (p, 1)));
     for ((old, new), count) in all {
         let key = format!("{old}:{new}");
         match out.iter_mut().find(|(k, _)| *k == key) {

@@ -38,8 +38,7 @@ impl Exit {
 
 /// Starts `cmd`, naming it in the error.
 pub fn spawn(cmd: &mut Command) -> Result<Child> {
-    cmd.spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))
+    cmd.spawn().with_context(|| format!("starting {:?}", cmd.get_program()))
 }
 
 /// Sends SIGINT: tracers then detach, drain and print their summary.
@@ -58,12 +57,8 @@ pub fn has_exited(child: &Child) -> bool {
     // SAFETY: waitid with WNOWAIT only peeks; info is a zeroed local.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        let ret = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
+        let ret =
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
         ret != 0 || info.si_pid() != 0
     }
 }
@@ -126,10 +121,7 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(child: Child) -> Self {
-        Guard {
-            child,
-            reaped: false,
-        }
+        Guard { child, reaped: false }
     }
 
     pub fn pid(&self) -> i32 {

@@ -31,26 +31,19 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("model name"))
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            nproc: std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(1),
+            nproc: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             loadavg_start: loadavg(),
             loadavg_end: None,
             tcpstate_version: version(tcpstate),
             bpftrace_version: bpftrace.and_then(version),
-            unix_time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            unix_time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         }
     }
 }
 
 /// The three load averages.
 pub fn loadavg() -> String {
-    read_trim("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+    read_trim("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 fn read_trim(path: &str) -> Option<String> {
@@ -61,8 +54,5 @@ fn read_trim(path: &str) -> Option<String> {
 fn version(prog: &Path) -> Option<String> {
     let out = Command::new(prog).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .next()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
+    text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }

@@ -102,12 +102,7 @@ impl Record {
 /// Runs `row` once against a storm on `port`. Never fails: a failure is a
 /// record with `error` set (the tracer's last stderr line where it has one).
 pub fn run(plan: &Plan, row: &Row, round: u32, port: u16) -> Record {
-    let mut rec = Record {
-        row: row.id.to_string(),
-        round,
-        port,
-        ..Record::default()
-    };
+    let mut rec = Record { row: row.id.to_string(), round, port, ..Record::default() };
     let files = Files {
         stdout: plan.scratch.join(format!("{}-{round}.out", row.id)),
         stderr: plan.scratch.join(format!("{}-{round}.err", row.id)),
@@ -155,11 +150,7 @@ fn measure(plan: &Plan, row: &Row, port: u16, files: &Files, rec: &mut Record) -
     }
     let exit = guard.wait(STOP_LIMIT)?;
     if !exit.success() {
-        bail!(
-            "tracer {} after SIGINT; {}",
-            exit.describe(),
-            tracer_said(files)
-        );
+        bail!("tracer {} after SIGINT; {}", exit.describe(), tracer_said(files));
     }
     rec.cpu_s = Some(exit.cpu.as_secs_f64());
 
@@ -170,10 +161,7 @@ fn measure(plan: &Plan, row: &Row, port: u16, files: &Files, rec: &mut Record) -
     rec.recovered = counts.recovered;
     rec.expected = row.expected(&report, rec.follows_time_wait);
     if let Some(seen) = seen.filter(|_| rec.exact() == Some(false)) {
-        rec.pair_diff = Some(pairs::diff(
-            &seen,
-            &pairs::expected(&report, rec.follows_time_wait),
-        ));
+        rec.pair_diff = Some(pairs::diff(&seen, &pairs::expected(&report, rec.follows_time_wait)));
     }
     if let (Some(cpu), Some(exp)) = (rec.cpu_s, rec.expected) {
         rec.cpu_s_per_100k = Some(cpu * 100_000.0 / exp.max(1) as f64);
@@ -226,11 +214,7 @@ fn start_tracer(cmd: &mut Command, plan: &Plan, files: &Files, rec: &mut Record)
             break;
         }
         if started.elapsed() > plan.attach_timeout {
-            bail!(
-                "tracer not attached after {:?}; {}",
-                plan.attach_timeout,
-                tracer_said(files)
-            );
+            bail!("tracer not attached after {:?}; {}", plan.attach_timeout, tracer_said(files));
         }
         thread::sleep(Duration::from_millis(1));
     }
@@ -265,11 +249,7 @@ fn storm(plan: &Plan, port: u16) -> Result<Report> {
 
 /// The tracer's own account of the run, per kind, and the transitions per
 /// pair where its output was kept.
-fn read_counts(
-    row: &Row,
-    files: &Files,
-    rec: &mut Record,
-) -> Result<(Counts, Option<pairs::Histogram>)> {
+fn read_counts(row: &Row, files: &Files, rec: &mut Record) -> Result<(Counts, Option<pairs::Histogram>)> {
     let stderr = read_lossy(&files.stderr);
     match row.kind {
         Kind::Baseline => Ok((Counts::default(), None)),
@@ -279,10 +259,7 @@ fn read_counts(
             let mut counts = parse::bpftrace_output(&stdout);
             counts.missed = rec.fdinfo_misses.unwrap_or(0);
             rec.lines_seen = Some(counts.received);
-            Ok((
-                counts,
-                Some(pairs::from_bpftrace(&stdout, parse::BPFTRACE_PREFIX)),
-            ))
+            Ok((counts, Some(pairs::from_bpftrace(&stdout, parse::BPFTRACE_PREFIX))))
         }
         Kind::Tcpstate { format, .. } => {
             rec.tw_probes = parse::tcpstate_tw_probes(&stderr);
@@ -297,9 +274,7 @@ fn read_counts(
 }
 
 fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 fn last_line(path: &Path) -> String {

@@ -96,21 +96,13 @@ pub fn run(opts: &Options) -> Result<()> {
         scratch: scratch.0.clone(),
     };
     let mut machine = machine::Machine::describe(&tools.tcpstate, tools.bpftrace.as_deref());
-    let runnable: Vec<Row> = rows
-        .iter()
-        .copied()
-        .filter(|r| r.unavailable(&tools).is_none())
-        .collect();
+    let runnable: Vec<Row> = rows.iter().copied().filter(|r| r.unavailable(&tools).is_none()).collect();
     eprintln!(
         "bench: {} x {} connections ({}{}), {} rounds of {} rows; kernel {}, {}, {} CPUs, load {}",
         opts.rounds,
         opts.connections,
         opts.mode,
-        if opts.mode == Mode::Concurrent {
-            format!(" {}", opts.concurrency)
-        } else {
-            String::new()
-        },
+        if opts.mode == Mode::Concurrent { format!(" {}", opts.concurrency) } else { String::new() },
         opts.rounds,
         runnable.len(),
         machine.kernel,
@@ -160,24 +152,14 @@ fn progress(row: &Row, r: &Record) -> String {
     if let Some(e) = &r.error {
         return format!("{:<32} FAILED: {e}", row.label);
     }
-    let mut s = format!(
-        "{:<32} {:>7.0} conn/s",
-        row.label,
-        r.conn_per_s.unwrap_or(0.0)
-    );
+    let mut s = format!("{:<32} {:>7.0} conn/s", row.label, r.conn_per_s.unwrap_or(0.0));
     if let (Some(rx), Some(exp)) = (r.received, r.expected) {
-        let mark = if r.balanced() == Some(false) {
-            " ✗"
-        } else {
-            ""
-        };
+        let mark = if r.balanced() == Some(false) { " ✗" } else { "" };
         s += &format!(
             "  {rx}/{exp} events (dropped {}, missed {}{}){mark}",
             r.dropped.unwrap_or(0),
             r.missed.unwrap_or(0),
-            r.recovered
-                .map(|n| format!(", recovered {n}"))
-                .unwrap_or_default()
+            r.recovered.map(|n| format!(", recovered {n}")).unwrap_or_default()
         );
     }
     if let Some(ms) = r.attach_ms {

@@ -29,11 +29,7 @@ pub type Histogram = BTreeMap<String, i64>;
 /// TIME_WAIT socket turns one FIN_WAIT2:CLOSE into FIN_WAIT2:TIME_WAIT and
 /// adds a TIME_WAIT:CLOSE.
 pub fn expected(report: &Report, follows_time_wait: bool) -> Histogram {
-    let mut h: Histogram = report
-        .by_pair
-        .iter()
-        .map(|(k, v)| (k.clone(), *v as i64))
-        .collect();
+    let mut h: Histogram = report.by_pair.iter().map(|(k, v)| (k.clone(), *v as i64)).collect();
     let tw = report.time_wait_created as i64;
     if follows_time_wait && tw > 0 {
         *h.entry("FIN_WAIT2:CLOSE".into()).or_default() -= tw;
@@ -58,13 +54,7 @@ pub fn from_seed(text: &str) -> Histogram {
 
 /// Pairs in the bench's bpftrace lines, `tcp SPORT DPORT OLD NEW` (numbers).
 pub fn from_bpftrace(text: &str, prefix: &str) -> Histogram {
-    let name = |s: &str| {
-        s.parse::<usize>()
-            .ok()
-            .and_then(|n| STATES.get(n))
-            .copied()
-            .unwrap_or("?")
-    };
+    let name = |s: &str| s.parse::<usize>().ok().and_then(|n| STATES.get(n)).copied().unwrap_or("?");
     let mut h = Histogram::new();
     for line in text.lines().filter_map(|l| l.strip_prefix(prefix)) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -81,12 +71,7 @@ pub fn diff(seen: &Histogram, expected: &Histogram) -> Vec<(String, i64)> {
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .map(|k| {
-            (
-                k.clone(),
-                seen.get(k).copied().unwrap_or(0) - expected.get(k).copied().unwrap_or(0),
-            )
-        })
+        .map(|k| (k.clone(), seen.get(k).copied().unwrap_or(0) - expected.get(k).copied().unwrap_or(0)))
         .filter(|(_, d)| *d != 0)
         .collect()
 }
@@ -123,26 +108,17 @@ mod tests {
         assert_eq!(h.get("FIN_WAIT2:TIME_WAIT"), Some(&3));
         assert_eq!(h.get("TIME_WAIT:CLOSE"), Some(&3));
         assert_eq!(h.values().sum::<i64>(), 35);
-        assert_eq!(
-            expected(&report(3, 3), false).get("FIN_WAIT2:CLOSE"),
-            Some(&3)
-        );
+        assert_eq!(expected(&report(3, 3), false).get("FIN_WAIT2:CLOSE"), Some(&3));
     }
 
     #[test]
     fn a_missing_line_shows_as_its_pair() {
         let seed = "ts:1:server:CLOSE:LISTEN\nts:2:server:LISTEN:CLOSE\ntcpstate: 2 transitions\n";
-        let exp: Histogram = [
-            ("CLOSE:LISTEN".to_string(), 1),
-            ("LISTEN:CLOSE".to_string(), 1),
-            ("LAST_ACK:CLOSE".to_string(), 1),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(
-            diff(&from_seed(seed), &exp),
-            vec![("LAST_ACK:CLOSE".to_string(), -1)]
-        );
+        let exp: Histogram =
+            [("CLOSE:LISTEN".to_string(), 1), ("LISTEN:CLOSE".to_string(), 1), ("LAST_ACK:CLOSE".to_string(), 1)]
+                .into_iter()
+                .collect();
+        assert_eq!(diff(&from_seed(seed), &exp), vec![("LAST_ACK:CLOSE".to_string(), -1)]);
     }
 
     #[test]

@@ -36,39 +36,29 @@ pub fn tcpstate_summary(stderr: &str) -> Result<Counts> {
         .rev()
         .find(|l| l.starts_with("tcpstate: ") && l.contains(" transitions"))
         .context("no summary line ('tcpstate: N transitions ...') on stderr")?;
-    let words: Vec<&str> = line
-        .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| matches!(c, ',' | ';' | ':' | '(' | ')')))
-        .collect();
+    let words: Vec<&str> =
+        line.split_whitespace().map(|w| w.trim_matches(|c: char| matches!(c, ',' | ';' | ':' | '(' | ')'))).collect();
     let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
     let mut counts = Counts::default();
     let mut have_received = false;
     for (i, w) in words.iter().enumerate() {
         match *w {
             "transitions" if i > 0 => {
-                counts.received = num(i - 1)
-                    .with_context(|| format!("no count before 'transitions' in: {line}"))?;
+                counts.received = num(i - 1).with_context(|| format!("no count before 'transitions' in: {line}"))?;
                 have_received = true;
             }
             "full" if words.get(i.wrapping_sub(1)) == Some(&"buffer") => {
-                counts.dropped +=
-                    num(i + 1).with_context(|| format!("no count after 'full' in: {line}"))?;
+                counts.dropped += num(i + 1).with_context(|| format!("no count after 'full' in: {line}"))?;
             }
             // "skipped by the kernel in PROG N" (one per program) or
             // "skipped by the kernel N" (a total).
             "skipped" if words.get(i + 1..i + 4) == Some(&["by", "the", "kernel"][..]) => {
-                let at = if words.get(i + 4) == Some(&"in") {
-                    i + 6
-                } else {
-                    i + 4
-                };
-                counts.missed += num(at).with_context(|| {
-                    format!("no count after 'skipped by the kernel' in: {line}")
-                })?;
+                let at = if words.get(i + 4) == Some(&"in") { i + 6 } else { i + 4 };
+                counts.missed +=
+                    num(at).with_context(|| format!("no count after 'skipped by the kernel' in: {line}"))?;
             }
             "recovered" => {
-                let n =
-                    num(i + 1).with_context(|| format!("no count after 'recovered' in: {line}"))?;
+                let n = num(i + 1).with_context(|| format!("no count after 'recovered' in: {line}"))?;
                 counts.recovered = Some(counts.recovered.unwrap_or(0) + n);
             }
             _ => {}
@@ -83,20 +73,14 @@ pub fn tcpstate_summary(stderr: &str) -> Result<Counts> {
 /// The TIME_WAIT probes tcpstate -v says it runs ("timer", "off", ...),
 /// None when it does not say (a build without TIME_WAIT support).
 pub fn tcpstate_tw_probes(stderr: &str) -> Option<String> {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("tcpstate: TIME_WAIT probes:"))
-        .map(|s| s.trim().to_string())
+    stderr.lines().find_map(|l| l.strip_prefix("tcpstate: TIME_WAIT probes:")).map(|s| s.trim().to_string())
 }
 
 /// Whether a `TIME_WAIT probes:` description means TIME_WAIT is followed.
 pub fn follows_time_wait(probes: Option<&str>) -> bool {
     probes.is_some_and(|p| {
         let first = p.split_whitespace().next().unwrap_or("");
-        !matches!(
-            first.trim_matches(|c: char| !c.is_alphanumeric()),
-            "" | "off" | "none"
-        )
+        !matches!(first.trim_matches(|c: char| !c.is_alphanumeric()), "" | "off" | "none")
     })
 }
 
@@ -107,18 +91,10 @@ pub fn seed_lines(stderr: &str) -> u64 {
 
 /// The floor loader's `{"received": N, "missed": M}`.
 pub fn floor_output(stdout: &str) -> Result<Counts> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON line from floor")?;
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON line from floor")?;
     let c: crate::floor::Counts =
         serde_json::from_str(line).with_context(|| format!("parsing floor output: {line}"))?;
-    Ok(Counts {
-        received: c.received,
-        missed: c.missed,
-        ..Counts::default()
-    })
+    Ok(Counts { received: c.received, missed: c.missed, ..Counts::default() })
 }
 
 /// The prefix of every event line the bench's bpftrace program prints.
@@ -133,11 +109,7 @@ pub fn bpftrace_output(stdout: &str) -> Counts {
         if line.starts_with(BPFTRACE_PREFIX) {
             counts.received += 1;
         } else if let Some(rest) = line.trim().strip_prefix("Lost ") {
-            if let Some(n) = rest
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            if let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
                 counts.dropped += n;
             }
         }
@@ -155,15 +127,7 @@ mod tests {
                  tcpstate: 2201 transitions (server 1100, client 1101); lost 3: ring buffer full 1, \
                  skipped by the kernel in inet_sock_set_state 2\n";
         let c = tcpstate_summary(s).unwrap();
-        assert_eq!(
-            c,
-            Counts {
-                received: 2201,
-                dropped: 1,
-                missed: 2,
-                recovered: None
-            }
-        );
+        assert_eq!(c, Counts { received: 2201, dropped: 1, missed: 2, recovered: None });
         assert_eq!(c.accounted(), 2204);
     }
 
@@ -173,10 +137,7 @@ mod tests {
                  skipped by the kernel in inet_sock_set_state 12, skipped by the kernel in timer_cancel 1, \
                  recovered 8, something new 4\n";
         let c = tcpstate_summary(s).unwrap();
-        assert_eq!(
-            (c.received, c.dropped, c.missed, c.recovered),
-            (100, 0, 13, Some(8))
-        );
+        assert_eq!((c.received, c.dropped, c.missed, c.recovered), (100, 0, 13, Some(8)));
         assert_eq!(c.accounted(), 105);
     }
 
@@ -185,10 +146,7 @@ mod tests {
         let s = "tcpstate: 24 transitions (server 12, client 12); lost 1: ring buffer full 0, \
                  skipped by the kernel 5 and recovered 4\n";
         let c = tcpstate_summary(s).unwrap();
-        assert_eq!(
-            (c.received, c.dropped, c.missed, c.recovered),
-            (24, 0, 5, Some(4))
-        );
+        assert_eq!((c.received, c.dropped, c.missed, c.recovered), (24, 0, 5, Some(4)));
         assert_eq!(c.accounted(), 25);
     }
 
@@ -201,10 +159,7 @@ mod tests {
     #[test]
     fn time_wait_probe_lines() {
         let s = "tcpstate: TIME_WAIT probes: timer (tp_btf timer_start, ...)\n";
-        assert_eq!(
-            tcpstate_tw_probes(s).as_deref(),
-            Some("timer (tp_btf timer_start, ...)")
-        );
+        assert_eq!(tcpstate_tw_probes(s).as_deref(), Some("timer (tp_btf timer_start, ...)"));
         assert!(follows_time_wait(Some("timer (x)")));
         assert!(!follows_time_wait(Some("off")));
         assert!(!follows_time_wait(Some("none (refused)")));
@@ -214,14 +169,7 @@ mod tests {
     #[test]
     fn bpftrace_lines_and_losses() {
         let out = "Attaching 1 probe...\ntcp 1 2 7 2\ntcp 1 2 2 1\n\nLost 7 events\n";
-        assert_eq!(
-            bpftrace_output(out),
-            Counts {
-                received: 2,
-                dropped: 7,
-                ..Counts::default()
-            }
-        );
+        assert_eq!(bpftrace_output(out), Counts { received: 2, dropped: 7, ..Counts::default() });
     }
 
     #[test]

@@ -27,9 +27,7 @@ impl Ports {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() ^ std::process::id())
             .unwrap_or(0);
-        Ports {
-            next: (seed % u32::from(PORT_SPAN)) as u16,
-        }
+        Ports { next: (seed % u32::from(PORT_SPAN)) as u16 }
     }
 
     /// A port not in use on the host.
@@ -54,11 +52,7 @@ fn host_ports() -> Vec<u16> {
         for line in text.lines().skip(1) {
             let mut f = line.split_whitespace().skip(1);
             for addr in [f.next(), f.next()].into_iter().flatten() {
-                if let Some(p) = addr
-                    .rsplit(':')
-                    .next()
-                    .and_then(|h| u16::from_str_radix(h, 16).ok())
-                {
+                if let Some(p) = addr.rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok()) {
                     ports.push(p);
                 }
             }

@@ -24,11 +24,7 @@ pub fn attachments(pid: i32) -> Result<usize> {
         if target == "anon_inode:bpf_link" {
             n += 1;
         } else if target == "anon_inode:[perf_event]" {
-            let fd = entry
-                .file_name()
-                .to_string_lossy()
-                .parse::<i32>()
-                .unwrap_or(-1);
+            let fd = entry.file_name().to_string_lossy().parse::<i32>().unwrap_or(-1);
             if fd >= 0 && perf_event_has_prog(pid, fd) {
                 n += 1;
             }
@@ -97,34 +93,17 @@ pub fn thread_states(pid: i32) -> String {
     let mut out = Vec::new();
     for task in tasks.flatten().take(16) {
         let path = task.path();
-        let read = |f: &str| {
-            fs::read_to_string(path.join(f))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
+        let read = |f: &str| fs::read_to_string(path.join(f)).unwrap_or_default().trim().to_string();
         let stat = read("stat");
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .unwrap_or("?")
-            .to_string();
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("?").to_string();
         out.push(format!("{} {} {}", read("comm"), state, read("wchan")));
     }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let signals: Vec<&str> = status
         .lines()
-        .filter(|l| {
-            ["SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:"]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
+        .filter(|l| ["SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:"].iter().any(|p| l.starts_with(p)))
         .collect();
-    format!(
-        "{}; {}",
-        out.join(", "),
-        signals.join(" ").replace('\t', " ")
-    )
+    format!("{}; {}", out.join(", "), signals.join(" ").replace('\t', " "))
 }
 
 /// utime + stime so far.
@@ -162,11 +141,7 @@ fn field(text: &str, name: &str) -> Option<u64> {
 pub fn last_line(path: &Path) -> Option<String> {
     let text = fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&text);
-    text.lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("ts:"))
-        .map(str::to_string)
+    text.lines().rev().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("ts:")).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -175,8 +150,7 @@ mod tests {
 
     #[test]
     fn stat_fields_count_after_the_command_name() {
-        let stat =
-            "42 (we ird) cmd) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 200";
+        let stat = "42 (we ird) cmd) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 200";
         assert_eq!(stat_ticks(stat), Some(10));
         assert_eq!(stat_ticks("garbage"), None);
     }
@@ -185,10 +159,7 @@ mod tests {
     fn fields_take_the_first_number() {
         let status = "Name:\tx\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(field(status, "VmHWM:"), Some(5120));
-        assert_eq!(
-            field("recursion_misses:\t3\n", "recursion_misses:"),
-            Some(3)
-        );
+        assert_eq!(field("recursion_misses:\t3\n", "recursion_misses:"), Some(3));
         assert_eq!(field(status, "VmPeak:"), None);
     }
 
@@ -199,9 +170,6 @@ mod tests {
         assert!(cpu_time(me).is_ok());
         assert_eq!(attachments(me).unwrap(), 0);
         let threads = thread_states(me);
-        assert!(
-            threads.contains(" R ") || threads.contains(" S "),
-            "{threads}"
-        );
+        assert!(threads.contains(" R ") || threads.contains(" S "), "{threads}");
     }
 }

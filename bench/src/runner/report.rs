@@ -36,60 +36,33 @@ pub fn table(rows: &[RowSummary]) -> String {
         }
         if r.failed == r.runs {
             let why = r.last_error.as_deref().unwrap_or("no run");
-            lines.push(vec![
-                r.label.clone(),
-                format!("FAILED ({} runs): {why}", r.runs),
-            ]);
+            lines.push(vec![r.label.clone(), format!("FAILED ({} runs): {why}", r.runs)]);
             continue;
         }
         let ok_runs = r.runs - r.failed;
         let tracer = r.id != "none";
         let received = r.received.map(|n| {
-            let mark = if r.unbalanced_runs > 0 {
-                format!(" {CROSS}")
-            } else {
-                String::new()
-            };
+            let mark = if r.unbalanced_runs > 0 { format!(" {CROSS}") } else { String::new() };
             format!("{n}{mark}")
         });
         lines.push(vec![
             r.label.clone(),
-            r.conn_per_s
-                .map_or("-".into(), |s| format!("{:.0}", s.median)),
+            r.conn_per_s.map_or("-".into(), |s| format!("{:.0}", s.median)),
             r.ratio_to_none.map_or("-".into(), ratio),
-            if tracer {
-                count(r.expected)
-            } else {
-                "-".into()
-            },
-            if tracer {
-                received.unwrap_or_else(|| "-".into())
-            } else {
-                "-".into()
-            },
+            if tracer { count(r.expected) } else { "-".into() },
+            if tracer { received.unwrap_or_else(|| "-".into()) } else { "-".into() },
             count(r.dropped),
             count(r.missed),
             count(r.recovered),
-            if tracer {
-                format!("{}/{}", r.exact_runs, r.runs)
-            } else {
-                "-".into()
-            },
-            r.cpu_s_per_100k
-                .map_or("-".into(), |s| format!("{:.3}", s.median)),
-            r.startup_cpu_s
-                .map_or("-".into(), |s| format!("{:.3}", s.median)),
-            r.peak_rss_mib
-                .map_or("-".into(), |s| format!("{:.1}", s.max)),
-            r.attach_ms
-                .map_or("-".into(), |s| format!("{:.0} ({:.0})", s.median, s.max)),
+            if tracer { format!("{}/{}", r.exact_runs, r.runs) } else { "-".into() },
+            r.cpu_s_per_100k.map_or("-".into(), |s| format!("{:.3}", s.median)),
+            r.startup_cpu_s.map_or("-".into(), |s| format!("{:.3}", s.median)),
+            r.peak_rss_mib.map_or("-".into(), |s| format!("{:.1}", s.max)),
+            r.attach_ms.map_or("-".into(), |s| format!("{:.0} ({:.0})", s.median, s.max)),
         ]);
         if r.failed > 0 && ok_runs > 0 {
             let why = r.last_error.as_deref().unwrap_or("");
-            lines.push(vec![format!(
-                "  ({} of {} runs failed: {why})",
-                r.failed, r.runs
-            )]);
+            lines.push(vec![format!("  ({} of {} runs failed: {why})", r.failed, r.runs)]);
         }
     }
     columns(&lines)
@@ -158,22 +131,14 @@ pub fn notes(opts: &Options, rows: &[RowSummary], took: Duration) -> String {
          first BPF attachment (bpf_link, or perf event with a program), polled every 1 ms."
             .to_string(),
     ];
-    if let Some(tw) = rows
-        .iter()
-        .filter(|r| r.id != "tw-off")
-        .find_map(|r| r.tw_probes.as_deref())
-    {
+    if let Some(tw) = rows.iter().filter(|r| r.id != "tw-off").find_map(|r| r.tw_probes.as_deref()) {
         lines.push(format!(
             "TIME_WAIT probes ({tw}): rows with them expect one more TIME_WAIT:CLOSE per TIME_WAIT socket \
              the storm created (reused by a later connect, or destroyed with the storm's namespace before \
              the tracer is stopped)."
         ));
     }
-    if let Some(none) = rows
-        .iter()
-        .find(|r| r.id == "none")
-        .and_then(|r| r.conn_per_s)
-    {
+    if let Some(none) = rows.iter().find(|r| r.id == "none").and_then(|r| r.conn_per_s) {
         lines.push(format!(
             "Noise: the no-tracer row ranged {:.0}..{:.0} conn/s ({:+.0} % max over min) across rounds.",
             none.min,
@@ -232,11 +197,8 @@ mod tests {
 
     #[test]
     fn columns_align_on_characters_not_bytes() {
-        let t = columns(&[
-            vec!["a".into(), "bb".into()],
-            vec!["ccc".into(), "1 ✓".into()],
-            vec!["note spanning".into()],
-        ]);
+        let t =
+            columns(&[vec!["a".into(), "bb".into()], vec!["ccc".into(), "1 ✓".into()], vec!["note spanning".into()]]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "a     bb");
         assert_eq!(lines[1], "ccc  1 ✓");

@@ -30,21 +30,14 @@ struct Config {
     rows: String,
 }
 
-pub fn write(
-    path: &Path,
-    machine: &Machine,
-    opts: &Options,
-    rows: &[RowSummary],
-    runs: &[Record],
-) -> Result<()> {
+pub fn write(path: &Path, machine: &Machine, opts: &Options, rows: &[RowSummary], runs: &[Record]) -> Result<()> {
     let doc = Results {
         machine,
         config: Config {
             connections: opts.connections,
             rounds: opts.rounds,
             mode: opts.mode.name().to_string(),
-            concurrency: (opts.mode == crate::loadgen::Mode::Concurrent)
-                .then_some(opts.concurrency),
+            concurrency: (opts.mode == crate::loadgen::Mode::Concurrent).then_some(opts.concurrency),
             settle_ms: opts.settle_ms,
             rows: opts.rows.clone(),
         },

@@ -30,87 +30,32 @@ pub enum Kind {
     Bpftrace,
     /// tcpstate with an output format (None: the original, "seed", on
     /// stderr) and optionally without TIME_WAIT probes.
-    Tcpstate {
-        format: Option<&'static str>,
-        tw_off: bool,
-    },
+    Tcpstate { format: Option<&'static str>, tw_off: bool },
 }
 
 /// Every row, in table order.
 pub const ALL: &[Row] = &[
-    Row {
-        id: "none",
-        label: "none (no tracer)",
-        kind: Kind::Baseline,
-    },
-    Row {
-        id: "floor",
-        label: "floor (count-only tp_btf)",
-        kind: Kind::Floor(Empty {
-            backup: false,
-            timers: false,
-        }),
-    },
+    Row { id: "none", label: "none (no tracer)", kind: Kind::Baseline },
+    Row { id: "floor", label: "floor (count-only tp_btf)", kind: Kind::Floor(Empty { backup: false, timers: false }) },
     Row {
         id: "floor-backup",
         label: "floor + empty 2nd program",
-        kind: Kind::Floor(Empty {
-            backup: true,
-            timers: false,
-        }),
+        kind: Kind::Floor(Empty { backup: true, timers: false }),
     },
     Row {
         id: "floor-timers",
         label: "floor + empty 2nd + timer progs",
-        kind: Kind::Floor(Empty {
-            backup: true,
-            timers: true,
-        }),
+        kind: Kind::Floor(Empty { backup: true, timers: true }),
     },
-    Row {
-        id: "bpftrace",
-        label: "bpftrace printf",
-        kind: Kind::Bpftrace,
-    },
-    Row {
-        id: "seed",
-        label: "tcpstate (seed output)",
-        kind: Kind::Tcpstate {
-            format: None,
-            tw_off: false,
-        },
-    },
-    Row {
-        id: "table",
-        label: "tcpstate -o table",
-        kind: Kind::Tcpstate {
-            format: Some("table"),
-            tw_off: false,
-        },
-    },
-    Row {
-        id: "json",
-        label: "tcpstate -o json",
-        kind: Kind::Tcpstate {
-            format: Some("json"),
-            tw_off: false,
-        },
-    },
-    Row {
-        id: "csv",
-        label: "tcpstate -o csv",
-        kind: Kind::Tcpstate {
-            format: Some("csv"),
-            tw_off: false,
-        },
-    },
+    Row { id: "bpftrace", label: "bpftrace printf", kind: Kind::Bpftrace },
+    Row { id: "seed", label: "tcpstate (seed output)", kind: Kind::Tcpstate { format: None, tw_off: false } },
+    Row { id: "table", label: "tcpstate -o table", kind: Kind::Tcpstate { format: Some("table"), tw_off: false } },
+    Row { id: "json", label: "tcpstate -o json", kind: Kind::Tcpstate { format: Some("json"), tw_off: false } },
+    Row { id: "csv", label: "tcpstate -o csv", kind: Kind::Tcpstate { format: Some("csv"), tw_off: false } },
     Row {
         id: "tw-off",
         label: "tcpstate -o json --tw-probe off",
-        kind: Kind::Tcpstate {
-            format: Some("json"),
-            tw_off: true,
-        },
+        kind: Kind::Tcpstate { format: Some("json"), tw_off: true },
     },
 ];
 
@@ -181,10 +126,7 @@ impl Row {
                 (c, true)
             }
             Kind::Bpftrace => {
-                let bin = tools
-                    .bpftrace
-                    .as_ref()
-                    .context("bpftrace is not installed")?;
+                let bin = tools.bpftrace.as_ref().context("bpftrace is not installed")?;
                 let mut c = Command::new(bin);
                 c.args(["-e", &bpftrace_program(port)]);
                 (c, true)
@@ -209,9 +151,7 @@ impl Row {
         } else {
             File::create("/dev/null").context("opening /dev/null")?
         };
-        cmd.stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(create(&files.stderr)?);
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(create(&files.stderr)?);
         Ok(Some(cmd))
     }
 
@@ -222,11 +162,7 @@ impl Row {
     /// namespace is destroyed.
     pub fn expected(&self, report: &Report, follows_time_wait: bool) -> Option<u64> {
         let base = report.expected_transitions?;
-        Some(if follows_time_wait {
-            base + report.time_wait_created
-        } else {
-            base
-        })
+        Some(if follows_time_wait { base + report.time_wait_created } else { base })
     }
 }
 
@@ -247,9 +183,7 @@ fn create(path: &Path) -> Result<File> {
 /// An executable named `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -259,15 +193,9 @@ mod tests {
     #[test]
     fn selection_keeps_the_baseline_and_rejects_unknown_rows() {
         let rows = select("json,floor").unwrap();
-        assert_eq!(
-            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
-            ["none", "json", "floor"]
-        );
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), ["none", "json", "floor"]);
         assert_eq!(select("all").unwrap().len(), ALL.len());
-        assert!(select("json,xml")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown row 'xml'"));
+        assert!(select("json,xml").unwrap_err().to_string().contains("unknown row 'xml'"));
     }
 
     #[test]
@@ -285,12 +213,8 @@ mod tests {
 
     #[test]
     fn floor_rows_ask_for_their_empty_programs() {
-        let tools = Tools {
-            tcpstate: "tcpstate".into(),
-            loadgen: "loadgen".into(),
-            floor: "floor".into(),
-            bpftrace: None,
-        };
+        let tools =
+            Tools { tcpstate: "tcpstate".into(), loadgen: "loadgen".into(), floor: "floor".into(), bpftrace: None };
         let dir = std::env::temp_dir();
         let files = Files {
             stdout: dir.join(format!("floor-rows-test-{}.out", std::process::id())),

@@ -9,15 +9,8 @@ use super::rows::{self, Row};
 /// baseline measured just before and just after it, which follows the
 /// load drift of a shared machine far better than one baseline per round.
 pub fn schedule(rows: &[Row], rounds: u32) -> Vec<(u32, Row)> {
-    let baseline = rows
-        .iter()
-        .find(|r| r.kind == rows::Kind::Baseline)
-        .copied();
-    let tracers: Vec<Row> = rows
-        .iter()
-        .filter(|r| r.kind != rows::Kind::Baseline)
-        .copied()
-        .collect();
+    let baseline = rows.iter().find(|r| r.kind == rows::Kind::Baseline).copied();
+    let tracers: Vec<Row> = rows.iter().filter(|r| r.kind != rows::Kind::Baseline).copied().collect();
     let mut out = Vec::new();
     for round in 0..rounds {
         if tracers.is_empty() {
@@ -46,15 +39,8 @@ pub fn set_ratios(records: &mut [Record]) {
             if records[i].row == "none" {
                 return Some(1.0);
             }
-            let before = records[..i]
-                .iter()
-                .rev()
-                .find(|r| is_base(r))
-                .and_then(|r| r.conn_per_s);
-            let after = records[i + 1..]
-                .iter()
-                .find(|r| is_base(r))
-                .and_then(|r| r.conn_per_s);
+            let before = records[..i].iter().rev().find(|r| is_base(r)).and_then(|r| r.conn_per_s);
+            let after = records[i + 1..].iter().find(|r| is_base(r)).and_then(|r| r.conn_per_s);
             let base = match (before, after) {
                 (Some(a), Some(b)) => (a + b) / 2.0,
                 (Some(x), None) | (None, Some(x)) => x,
@@ -74,20 +60,10 @@ mod tests {
 
     #[test]
     fn ratios_divide_by_the_neighbouring_baselines() {
-        let mk = |row: &str, c: f64| Record {
-            row: row.into(),
-            conn_per_s: Some(c),
-            ..Record::default()
-        };
+        let mk = |row: &str, c: f64| Record { row: row.into(), conn_per_s: Some(c), ..Record::default() };
         let mut failed = mk("none", 1.0);
         failed.error = Some("x".into());
-        let mut runs = vec![
-            mk("none", 100.0),
-            mk("json", 90.0),
-            mk("none", 80.0),
-            mk("csv", 40.0),
-            failed,
-        ];
+        let mut runs = vec![mk("none", 100.0), mk("json", 90.0), mk("none", 80.0), mk("csv", 40.0), failed];
         set_ratios(&mut runs);
         assert_eq!(runs[1].ratio_to_none, Some(1.0));
         assert_eq!(runs[3].ratio_to_none, Some(0.5));
@@ -97,10 +73,7 @@ mod tests {
     #[test]
     fn every_tracer_run_is_bracketed_by_baselines_and_rotated() {
         let rows = rows::select("json,csv").unwrap();
-        let ids: Vec<(u32, &str)> = schedule(&rows, 2)
-            .iter()
-            .map(|(r, row)| (*r, row.id))
-            .collect();
+        let ids: Vec<(u32, &str)> = schedule(&rows, 2).iter().map(|(r, row)| (*r, row.id)).collect();
         assert_eq!(
             ids,
             [

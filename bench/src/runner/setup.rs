@@ -13,10 +13,7 @@ use super::Options;
 /// unless --tcpstate says otherwise, bpftrace from PATH if installed.
 pub fn tools(opts: &Options) -> Result<Tools> {
     let exe = std::env::current_exe().context("locating the bench binary")?;
-    let dir = exe
-        .parent()
-        .context("the bench binary has no directory")?
-        .to_path_buf();
+    let dir = exe.parent().context("the bench binary has no directory")?.to_path_buf();
     let need = |p: PathBuf, hint: &str| -> Result<PathBuf> {
         if p.is_file() {
             Ok(p)
@@ -26,19 +23,11 @@ pub fn tools(opts: &Options) -> Result<Tools> {
     };
     Ok(Tools {
         tcpstate: need(
-            opts.tcpstate
-                .clone()
-                .unwrap_or_else(|| dir.join("tcpstate")),
+            opts.tcpstate.clone().unwrap_or_else(|| dir.join("tcpstate")),
             "build it with `cargo build --release` or pass --tcpstate",
         )?,
-        loadgen: need(
-            dir.join("loadgen"),
-            "build it with `cargo build --release -p tcpstate-bench`",
-        )?,
-        floor: need(
-            dir.join("floor"),
-            "build it with `cargo build --release -p tcpstate-bench`",
-        )?,
+        loadgen: need(dir.join("loadgen"), "build it with `cargo build --release -p tcpstate-bench`")?,
+        floor: need(dir.join("floor"), "build it with `cargo build --release -p tcpstate-bench`")?,
         bpftrace: opts.bpftrace.clone().or_else(|| rows::which("bpftrace")),
     })
 }
@@ -65,11 +54,7 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn create() -> Result<Scratch> {
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
+        let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
         let dir = base.join(format!("tcpstate-bench.{}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Scratch(dir))

@@ -56,13 +56,8 @@ impl RowSummary {
     }
 
     fn new(row: &Row, records: &[&Record], skipped: Option<String>) -> Self {
-        let ok: Vec<&Record> = records
-            .iter()
-            .copied()
-            .filter(|r| r.error.is_none())
-            .collect();
-        let spread =
-            |f: &dyn Fn(&Record) -> Option<f64>| Spread::of(ok.iter().filter_map(|r| f(r)));
+        let ok: Vec<&Record> = records.iter().copied().filter(|r| r.error.is_none()).collect();
+        let spread = |f: &dyn Fn(&Record) -> Option<f64>| Spread::of(ok.iter().filter_map(|r| f(r)));
         let total = |f: &dyn Fn(&Record) -> Option<u64>| -> Option<u64> {
             let v: Vec<u64> = ok.iter().filter_map(|r| f(r)).collect();
             (!v.is_empty()).then(|| v.iter().sum())
@@ -104,38 +99,15 @@ fn targets(s: &RowSummary) -> Vec<Target> {
     let check = |value: Option<f64>, ok: fn(f64) -> bool| (value, value.map(ok));
     let exact_share = (s.runs > 0).then(|| s.exact_runs as f64 / s.runs as f64);
     let rows = [
-        (
-            "throughput",
-            "median conn/s >= 0.95 x none",
-            check(s.ratio_to_none.map(|x| x.median), |v| v >= 0.95),
-        ),
+        ("throughput", "median conn/s >= 0.95 x none", check(s.ratio_to_none.map(|x| x.median), |v| v >= 0.95)),
         (
             "cpu",
             "median tracer CPU <= 0.05 s per 100k events",
             check(s.cpu_s_per_100k.map(|x| x.median), |v| v <= 0.05),
         ),
-        (
-            "exact",
-            "received == expected in >= 95 % of runs",
-            check(exact_share, |v| v >= 0.95),
-        ),
-        (
-            "attach",
-            "start-to-attached < 150 ms (worst run)",
-            check(s.attach_ms.map(|x| x.max), |v| v < 150.0),
-        ),
-        (
-            "rss",
-            "peak RSS < 16 MiB (worst run)",
-            check(s.peak_rss_mib.map(|x| x.max), |v| v < 16.0),
-        ),
+        ("exact", "received == expected in >= 95 % of runs", check(exact_share, |v| v >= 0.95)),
+        ("attach", "start-to-attached < 150 ms (worst run)", check(s.attach_ms.map(|x| x.max), |v| v < 150.0)),
+        ("rss", "peak RSS < 16 MiB (worst run)", check(s.peak_rss_mib.map(|x| x.max), |v| v < 16.0)),
     ];
-    rows.into_iter()
-        .map(|(name, goal, (value, met))| Target {
-            name,
-            goal,
-            value,
-            met,
-        })
-        .collect()
+    rows.into_iter().map(|(name, goal, (value, met))| Target { name, goal, value, met }).collect()
 }
