@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Format, TraceArgs, TwProbe};
+use crate::cli::{Format, TraceArgs};
 use crate::event::Event;
 use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::metrics::{self, Metrics};
 use crate::output::{monotonic_ns, Clock, Printer};
+use crate::owners;
 use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::sockets::Sockets;
 use crate::summary::Summary;
-use crate::tracer::{self, Config, NestedGuard, Tracer};
-use crate::{libbpf_log, owners, preflight};
+use crate::trace::TwProbe;
+use crate::trace::{self, libbpf_log, preflight, Config, NestedGuard, Tracer};
 
 /// How often the ring is drained when nothing forces a wake-up: events are
 /// queued without waking us (a wake-up per event costs an interrupt each).
@@ -101,7 +102,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
 
-    let mut slots = tracer::slots();
+    let mut slots = trace::slots();
     let (tracer, links, probes) = Tracer::start(&args.config(), &mut slots)?;
     report_probes(args, &tracer, &probes);
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::trace::TwProbe;
+
 const EXAMPLES: &str = "\
 Examples:
   tcpstate 127.0.0.1 80            drop-in for the original: ts:<ns>:<side>:<OLD>:<NEW> on stderr
@@ -119,7 +121,7 @@ pub struct TraceArgs {
     pub raw: bool,
 
     /// Kernel BTF file, for kernels that do not expose /sys/kernel/btf/vmlinux
-    #[arg(long, value_name = "PATH", default_value = crate::preflight::KERNEL_BTF)]
+    #[arg(long, value_name = "PATH", default_value = crate::trace::preflight::KERNEL_BTF)]
     pub btf: PathBuf,
 
     /// Serve Prometheus metrics on this address while tracing (e.g. 127.0.0.1:9187)
@@ -155,35 +157,6 @@ pub enum Format {
     Json,
     /// A header line, then one row per transition on stdout
     Csv,
-}
-
-/// How TIME_WAIT sockets are followed (the kernel has no state tracepoint
-/// for them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum TwProbe {
-    /// fentry, else kprobe, else timer, else off
-    #[default]
-    Auto,
-    /// fexit/inet_twsk_alloc and fentry on the function that frees timewait sockets
-    Fentry,
-    /// kretprobe/inet_twsk_alloc and a kprobe on the freeing function
-    Kprobe,
-    /// tp_btf timer_start/timer_cancel/timer_expire_entry on the timewait timer
-    Timer,
-    /// No TIME_WAIT probes: the client's last transition is FIN_WAIT2:CLOSE
-    Off,
-}
-
-impl TwProbe {
-    pub fn name(self) -> &'static str {
-        match self {
-            TwProbe::Auto => "auto",
-            TwProbe::Fentry => "fentry",
-            TwProbe::Kprobe => "kprobe",
-            TwProbe::Timer => "timer",
-            TwProbe::Off => "off",
-        }
-    }
 }
 
 /// Up to [`MAX_PORTS`] ports, the kernel side's fixed filter size.

@@ -8,18 +8,17 @@ pub mod app;
 pub mod cli;
 pub mod docs;
 pub mod event;
-pub mod kernel;
-pub mod libbpf_log;
+
 pub mod lifecycle;
 pub mod metrics;
 pub mod output;
 pub mod owners;
 pub mod plot;
-pub mod preflight;
+
 pub mod sockets;
 pub mod state;
 pub mod summary;
-pub mod tracer;
+pub mod trace;
 
 #[allow(clippy::all, non_camel_case_types, non_upper_case_globals, dead_code)]
 pub mod skel {

@@ -29,7 +29,7 @@ use prometheus_client::registry::Registry;
 
 use crate::event::{ConnKey, Event, Side};
 use crate::state::TcpState;
-use crate::tracer::Lost;
+use crate::trace::Lost;
 
 /// Most sockets `tcpstate_sockets` follows at once. Beyond it new sockets
 /// are not followed, and counted in `tcpstate_sockets_untracked_total`.

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::event::{Event, Side};
-use crate::tracer::Lost;
+use crate::trace::Lost;
 
 #[derive(Clone, Debug, Default)]
 pub struct Summary {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tcpstate::event::{Event, Side, Source};
 use tcpstate::metrics::{serve, Metrics};
 use tcpstate::state::TcpState;
-use tcpstate::tracer::Lost;
+use tcpstate::trace::Lost;
 
 fn ev(side: Side, skaddr: u64, old: &str, new: &str) -> Event {
     let old = TcpState::from_name(old).unwrap();
