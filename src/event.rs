@@ -183,7 +183,7 @@ impl Event {
             // The kernel keeps no per-socket state: src/sockets.rs fills it.
             prev_state_ns: None,
             source: Source::from_raw(raw.source)?,
-            nested: raw.flags & 1 != 0,
+            nested: false,
             inferred: false,
             tw_substate: TcpState(raw.tw_substate),
         })

@@ -18,9 +18,7 @@
 #include <bpf/bpf_tracing.h>
 #include "tcpstate.h"
 
-/* Not in vmlinux.h: they are macros, and BTF only carries types. */
-#define AF_INET 2
-#define AF_INET6 10
+/* Not in vmlinux.h: macros, and BTF only carries types. */
 #define SOCK_STREAM 1
 
 char LICENSE[] SEC("license") = "GPL";
@@ -50,8 +48,13 @@ struct {
  * system call, so it still works after --user dropped every privilege. */
 __u64 counters[CNT_MAX] = {};
 
-/* Makes `struct event` appear in the generated skeleton types. */
+/* Make the ABI's types appear in the generated skeleton (src/trace/abi.rs). */
 struct event _event = {};
+enum abi_limits _abi_limits = 0;
+enum address_family _address_family = 0;
+enum side _side = 0;
+enum source _source = 0;
+enum counter _counter = 0;
 
 /* A socket's addresses and ports, with v4-mapped IPv6 folded into IPv4. */
 struct tuple {
@@ -237,8 +240,7 @@ static __always_inline void fill_tuple(struct event *e, const struct tuple *t)
 	__builtin_memcpy(e->daddr, t->daddr, sizeof(e->daddr));
 }
 
-static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate,
-					    __u8 flags)
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	/* NULL unless a full TCP socket: the protocol check, for free. */
 	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -257,22 +259,19 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		count(CNT_RINGBUF_FULL);
 		return 0;
 	}
+	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = bpf_get_socket_cookie((void *)sk);
 	e->skaddr = (__u64)sk;
 	fill_tuple(e, &t);
 	if (in_owner_context(oldstate, newstate)) {
 		e->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	} else {
-		e->pid = 0;
-		e->comm[0] = 0;
 	}
 	e->side = side;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->source = SRC_SET_STATE;
-	e->flags = flags;
-	e->tw_substate = 0;
 	submit(e);
 	return 0;
 }
@@ -298,7 +297,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 
 	if (busy)
 		*busy = 1;
-	handle_set_state(sk, oldstate, newstate, 0);
+	handle_set_state(sk, oldstate, newstate);
 	if (busy)
 		*busy = 0;
 	return 0;
@@ -393,8 +392,8 @@ int BPF_PROG(inet_sock_set_state_nested, const struct sock *sk, const int oldsta
 {
 	if (!main_is_running())
 		return 0;
-	count(CNT_NESTED);
-	return handle_set_state(sk, oldstate, newstate, EV_NESTED);
+	count(CNT_RECOVERED);
+	return handle_set_state(sk, oldstate, newstate);
 }
 
 /* Run by user space once on each CPU: finds the main program's struct
@@ -438,8 +437,8 @@ int find_main_prog(struct bpf_iter__bpf_prog *ctx)
 const volatile __u64 tw_timer_fn = 0;           /* address of tw_timer_handler */
 const volatile bool tw_free_checks_ref = false; /* free probe sits on inet_twsk_put */
 
-static __always_inline int report_tw(__u64 twaddr, const struct tuple *t, __u8 substate,
-				     __u8 source)
+static __always_inline int report_tw(__u64 twaddr, __u64 cookie, const struct tuple *t,
+				     __u8 substate, __u8 source)
 {
 	struct event *e;
 	__u8 side = SIDE_UNKNOWN;
@@ -456,6 +455,7 @@ static __always_inline int report_tw(__u64 twaddr, const struct tuple *t, __u8 s
 	fill_tuple(e, t);
 	e->ts_ns = bpf_ktime_get_ns();
 	e->skaddr = twaddr;
+	e->cookie = cookie;
 	e->side = side;
 	e->oldstate = substate;
 	e->newstate = substate;
@@ -483,7 +483,8 @@ static __always_inline int report_tw_self(const struct inet_timewait_sock *tw, _
 		read_tuple(&tw->__tw_common, BPF_CORE_READ(tw, tw_sport), &t);
 		substate = BPF_CORE_READ(tw, tw_substate);
 	}
-	return report_tw((__u64)tw, &t, substate, source);
+	return report_tw((__u64)tw, BPF_CORE_READ(tw, __tw_common.skc_cookie.counter), &t, substate,
+			 source);
 }
 
 /* A full socket handing over to a timewait socket: its tuple, read with
@@ -494,7 +495,8 @@ static __always_inline int report_tw_born(__u64 twaddr, const struct sock *sk, _
 	struct tuple t = {};
 
 	read_tuple(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t);
-	return report_tw(twaddr, &t, substate, SRC_TW_ALLOC);
+	return report_tw(twaddr, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), &t, substate,
+			 SRC_TW_ALLOC);
 }
 
 /*

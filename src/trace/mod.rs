@@ -25,7 +25,7 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// Indexes in the `counters` map (enum counter in src/bpf/tcpstate.h).
 const CNT_RINGBUF_FULL: u32 = 0;
-const CNT_NESTED: u32 = 1;
+const CNT_RECOVERED: u32 = 1;
 const CNT_TW_RINGBUF_FULL: u32 = 2;
 
 /// What to trace: the kernel-side filters and the TIME_WAIT probe wanted.
@@ -153,7 +153,7 @@ impl<'obj> Tracer<'obj> {
         let mut lost = Lost {
             ringbuf_full: self.counter(CNT_RINGBUF_FULL)?,
             tw_ringbuf_full: self.counter(CNT_TW_RINGBUF_FULL)?,
-            recovered: self.counter(CNT_NESTED)?,
+            recovered: self.counter(CNT_RECOVERED)?,
             skipped: recursion_misses_of(&self.skel.progs.inet_sock_set_state)?,
             tw_skipped: Vec::new(),
         };
