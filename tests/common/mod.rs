@@ -249,7 +249,7 @@ impl Tracer {
             if let Ok(Some(status)) = tracer.child.try_wait() {
                 panic!("tcpstate exited early ({status}): {}", tracer.stderr.lock().unwrap());
             }
-            has_bpf_link(pid)
+            has_tracing_link(pid)
         });
         tracer
     }
@@ -312,6 +312,19 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thre
 pub fn has_bpf_link(pid: u32) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
     fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link"))
+}
+
+/// A program is attached to a kernel event: a bpf_link other than an
+/// iterator's (tcpstate briefly holds one to find the main program's
+/// recursion guard, before it traces anything). The state program is
+/// attached first, so from then on what the test does is seen.
+pub fn has_tracing_link(pid: u32) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link")
+            && fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
+                .is_ok_and(|info| info.lines().any(|l| l.starts_with("link_type:") && !l.ends_with("iter")))
+    })
 }
 
 /// The `ts:` lines of the original format, as (side, "OLD:NEW").
