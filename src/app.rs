@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::cli::{Format, TraceArgs};
+use crate::conn as owners;
 use crate::event::Event;
 use crate::lifecycle::{Lifecycle, CANCEL_HOLD_NS};
 use crate::metrics::{self, Metrics};
 use crate::output::{monotonic_ns, Clock, Printer};
-use crate::owners;
 use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::sockets::Sockets;
 use crate::summary::Summary;

@@ -10,10 +10,6 @@ use anyhow::{bail, Result};
 use crate::skel::types;
 use crate::state::TcpState;
 
-// SAFETY: `event` is a plain C struct of integers and byte arrays; every bit
-// pattern is a valid value.
-unsafe impl plain::Plain for types::event {}
-
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 

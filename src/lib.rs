@@ -6,13 +6,14 @@
 
 pub mod app;
 pub mod cli;
+pub mod conn;
 pub mod docs;
 pub mod event;
 
 pub mod lifecycle;
 pub mod metrics;
+pub mod model;
 pub mod output;
-pub mod owners;
 pub mod plot;
 
 pub mod sockets;

@@ -16,8 +16,8 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::conn::Listener;
 use crate::event::{Comm, Event, Side, Source};
-use crate::owners::Listener;
 use crate::state::TcpState;
 
 /// Sockets remembered at most; beyond, the table starts afresh (sockets

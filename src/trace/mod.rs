@@ -10,11 +10,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, RingBuffer, RingBufferBuilder};
 
+pub mod abi;
+mod decode;
 pub mod kernel;
 pub mod libbpf_log;
 pub mod preflight;
 mod tw_probe;
 
+pub use self::decode::{Probe, ProbeEvent, TwEvent};
 use self::kernel::Kernel;
 pub use self::tw_probe::TwProbe;
 use self::tw_probe::{TwPlan, ALLOC_FN, FREE_FNS, TIMER_FN};

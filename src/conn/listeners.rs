@@ -1,12 +1,58 @@
-//! Owners of listening sockets that existed before tcpstate started.
+//! Who owns each listening socket, so that a connection accepted from it is
+//! attributed from its first transition (which runs in softirq, where no
+//! process can be named).
 //!
-//! The kernel side learns a listener's owner when listen() runs; a server
-//! started earlier (the usual case) would leave its accepted connections'
-//! first transitions without an owner. /proc tells us who holds each
-//! listening socket, so the kernel-side table is seeded from it at start.
+//! The kernel side names a listener's owner when listen() runs; a server
+//! started earlier (the usual case) is found in /proc at start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+
+use rustc_hash::FxHashMap;
+
+use crate::model::{Comm, Owner, TcpState};
+use crate::trace::ProbeEvent;
+
+/// Listening sockets remembered at most; beyond, the map starts afresh.
+pub const MAX_LISTENERS: usize = 4_096;
+
+/// Listener owners by namespace and port.
+#[derive(Default)]
+pub(super) struct Owners {
+    by_port: FxHashMap<(u32, u16), Owner>,
+}
+
+impl Owners {
+    /// Listeners that predate us. Events win: a listen() seen later
+    /// replaces what is given here.
+    pub(super) fn seed(&mut self, listeners: &[Listener]) {
+        for l in listeners.iter().take(MAX_LISTENERS) {
+            let owner = Owner { pid: l.pid, comm: (!l.comm.is_empty()).then(|| Comm::from(l.comm.as_str())) };
+            self.by_port.entry((l.netns, l.port)).or_insert(owner);
+        }
+    }
+
+    /// The owner of the listener on `port` in `netns`, if known.
+    pub(super) fn get(&self, netns: u32, port: u16) -> Option<Owner> {
+        self.by_port.get(&(netns, port)).copied()
+    }
+
+    /// Learns from a listener's own transitions: listen() names its owner,
+    /// its close forgets it.
+    pub(super) fn learn(&mut self, ev: &ProbeEvent, old: TcpState, new: TcpState, owner: Option<Owner>) {
+        let key = (ev.netns, ev.tuple.sport);
+        if new == TcpState::LISTEN {
+            if let Some(owner) = owner {
+                if self.by_port.len() >= MAX_LISTENERS && !self.by_port.contains_key(&key) {
+                    self.by_port.clear();
+                }
+                self.by_port.insert(key, owner);
+            }
+        } else if old == TcpState::LISTEN && new == TcpState::CLOSE {
+            self.by_port.remove(&key);
+        }
+    }
+}
 
 /// A listening socket and the process that holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]

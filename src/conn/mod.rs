@@ -1,0 +1,415 @@
+//! The connection table: everything tcpstate knows about each connection,
+//! in one place, and the only place where a socket's side, its owner and the
+//! time it spent in each state are decided.
+//!
+//! It takes what the probes saw ([`ProbeEvent`]s, the kernel's view) in
+//! each socket's own order and hands out [`Record`]s, the user's view:
+//! transitions with their connection id, side, owner and time in state, and
+//! with `--raw` the timewait probe events as they came.
+//!
+//! A connection is keyed by its socket cookie, which the kernel keeps for
+//! the socket's life and copies into the timewait socket that continues it
+//! (kernel addresses are reused within microseconds; a run of 685
+//! connections used 24). It lives from its first transition seen to its
+//! full socket's CLOSE, or, when a timewait socket takes over, to that
+//! socket's death. The work is split by the socket kind it follows:
+//! `sockets` (full sockets: owners, sides, time in state, inferred gaps, the
+//! hand-off to a timewait socket) and `timewait` (the TIME_WAIT lifecycle
+//! from the TIME_WAIT probes' raw events). `listeners` knows who owns the
+//! listening sockets, including those older than tcpstate.
+//!
+//! The table is bounded: past its capacity the connections that were
+//! quiet longest are evicted, and every eviction is counted. Nothing is
+//! dropped silently: [`Stats`] says what was inferred, evicted or forgotten.
+
+mod listeners;
+mod record;
+mod sockets;
+mod store;
+mod timewait;
+
+use rustc_hash::FxHashMap as HashMap;
+
+pub use self::listeners::{existing_listeners, Listener};
+pub use self::record::{ConnId, Inferred, RawProbe, Record, Transition, LOCAL_IDS};
+use self::store::Store;
+use self::timewait::Timewait;
+pub use self::timewait::CANCEL_HOLD_NS;
+use crate::model::{Owner, Side, TcpState, Tuple};
+use crate::trace::{Probe, ProbeEvent};
+
+/// Connections followed at once, by default: room for the kernel's own
+/// default TIME_WAIT bound (tcp_max_tw_buckets) and as many live sockets.
+pub const DEFAULT_CAPACITY: usize = 262_144;
+
+/// What the table is asked to do.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// A server is configured: the kernel applied the original's side rule.
+    pub server_configured: bool,
+    /// `-p`: report only connections owned by this process.
+    pub pid: Option<u32>,
+    /// `--raw`: report what the probes saw (the hand-off to a timewait
+    /// socket as `FIN_WAIT2 -> CLOSE`, timewait events as they came)
+    /// instead of one coherent story per connection.
+    pub raw: bool,
+    /// Connections followed at once.
+    pub capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { server_configured: false, pid: None, raw: false, capacity: DEFAULT_CAPACITY }
+    }
+}
+
+/// Why a connection has the side it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideRule {
+    /// The configured server's rule (the original tool's), applied in the
+    /// kernel: bound to the server is `server`, talking to it `client`.
+    Server,
+    /// How the socket began: connect() is a client; a listener and every
+    /// socket accepted from one are servers.
+    Origin,
+    /// Its beginning was not seen: the lower port is taken for the server's.
+    Ports,
+}
+
+/// Everything known about one connection.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub id: ConnId,
+    pub tuple: Tuple,
+    pub netns: u32,
+    pub side: Side,
+    pub side_rule: SideRule,
+    pub owner: Option<Owner>,
+    /// The state users see it in, and since when (`None`: its entry into
+    /// that state was not seen).
+    pub state: TcpState,
+    pub since_ns: Option<u64>,
+    /// When a probe last showed it in `state`: the earliest moment a change
+    /// that no probe saw can have happened.
+    pub seen_ns: u64,
+    /// Its full socket's address, once one was seen.
+    pub sock: Option<u64>,
+    /// The timewait socket that continues it, once there is one.
+    pub tw: Option<TwSocket>,
+    /// How it began, when that was seen (the [`SideRule::Origin`] rule).
+    origin: Option<Side>,
+    /// Where the census counts it: its side and state as last reported.
+    counted: Option<(Side, TcpState)>,
+}
+
+/// The timewait socket of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct TwSocket {
+    /// Its own kernel address, which the transitions it makes carry.
+    pub addr: u64,
+    /// The cookie it carries (0: none).
+    pub cookie: u64,
+    /// The substate a probe last read (or inferred).
+    pub substate: TcpState,
+    /// The connection is in the timewait socket now: its full socket's
+    /// hand-off was seen, or there is no full socket to wait for.
+    pub handed_off: bool,
+    /// When it was first seen (0: it was seen late, by its cancel).
+    pub born_ns: u64,
+    /// When a probe last reported it, to forget it should its death be lost.
+    pub last_ns: u64,
+    /// Fingerprint of its namespace and tuple.
+    fingerprint: u64,
+    /// A timer cancel awaiting the re-arm or expiry that would make it no
+    /// death (timer probes).
+    cancel: Option<Cancel>,
+    /// The cancel the last re-arm followed, in case it was a death after all.
+    rearm_cancel_ns: Option<u64>,
+}
+
+/// A timer cancel and what the probe read with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cancel {
+    ts_ns: u64,
+    substate: TcpState,
+    armed_ns: Option<u64>,
+}
+
+/// Counts of what the table could not follow or had to deduce. Every one
+/// is in the exit summary and in the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transitions no probe saw, deduced and reported as inferred.
+    pub inferred: u64,
+    /// Connections evicted because the table was full (their later
+    /// transitions are reported as from sockets seen mid-life).
+    pub evicted: u64,
+    /// Timewait sockets forgotten after STALE_NS without a word: their
+    /// death was never seen.
+    pub tw_forgotten: u64,
+}
+
+/// Connections in each state, as last reported, per side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    counts: HashMap<(Side, TcpState), u64>,
+}
+
+impl Census {
+    /// Reported connections of `side` in `state` now.
+    pub fn get(&self, side: Side, state: TcpState) -> u64 {
+        self.counts.get(&(side, state)).copied().unwrap_or(0)
+    }
+
+    /// Every (side, state) ever counted, with its count now (0 included).
+    pub fn iter(&self) -> impl Iterator<Item = (Side, TcpState, u64)> + '_ {
+        self.counts.iter().map(|(&(side, state), &n)| (side, state, n))
+    }
+
+    fn add(&mut self, slot: (Side, TcpState)) {
+        *self.counts.entry(slot).or_default() += 1;
+    }
+
+    fn remove(&mut self, slot: (Side, TcpState)) {
+        if let Some(n) = self.counts.get_mut(&slot) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+pub struct ConnTable {
+    cfg: Config,
+    conns: Store,
+    /// Live full sockets by address: finds a connection where the kernel
+    /// gives no cookie, and tells when a new socket reuses an address whose
+    /// old socket's close was lost.
+    by_sock: HashMap<u64, ConnId>,
+    next_local_id: ConnId,
+    listeners: listeners::Owners,
+    tw: Timewait,
+    census: Census,
+    stats: Stats,
+}
+
+impl ConnTable {
+    pub fn new(cfg: Config) -> ConnTable {
+        ConnTable {
+            cfg,
+            conns: Store::default(),
+            by_sock: HashMap::default(),
+            next_local_id: LOCAL_IDS,
+            listeners: listeners::Owners::default(),
+            tw: Timewait::default(),
+            census: Census::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Listeners that predate tcpstate (from /proc), so that the connections
+    /// they accept are attributed from their first transition. What events
+    /// tell later wins.
+    pub fn seed_listeners(&mut self, listeners: &[Listener]) {
+        self.listeners.seed(listeners);
+    }
+
+    /// Takes one probe event; appends what users should see to `out`.
+    /// Events must come in each socket's own order (they do: a socket's
+    /// changes are serialised by its lock and take their ring slot inside it).
+    pub fn push(&mut self, ev: ProbeEvent, out: &mut Vec<Record>) {
+        match ev.probe {
+            Probe::SetState { old, new } => self.set_state(&ev, old, new, out),
+            Probe::Timewait { what, substate } => self.timewait(&ev, what, substate, out),
+        }
+    }
+
+    /// Resolves what waited long enough as of kernel time `now_ns` (timer
+    /// cancels become deaths), forgets timewait sockets gone silent, and
+    /// gives back memory after bursts.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        self.tw_tick(now_ns, out);
+        self.conns.shrink_if_sparse();
+        shrink_if_sparse(&mut self.by_sock);
+    }
+
+    /// What is known about connection `id`.
+    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.get(id)
+    }
+
+    /// Every connection followed now.
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.iter()
+    }
+
+    /// Connections followed now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.len() == 0
+    }
+
+    /// Timewait sockets alive now (TIME_WAIT, or a FIN_WAIT2 parked in one).
+    pub fn time_wait_alive(&self) -> usize {
+        self.tw.len()
+    }
+
+    pub fn census(&self) -> &Census {
+        &self.census
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// A new connection (its id not in the table), evicting the quietest
+    /// ones when the table is full.
+    fn insert(&mut self, conn: Conn) -> &mut Conn {
+        if self.conns.len() >= self.cfg.capacity {
+            self.evict_quietest();
+        }
+        self.conns.insert(conn)
+    }
+
+    /// Evicts the eighth of the table that was quiet longest (at least one):
+    /// each eviction costs a scan, so it makes room for many.
+    fn evict_quietest(&mut self) {
+        let n = (self.conns.len() / 8).max(1);
+        let mut quiet: Vec<(u64, ConnId)> = self.conns.iter().map(|c| (c.seen_ns, c.id)).collect();
+        if n < quiet.len() {
+            quiet.select_nth_unstable(n - 1);
+        }
+        for &(_, id) in &quiet[..n.min(quiet.len())] {
+            self.remove(id);
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Forgets a connection and everything that points at it.
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let conn = self.conns.remove(id)?;
+        if let Some(slot) = conn.counted {
+            self.census.remove(slot);
+        }
+        if let Some(sock) = conn.sock {
+            if self.by_sock.get(&sock) == Some(&id) {
+                self.by_sock.remove(&sock);
+            }
+        }
+        if let Some(tw) = &conn.tw {
+            self.tw.unindex(tw, id);
+        }
+        Some(conn)
+    }
+
+    /// An id for a connection the kernel gave no cookie.
+    fn local_id(&mut self) -> ConnId {
+        self.next_local_id += 1;
+        self.next_local_id
+    }
+
+    /// Reports a transition of `id` (when its owner passes `-p`) and moves
+    /// the connection to `new` in the census.
+    fn report(&mut self, id: ConnId, t: Transition, out: &mut Vec<Record>) {
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        if self.cfg.pid.is_some_and(|pid| conn.owner.map(|o| o.pid) != Some(pid)) {
+            return;
+        }
+        if let Some(slot) = conn.counted.take() {
+            self.census.remove(slot);
+        }
+        if t.new != TcpState::CLOSE {
+            conn.counted = Some((t.side, t.new));
+            self.census.add((t.side, t.new));
+        }
+        if t.inferred.is_some() {
+            self.stats.inferred += 1;
+        }
+        out.push(Record::Transition(t));
+    }
+}
+
+impl Conn {
+    /// A connection first seen now, in `state`.
+    fn new(id: ConnId, ev: &ProbeEvent, state: TcpState) -> Conn {
+        let (side, side_rule) = decide_side(ev.server_rule, None, &ev.tuple);
+        Conn {
+            id,
+            tuple: ev.tuple,
+            netns: ev.netns,
+            side,
+            side_rule,
+            owner: None,
+            state,
+            since_ns: None,
+            seen_ns: ev.ts_ns,
+            sock: None,
+            tw: None,
+            origin: None,
+            counted: None,
+        }
+    }
+
+    /// A transition of this connection from `old` to `new` at `ts_ns`, made
+    /// by the socket at `skaddr`.
+    fn transition(&self, ts_ns: u64, old: TcpState, new: TcpState, skaddr: u64) -> Transition {
+        Transition {
+            ts_ns,
+            conn_id: self.id,
+            side: self.side,
+            old,
+            new,
+            tuple: self.tuple,
+            netns: self.netns,
+            owner: self.owner,
+            skaddr,
+            time_in_old_ns: None,
+            inferred: None,
+        }
+    }
+
+    /// Enters `state` at `ts_ns`; the time in a state does not restart when
+    /// the kernel sets it again.
+    fn enter(&mut self, state: TcpState, ts_ns: u64) {
+        if state != self.state {
+            self.since_ns = Some(ts_ns);
+            self.state = state;
+        }
+        self.seen_ns = ts_ns;
+    }
+
+    /// Time in the current state as of `ts_ns`, when its start was seen.
+    fn time_in_state(&self, ts_ns: u64) -> Option<u64> {
+        self.since_ns.map(|since| ts_ns.saturating_sub(since))
+    }
+}
+
+/// The one place a side is decided: the configured server's rule, else how
+/// the socket began, else the ports.
+fn decide_side(server_rule: Option<Side>, origin: Option<Side>, tuple: &Tuple) -> (Side, SideRule) {
+    match (server_rule, origin) {
+        (Some(side), _) => (side, SideRule::Server),
+        (None, Some(side)) => (side, SideRule::Origin),
+        // Servers usually sit on the lower, well-known port, clients on a
+        // higher ephemeral one.
+        (None, None) if tuple.sport <= tuple.dport => (Side::Server, SideRule::Ports),
+        (None, None) => (Side::Client, SideRule::Ports),
+    }
+}
+
+/// Tables smaller than this keep their capacity.
+const SPARSE_MIN: usize = 4096;
+
+/// Shrinks a table that holds under a quarter of its capacity. Growth and
+/// deletions leave hash tables at their peak size, and a table that once
+/// grew from tombstones (hashbrown doubles when deleted slots fill it) would
+/// otherwise keep several times what is alive.
+pub(crate) fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &mut HashMap<K, V>) {
+    if table.capacity() > SPARSE_MIN && table.len() * 4 < table.capacity() {
+        table.shrink_to(table.len() * 2);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,391 @@
+//! The TIME_WAIT part of a connection's life, from the TIME_WAIT probes'
+//! raw events.
+//!
+//! The kernel hands an actively closed connection from its full socket to a
+//! timewait socket: the probes see the timewait socket born (alloc, or its
+//! timer's first arm), then the full socket's `FIN_WAIT2 -> CLOSE`, then
+//! timer re-arms and finally a death (free, expiry, or a cancel that no
+//! re-arm follows). Users see one story per connection: `FIN_WAIT2 ->
+//! TIME_WAIT` at the hand-off and `TIME_WAIT -> CLOSE` exactly once at
+//! death, with the connection's id, side and owner on both.
+//!
+//! A timewait socket carries its full socket's cookie, which links it to
+//! its connection at birth. Where the kernel gave no cookie, the hand-off
+//! claims it by namespace and tuple instead.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::{shrink_if_sparse, Cancel, Conn, ConnId, ConnTable, Inferred, RawProbe, Record, TwSocket};
+use crate::model::{Side, TcpState, Tuple};
+use crate::trace::{ProbeEvent, TwEvent};
+
+/// How long a timer cancel waits for the re-arm or expiry that would make
+/// it not a death. Both follow within microseconds on the same CPU; the
+/// margin covers ring order lagging across CPUs.
+pub const CANCEL_HOLD_NS: u64 = 5_000_000;
+
+/// A cancel followed this soon by an arm of the same socket is one
+/// mod_timer() call (a re-arm), not a death and a rebirth. Should a new
+/// connection with the same tuple still fit in it, its hand-off tells.
+/// (Only where the kernel gave no cookie: cookies tell the two apart.)
+const REARM_WINDOW_NS: u64 = 100_000;
+
+/// A birth not claimed by its full socket's hand-off within this time
+/// belongs to a socket we do not report (filtered, or its event lost).
+const CLAIM_WINDOW_NS: u64 = 100_000_000;
+
+/// Timewait sockets live 60 s, a FIN retransmit can re-arm once more;
+/// one silent this long died while an event was lost.
+pub const STALE_NS: u64 = 600_000_000_000;
+
+/// Deaths remembered to drop duplicate exits of the same socket.
+const RECENT_DEATHS: usize = 1024;
+
+/// Where the live timewait sockets are.
+#[derive(Default)]
+pub(super) struct Timewait {
+    /// Connection of each live timewait socket, by the socket's address.
+    pub(super) by_addr: HashMap<u64, ConnId>,
+    /// Connection of the live timewait socket of each namespace and tuple,
+    /// by a 64-bit fingerprint of them (checked against the socket's own).
+    pub(super) by_tuple: HashMap<u64, ConnId>,
+    /// Recently dead (address, fingerprint), newest last.
+    dead: VecDeque<(u64, u64)>,
+    /// Timer cancels awaiting their verdict, (time, address), oldest first:
+    /// tick() looks at these only, not at every live socket.
+    pub(super) cancels: VecDeque<(u64, u64)>,
+    /// When tick() last looked for sockets gone silent.
+    last_sweep_ns: u64,
+}
+
+impl Timewait {
+    pub(super) fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// Forgets where connection `id`'s timewait socket was.
+    pub(super) fn unindex(&mut self, tw: &TwSocket, id: ConnId) {
+        if self.by_addr.get(&tw.addr) == Some(&id) {
+            self.by_addr.remove(&tw.addr);
+        }
+        if self.by_tuple.get(&tw.fingerprint) == Some(&id) {
+            self.by_tuple.remove(&tw.fingerprint);
+        }
+    }
+
+    fn remember_death(&mut self, addr: u64, fingerprint: u64) {
+        if self.dead.len() == RECENT_DEATHS {
+            self.dead.pop_front();
+        }
+        self.dead.push_back((addr, fingerprint));
+    }
+
+    /// A second exit of a socket already reported dead (inet_twsk_put runs
+    /// once per reference).
+    fn recently_dead(&self, addr: u64, fingerprint: u64) -> bool {
+        self.dead.iter().any(|&d| d == (addr, fingerprint))
+    }
+}
+
+/// What a probe read of a dying socket: its substate, and when its timer was
+/// last armed for TIME_WAIT.
+#[derive(Clone, Copy, Debug, Default)]
+struct LastWord {
+    substate: Option<TcpState>,
+    armed_ns: Option<u64>,
+}
+
+impl ConnTable {
+    /// A timewait socket's event.
+    pub(super) fn timewait(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut Vec<Record>) {
+        if self.cfg.raw {
+            self.raw_probe(ev, what, substate, out);
+            return;
+        }
+        match what {
+            TwEvent::Born => self.tw_born(ev, substate, false, out),
+            TwEvent::Armed => self.tw_armed(ev, substate, out),
+            TwEvent::Cancelled => self.tw_cancelled(ev, substate, out),
+            TwEvent::Expired | TwEvent::Freed => {
+                let word = LastWord { substate: Some(substate), armed_ns: ev.tw_armed_ns };
+                self.tw_died_or_unknown(ev, word, out);
+            }
+        }
+    }
+
+    /// `--raw`: the event as the probe saw it, with its connection's id and
+    /// side where the connection is known.
+    fn raw_probe(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut Vec<Record>) {
+        let known = Some(ev.cookie).filter(|&c| c != 0).and_then(|c| self.conns.get(c));
+        let side = known.map_or_else(|| decide_side_alone(ev), |c| c.side);
+        out.push(Record::Probe(RawProbe {
+            ts_ns: ev.ts_ns,
+            conn_id: ev.cookie,
+            side,
+            what,
+            substate,
+            tuple: ev.tuple,
+            netns: ev.netns,
+            skaddr: ev.skaddr,
+        }));
+    }
+
+    /// A timewait socket born, or first seen late (by its cancel).
+    fn tw_born(&mut self, ev: &ProbeEvent, substate: TcpState, late: bool, out: &mut Vec<Record>) {
+        if self.tw.by_addr.contains_key(&ev.skaddr) {
+            // Its death was lost: the address is a new socket now.
+            self.tw_died(ev.skaddr, ev.ts_ns, LastWord::default(), out);
+        }
+        // The connection it continues: the one with its cookie, if we know
+        // it, else one known only through this socket for now.
+        let id = match ev.cookie {
+            0 => self.local_id(),
+            cookie => cookie,
+        };
+        let fingerprint = fingerprint(ev.netns, &ev.tuple);
+        if let Some(old) = self.live_by_tuple(fingerprint, ev.netns, &ev.tuple).filter(|&old| old != id) {
+            // A tuple has one timewait socket at a time: the previous one
+            // died, at its pending cancel if it had one (tw_reuse).
+            if let Some(tw) = self.conns.get(old).and_then(|c| c.tw) {
+                let ts = tw.cancel.map_or(ev.ts_ns, |c| c.ts_ns);
+                self.tw_died(tw.addr, ts, LastWord::default(), out);
+            }
+        }
+        let tw = TwSocket {
+            addr: ev.skaddr,
+            cookie: ev.cookie,
+            substate,
+            handed_off: false,
+            born_ns: if late { 0 } else { ev.ts_ns },
+            last_ns: ev.ts_ns,
+            fingerprint,
+            cancel: None,
+            rearm_cancel_ns: None,
+        };
+        let conn = match self.conns.get_mut(id) {
+            Some(conn) => conn,
+            None => self.insert(Conn::new(id, ev, substate)),
+        };
+        if let Some(old) = conn.tw.replace(tw) {
+            // One timewait socket per connection: only a lost death gets here.
+            self.tw.unindex(&old, id);
+        }
+        let conn = self.conns.get_mut(id).expect("present");
+        if conn.state == substate {
+            conn.seen_ns = ev.ts_ns;
+        }
+        self.tw.by_addr.insert(ev.skaddr, id);
+        self.tw.by_tuple.insert(fingerprint, id);
+    }
+
+    /// Timer armed: a birth, or a re-arm of a live socket (whose substate
+    /// may have moved from FIN_WAIT2 to TIME_WAIT).
+    fn tw_armed(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
+        let Some(tw) = self.tw_at(ev.skaddr) else {
+            self.tw_born(ev, substate, false, out);
+            return;
+        };
+        let same = if tw.cookie != 0 && ev.cookie != 0 {
+            tw.cookie == ev.cookie
+        } else {
+            tw.fingerprint == fingerprint(ev.netns, &ev.tuple)
+                && tw.cancel.is_none_or(|c| ev.ts_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS)
+        };
+        if same {
+            self.tw_moved(ev, substate, out);
+        } else {
+            let ts = tw.cancel.map_or(ev.ts_ns, |c| c.ts_ns);
+            self.tw_died(ev.skaddr, ts, LastWord::default(), out);
+            self.tw_born(ev, substate, false, out);
+        }
+    }
+
+    /// A live socket's timer was re-armed, maybe in a new substate.
+    fn tw_moved(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
+        let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(tw) = conn.tw.as_mut() else { return };
+        tw.rearm_cancel_ns = tw.cancel.take().map(|c| c.ts_ns);
+        tw.last_ns = ev.ts_ns;
+        tw.substate = substate;
+        // Until its full socket hands the connection over, the hand-off
+        // tells the state the connection entered.
+        let in_tw = tw.handed_off || conn.sock.is_none();
+        if !in_tw {
+            return;
+        }
+        if substate == conn.state {
+            conn.seen_ns = ev.ts_ns;
+            return;
+        }
+        let mut t = conn.transition(ev.ts_ns, conn.state, substate, ev.skaddr);
+        t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
+        conn.enter(substate, ev.ts_ns);
+        self.report(id, t, out);
+    }
+
+    fn tw_cancelled(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
+        if !self.tw.by_addr.contains_key(&ev.skaddr) {
+            if self.tw.recently_dead(ev.skaddr, fingerprint(ev.netns, &ev.tuple)) {
+                return;
+            }
+            // Born before we started (or not ours): track it so that its
+            // death is told. Too old to be claimed by a hand-off.
+            self.tw_born(ev, substate, true, out);
+        }
+        let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
+        let Some(tw) = self.conns.get_mut(id).and_then(|c| c.tw.as_mut()) else { return };
+        if tw.cancel.is_none() {
+            tw.cancel = Some(Cancel { ts_ns: ev.ts_ns, substate, armed_ns: ev.tw_armed_ns });
+            self.tw.cancels.push_back((ev.ts_ns, ev.skaddr));
+        }
+        tw.last_ns = ev.ts_ns;
+    }
+
+    /// A death reported by a probe: of a socket we follow, or of one that
+    /// predates us (told once, without what came before).
+    fn tw_died_or_unknown(&mut self, ev: &ProbeEvent, word: LastWord, out: &mut Vec<Record>) {
+        if self.tw.by_addr.contains_key(&ev.skaddr) {
+            self.tw_died(ev.skaddr, ev.ts_ns, word, out);
+            return;
+        }
+        let fingerprint = fingerprint(ev.netns, &ev.tuple);
+        if self.tw.recently_dead(ev.skaddr, fingerprint) {
+            return;
+        }
+        self.tw.remember_death(ev.skaddr, fingerprint);
+        if self.cfg.pid.is_some() {
+            // Nobody is known to own it.
+            return;
+        }
+        let id = match ev.cookie {
+            0 => self.local_id(),
+            cookie => cookie,
+        };
+        let substate = word.substate.unwrap_or(TcpState::TIME_WAIT);
+        let conn = Conn::new(id, ev, substate);
+        out.push(Record::Transition(conn.transition(ev.ts_ns, substate, TcpState::CLOSE, ev.skaddr)));
+    }
+
+    /// The socket at `addr` died at `ts_ns`; `word` is what the probe that
+    /// said so read, if any.
+    fn tw_died(&mut self, addr: u64, ts_ns: u64, word: LastWord, out: &mut Vec<Record>) {
+        let Some(&id) = self.tw.by_addr.get(&addr) else { return };
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(tw) = conn.tw else { return };
+        self.tw.remember_death(addr, tw.fingerprint);
+        if word.substate == Some(TcpState::TIME_WAIT) && conn.state == TcpState::FIN_WAIT2 {
+            // A parked FIN_WAIT2 that the peer's FIN turned into TIME_WAIT
+            // with no event to show it (the timer kind: the kernel re-armed
+            // the timer within its wheel bucket). The kernel's timer says
+            // when it was re-armed for TIME_WAIT; without that, when it died
+            // is all that is known.
+            let earliest = conn.seen_ns;
+            let entered = word.armed_ns.filter(|&a| a >= earliest && a <= ts_ns);
+            let mut t = conn.transition(entered.unwrap_or(ts_ns), TcpState::FIN_WAIT2, TcpState::TIME_WAIT, addr);
+            t.inferred = Some(Inferred { earliest_ns: earliest });
+            conn.state = TcpState::TIME_WAIT;
+            conn.since_ns = entered;
+            self.report(id, t, out);
+        }
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        let mut t = conn.transition(ts_ns, conn.state, TcpState::CLOSE, addr);
+        t.time_in_old_ns = conn.time_in_state(ts_ns);
+        self.report(id, t, out);
+        self.remove(id);
+    }
+
+    /// A hand-off's claim, where the kernel gave no cookie: the timewait
+    /// socket with this namespace and tuple, born just before and not yet
+    /// claimed, continues connection `id`.
+    pub(super) fn claim_by_tuple(&mut self, id: ConnId, ev: &ProbeEvent, out: &mut Vec<Record>) -> bool {
+        let fingerprint = fingerprint(ev.netns, &ev.tuple);
+        let Some(owner_id) = self.live_by_tuple(fingerprint, ev.netns, &ev.tuple) else { return false };
+        if owner_id == id {
+            return false;
+        }
+        let Some(tw) = self.conns.get(owner_id).and_then(|c| c.tw) else { return false };
+        if tw.handed_off {
+            // Its connection was handed over already, so this is a new
+            // connection with the same tuple whose birth looked like a
+            // re-arm: the old life ended at that cancel.
+            let Some(cancel) = tw.rearm_cancel_ns else { return false };
+            self.tw_died(tw.addr, cancel, LastWord::default(), out);
+            let reborn = ProbeEvent { ts_ns: cancel, skaddr: tw.addr, cookie: 0, ..*ev };
+            self.tw_born(&reborn, tw.substate, false, out);
+            return self.claim_by_tuple(id, ev, out);
+        }
+        if tw.born_ns == 0 || tw.born_ns + CLAIM_WINDOW_NS < ev.ts_ns {
+            // A timewait socket older than this hand-off is not its own.
+            return false;
+        }
+        // Move it to the claiming connection.
+        let Some(mut standalone) = self.remove(owner_id) else { return false };
+        let tw = standalone.tw.take().expect("checked");
+        self.tw.by_addr.insert(tw.addr, id);
+        self.tw.by_tuple.insert(tw.fingerprint, id);
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.tw = Some(tw);
+        }
+        true
+    }
+
+    /// The connection whose live timewait socket has this namespace and tuple.
+    fn live_by_tuple(&self, fingerprint: u64, netns: u32, tuple: &Tuple) -> Option<ConnId> {
+        let id = *self.tw.by_tuple.get(&fingerprint)?;
+        let conn = self.conns.get(id)?;
+        (conn.netns == netns && conn.tuple == *tuple).then_some(id)
+    }
+
+    /// The timewait socket at `addr`, if live.
+    fn tw_at(&self, addr: u64) -> Option<TwSocket> {
+        self.conns.get(*self.tw.by_addr.get(&addr)?)?.tw
+    }
+
+    /// Timer cancels that waited out their hold are deaths; sockets silent
+    /// for STALE_NS are forgotten (and counted).
+    pub(super) fn tw_tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        while let Some(&(ts, addr)) = self.tw.cancels.front() {
+            if ts + CANCEL_HOLD_NS > now_ns {
+                break;
+            }
+            self.tw.cancels.pop_front();
+            // Still the same pending cancel: no re-arm or expiry came.
+            if let Some(cancel) = self.tw_at(addr).and_then(|tw| tw.cancel).filter(|c| c.ts_ns == ts) {
+                let word = LastWord { substate: Some(cancel.substate), armed_ns: cancel.armed_ns };
+                self.tw_died(addr, ts, word, out);
+            }
+        }
+        // Sockets whose death was lost: rare, so looked for rarely.
+        if now_ns >= self.tw.last_sweep_ns + STALE_NS / 10 {
+            self.tw.last_sweep_ns = now_ns;
+            let stale: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|c| c.tw.is_some_and(|tw| tw.last_ns + STALE_NS <= now_ns))
+                .map(|c| c.id)
+                .collect();
+            for id in stale {
+                self.remove(id);
+                self.stats.tw_forgotten += 1;
+            }
+        }
+        shrink_if_sparse(&mut self.tw.by_addr);
+        shrink_if_sparse(&mut self.tw.by_tuple);
+        if self.tw.cancels.capacity() > super::SPARSE_MIN && self.tw.cancels.is_empty() {
+            self.tw.cancels.shrink_to_fit();
+        }
+    }
+}
+
+/// A side for an event of a connection we do not know.
+fn decide_side_alone(ev: &ProbeEvent) -> Side {
+    super::decide_side(ev.server_rule, None, &ev.tuple).0
+}
+
+fn fingerprint(netns: u32, tuple: &Tuple) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one((netns, tuple))
+}
