@@ -14,7 +14,7 @@ DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               qemu-system-x86 busybox-static cpio xz-utils util-linux \
               fonts-dejavu-core bpftrace
 
-.PHONY: all deps build run test test-kernels demo bench soak install uninstall vmlinux clean
+.PHONY: all deps build run test lint test-kernels demo bench soak install uninstall vmlinux clean
 
 all: build
 
@@ -27,6 +27,8 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs (1.85 or newer)"; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || \
+		{ echo "rustfmt or clippy missing: rustup component add rustfmt clippy"; exit 1; }
 
 build: deps
 	$(CARGO) build --release --locked
@@ -35,10 +37,18 @@ build: deps
 run: build
 	$(SUDO) $(BIN) -o table
 
-# Every test: unit tests and the kernel tests against real nginx and curl.
+# Every test: the house style, unit tests and the kernel tests against real
+# nginx and curl, then the tracer built alone (no plot, no metrics).
 # Not root: cargo builds as you, and only the test binaries run under sudo.
-test: deps
+test: deps lint
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --workspace --all-targets
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --no-default-features \
+		--lib --bins --test trace --test errors --test hardening
+
+# The house style: rustfmt.toml, and clippy with warnings as errors.
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 # Only the QEMU part: fentry/fexit and kprobe TIME_WAIT probes on stock
 # Debian 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).

@@ -5,8 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use crate::output::Format;
+use crate::trace::abi::MAX_PORTS;
 use crate::trace::TwProbe;
 
 const EXAMPLES: &str = "\
@@ -40,6 +42,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Draw a trace (original lines or JSON lines) as a timeline picture
+    #[cfg(feature = "plot")]
     Plot(crate::plot::PlotArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
@@ -87,7 +90,7 @@ pub struct TraceArgs {
     pub pid: Option<u32>,
 
     /// Output format
-    #[arg(short = 'o', long, value_enum, default_value_t = Format::Seed)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Original)]
     pub output: Format,
 
     /// Wall-clock time instead of time since the first event (table, CSV)
@@ -125,6 +128,7 @@ pub struct TraceArgs {
     pub btf: PathBuf,
 
     /// Serve Prometheus metrics on this address while tracing (e.g. 127.0.0.1:9187)
+    #[cfg(feature = "metrics")]
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
 
@@ -133,8 +137,13 @@ pub struct TraceArgs {
     pub user: Option<String>,
 
     /// When tracing ends, draw everything traced as a timeline picture (SVG)
+    #[cfg(feature = "plot")]
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+
+    /// Connections followed at once; past it the quietest are evicted (and counted)
+    #[arg(long = "conn-table-size", value_name = "N", default_value_t = crate::conn::DEFAULT_CAPACITY, value_parser = parse_table_size, hide = true)]
+    pub conn_table_size: usize,
 
     /// Print libbpf's messages, the probes chosen and the exit summary
     #[arg(short = 'v', long, conflicts_with = "quiet")]
@@ -145,30 +154,48 @@ pub struct TraceArgs {
     pub quiet: bool,
 }
 
-/// Output formats. `seed` is the original tool's line on stderr.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// ts:<ns>:<side>:<OLD>:<NEW> on stderr, as the original tool
-    #[default]
-    Seed,
-    /// Aligned columns on stdout
-    Table,
-    /// One JSON object per line on stdout
-    Json,
-    /// A header line, then one row per transition on stdout
-    Csv,
-}
-
 /// Up to [`MAX_PORTS`] ports, the kernel side's fixed filter size.
 pub type PortList = Vec<u16>;
-
-/// Must match MAX_PORTS in src/bpf/tcpstate.h.
-pub const MAX_PORTS: usize = 16;
 
 impl TraceArgs {
     /// The configured server, from either spelling.
     pub fn server(&self) -> Option<SocketAddr> {
         self.server.or_else(|| Some(SocketAddr::new(self.server_ip?, self.server_port?)))
+    }
+
+    /// What the kernel side is asked to trace.
+    pub fn trace_config(&self) -> crate::trace::Config {
+        crate::trace::Config {
+            server: self.server(),
+            family: if self.ipv4 {
+                Some(4)
+            } else if self.ipv6 {
+                Some(6)
+            } else {
+                None
+            },
+            lports: self.lport.clone().unwrap_or_default(),
+            rports: self.rport.clone().unwrap_or_default(),
+            ringbuf_kb: self.ringbuf_kb,
+            tw_probe: self.tw_probe,
+            tw_free_fn: self.tw_free_fn.clone(),
+            btf: self.btf.clone(),
+        }
+    }
+
+    /// What the connection table is asked to do.
+    pub fn conn_config(&self) -> crate::conn::Config {
+        crate::conn::Config {
+            server_configured: self.server().is_some(),
+            pid: self.pid,
+            raw: self.raw,
+            capacity: self.conn_table_size,
+        }
+    }
+
+    /// The exit summary is noise for drop-in users of the original output.
+    pub fn wants_summary(&self) -> bool {
+        !self.quiet && (self.verbose || self.output != Format::Original)
     }
 }
 
@@ -192,6 +219,7 @@ fn parse_server(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+#[cfg(feature = "metrics")]
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| format!("'{s}' is not an address to listen on: write e.g. 127.0.0.1:9187 or [::1]:9187"))
 }
@@ -225,6 +253,13 @@ fn parse_count(s: &str) -> Result<u64, String> {
     }
 }
 
+fn parse_table_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a table size: use a whole number greater than 0")),
+    }
+}
+
 fn parse_ringbuf_kb(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(kb) if kb >= 4 && kb.is_power_of_two() && kb <= 1 << 20 => Ok(kb),
@@ -244,7 +279,7 @@ mod tests {
     fn positional_server_is_the_original_interface() {
         let cli = parse(&["127.0.0.1", "80"]).unwrap();
         assert_eq!(cli.trace.server(), Some("127.0.0.1:80".parse().unwrap()));
-        assert_eq!(cli.trace.output, Format::Seed);
+        assert_eq!(cli.trace.output, Format::Original);
         assert!(cli.command.is_none());
     }
 
@@ -314,6 +349,13 @@ mod tests {
         assert_eq!(cli.trace.count, Some(3));
     }
 
+    #[test]
+    fn the_original_format_keeps_its_old_name() {
+        assert_eq!(parse(&["-o", "original"]).unwrap().trace.output, Format::Original);
+        assert_eq!(parse(&["-o", "seed"]).unwrap().trace.output, Format::Original);
+    }
+
+    #[cfg(feature = "plot")]
     #[test]
     fn plot_is_a_subcommand() {
         let cli = parse(&["plot", "trace.log"]).unwrap();

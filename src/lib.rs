@@ -1,24 +1,22 @@
 //! tcpstate: trace every TCP state transition, labelled server or client.
 //!
-//! One module per job: `cli` (arguments), `preflight` (privilege and BTF
-//! checks), `tracer` (BPF load/attach/counters), `event` (ABI decoding),
-//! `output` (formats), `summary`, `app` (the run loop), `plot` (pictures).
+//! The folders are the design: `trace` is the kernel side's user-space
+//! half (loading and probe choice, kernel facts, preflight checks, libbpf's
+//! log, reading and decoding the ring: the probes' view); `conn` is the
+//! connection table (the user's view: identity, side, owner, states and
+//! times, TIME_WAIT); `output` is where records go (formats, the exit
+//! summary, metrics); `plot` draws timelines. `model` holds the words they
+//! share, `cli` the command line, `app` the run loop.
 
 pub mod app;
 pub mod cli;
 pub mod conn;
 pub mod docs;
-pub mod event;
-
-pub mod lifecycle;
-pub mod metrics;
 pub mod model;
 pub mod output;
+#[cfg(feature = "plot")]
 pub mod plot;
-
-pub mod sockets;
 pub mod state;
-pub mod summary;
 pub mod trace;
 
 #[allow(clippy::all, non_camel_case_types, non_upper_case_globals, dead_code)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 use tcpstate::cli::{Cli, Command};
-use tcpstate::{app, docs, plot};
+use tcpstate::{app, docs};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -17,7 +17,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Some(Command::Plot(args)) => plot::run(args),
+        #[cfg(feature = "plot")]
+        Some(Command::Plot(args)) => tcpstate::plot::run(args),
         Some(Command::Completions { shell }) => docs::completions(*shell),
         Some(Command::Man) => docs::man_page(),
         None => app::run(&cli.trace),

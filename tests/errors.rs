@@ -60,7 +60,7 @@ fn usage_errors_exit_2_with_the_fix() {
         (&["-d", "soon"], "not a duration"),
         (&["-c", "0"], "greater than 0"),
         (&["-p", "abc"], "not a process id"),
-        (&["-o", "xml"], "[possible values: seed, table, json, csv]"),
+        (&["-o", "xml"], "[possible values: original, table, json, csv]"),
         (&["--ringbuf-kb", "3"], "power of two"),
         (&["--tw-probe", "magic"], "[possible values: auto, fentry, kprobe, timer, off]"),
         (&["-4", "-6"], "cannot be used with"),

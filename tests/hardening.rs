@@ -134,6 +134,7 @@ fn sigterm_during_a_burst() {
     }
 }
 
+#[cfg(feature = "plot")]
 #[test]
 fn plot_of_random_bytes_is_one_clear_error() {
     let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
@@ -149,6 +150,7 @@ fn plot_of_random_bytes_is_one_clear_error() {
 }
 
 /// --metrics, scraped with curl while tracing.
+#[cfg(feature = "metrics")]
 #[test]
 fn metrics_are_scrapeable_while_tracing() {
     if !require_root() {

@@ -1,5 +1,7 @@
 //! `--metrics`: the HTTP endpoint scraped with the real curl, as Prometheus
-//! would. Needs no privilege: the metrics are fed by hand.
+//! would. Needs no privilege: the connection table and the metrics are fed
+//! probe events by hand, as the run loop feeds them.
+#![cfg(feature = "metrics")]
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -7,36 +9,62 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tcpstate::event::{Event, Side, Source};
-use tcpstate::metrics::{serve, Metrics};
-use tcpstate::state::TcpState;
-use tcpstate::trace::Lost;
+use tcpstate::conn::{Config, ConnTable};
+use tcpstate::model::{Side, TcpState, Tuple};
+use tcpstate::output::metrics::{serve, Metrics, MetricsSink};
+use tcpstate::output::{Sink, Status};
+use tcpstate::trace::{Lost, Probe, ProbeEvent, TwEvent};
 
-fn ev(side: Side, skaddr: u64, old: &str, new: &str) -> Event {
+/// The connection table and the metrics, fed as the run loop feeds them.
+struct Feed {
+    table: ConnTable,
+    sink: MetricsSink,
+    lost: Lost,
+}
+
+impl Feed {
+    fn new(metrics: &Arc<Metrics>) -> Feed {
+        let table = ConnTable::new(Config { server_configured: true, ..Config::default() });
+        Feed { table, sink: MetricsSink::new(metrics.clone()), lost: Lost::default() }
+    }
+
+    fn push(&mut self, ev: ProbeEvent) {
+        let mut out = Vec::new();
+        self.table.push(ev, &mut out);
+        for record in &out {
+            self.sink.record(record).unwrap();
+        }
+        self.sink.batch_done(&Status { table: &self.table, lost: &self.lost }).unwrap();
+    }
+}
+
+/// A state change of a socket on the server's port 8080.
+fn ev(side: Side, skaddr: u64, old: &str, new: &str) -> ProbeEvent {
     let old = TcpState::from_name(old).unwrap();
     let new = TcpState::from_name(new).unwrap();
     let (sport, dport) = match side {
         Side::Client => (if old == TcpState::CLOSE { 0 } else { 51514 }, 8080),
         Side::Server => (8080, if old == TcpState::CLOSE { 0 } else { 51514 }),
     };
-    Event {
+    ProbeEvent {
         ts_ns: 1_000,
-        side,
-        old,
-        new,
-        saddr: "127.0.0.1".parse().unwrap(),
-        sport,
-        daddr: "127.0.0.1".parse().unwrap(),
-        dport,
-        pid: None,
-        comm: None,
+        probe: Probe::SetState { old, new },
+        cookie: skaddr,
         skaddr,
+        tuple: Tuple { saddr: "127.0.0.1".parse().unwrap(), sport, daddr: "127.0.0.1".parse().unwrap(), dport },
         netns: 4026531840,
-        prev_state_ns: None,
-        source: Source::SetState,
-        nested: false,
-        inferred: false,
-        tw_substate: TcpState(0),
+        server_rule: Some(side),
+        actor: None,
+        tw_armed_ns: None,
+    }
+}
+
+/// An event of the client's timewait socket, which carries its cookie.
+fn tw(what: TwEvent) -> ProbeEvent {
+    ProbeEvent {
+        probe: Probe::Timewait { what, substate: TcpState::TIME_WAIT },
+        skaddr: TIMEWAIT,
+        ..ev(Side::Client, CLIENT, "FIN_WAIT2", "CLOSE")
     }
 }
 
@@ -90,6 +118,8 @@ fn curl_scrapes_the_transitions_and_gauges() {
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
 
+    let mut feed = Feed::new(&metrics);
+    feed.lost = Lost { ringbuf_full: 3, tw_ringbuf_full: 0, skipped: 5, recovered: 4, tw_skipped: Vec::new() };
     for e in [
         ev(Side::Server, LISTENER, "CLOSE", "LISTEN"),
         ev(Side::Client, CLIENT, "CLOSE", "SYN_SENT"),
@@ -100,14 +130,18 @@ fn curl_scrapes_the_transitions_and_gauges() {
         ev(Side::Server, SERVER, "ESTABLISHED", "CLOSE_WAIT"),
         ev(Side::Server, SERVER, "CLOSE_WAIT", "LAST_ACK"),
         ev(Side::Client, CLIENT, "FIN_WAIT1", "FIN_WAIT2"),
-        ev(Side::Client, CLIENT, "FIN_WAIT2", "TIME_WAIT"),
+        tw(TwEvent::Born),
+        ev(Side::Client, CLIENT, "FIN_WAIT2", "CLOSE"),
         ev(Side::Server, SERVER, "LAST_ACK", "CLOSE"),
     ] {
-        metrics.observe(&e);
+        feed.push(e);
     }
-    metrics.set_time_wait_alive(1);
-    metrics.set_inferred(2);
-    metrics.set_lost(&Lost { ringbuf_full: 3, tw_ringbuf_full: 0, skipped: 5, recovered: 4, tw_skipped: Vec::new() });
+    // Two server sockets seen mid-life whose CLOSE_WAIT -> LAST_ACK was lost:
+    // inferred.
+    for sk in [SERVER + 1, SERVER + 2] {
+        feed.push(ev(Side::Server, sk, "ESTABLISHED", "CLOSE_WAIT"));
+        feed.push(ev(Side::Server, sk, "LAST_ACK", "CLOSE"));
+    }
 
     let got = curl(addr, "/metrics");
     assert_eq!(got.code, "200");
@@ -119,14 +153,16 @@ fn curl_scrapes_the_transitions_and_gauges() {
             r#"tcpstate_transitions_total{side="client",old="CLOSE",new="SYN_SENT"} 1"#,
             r#"tcpstate_transitions_total{side="client",old="FIN_WAIT2",new="TIME_WAIT"} 1"#,
             r#"tcpstate_transitions_total{side="server",old="LISTEN",new="SYN_RECV"} 1"#,
-            r#"tcpstate_transitions_total{side="server",old="LAST_ACK",new="CLOSE"} 1"#,
+            r#"tcpstate_transitions_total{side="server",old="LAST_ACK",new="CLOSE"} 3"#,
             "# TYPE tcpstate_sockets gauge",
             r#"tcpstate_sockets{side="server",state="LISTEN"} 1"#,
             r#"tcpstate_sockets{side="client",state="TIME_WAIT"} 1"#,
             r#"tcpstate_sockets{side="client",state="FIN_WAIT2"} 0"#,
             r#"tcpstate_sockets{side="server",state="LAST_ACK"} 0"#,
-            "# TYPE tcpstate_sockets_untracked_total counter",
-            "tcpstate_sockets_untracked_total 0",
+            "# TYPE tcpstate_connections_evicted_total counter",
+            "tcpstate_connections_evicted_total 0",
+            "# TYPE tcpstate_time_wait_forgotten_total counter",
+            "tcpstate_time_wait_forgotten_total 0",
             "# TYPE tcpstate_time_wait_sockets gauge",
             "tcpstate_time_wait_sockets 1",
             "# TYPE tcpstate_lost_events_total counter",
@@ -141,9 +177,8 @@ fn curl_scrapes_the_transitions_and_gauges() {
     let transitions = got.body.lines().filter(|l| l.starts_with("tcpstate_transitions_total{")).count();
     assert_eq!(transitions, 11, "{}", got.body);
 
-    // Live: the timewait socket's close (at its own address) shows at the next scrape.
-    metrics.observe(&ev(Side::Client, TIMEWAIT, "TIME_WAIT", "CLOSE"));
-    metrics.set_time_wait_alive(0);
+    // Live: the timewait socket's death shows at the next scrape.
+    feed.push(tw(TwEvent::Freed));
     let body = scrape(addr);
     assert_lines(
         &body,
@@ -211,11 +246,11 @@ fn scrapes_from_many_threads_while_events_arrive() {
     let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
     let feeder = {
-        let metrics = metrics.clone();
+        let mut feed = Feed::new(&metrics);
         thread::spawn(move || {
             for i in 0..2_000u64 {
-                metrics.observe(&ev(Side::Client, CLIENT + i, "CLOSE", "SYN_SENT"));
-                metrics.observe(&ev(Side::Client, CLIENT + i, "SYN_SENT", "CLOSE"));
+                feed.push(ev(Side::Client, CLIENT + i, "CLOSE", "SYN_SENT"));
+                feed.push(ev(Side::Client, CLIENT + i, "SYN_SENT", "CLOSE"));
             }
         })
     };

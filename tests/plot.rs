@@ -1,6 +1,7 @@
 //! `tcpstate plot` through the library API: sample traces of curl → nginx
 //! on loopback in both input formats (tests/data/plot), the SVG and PNG they
 //! make, and property tests that no input makes the plotter panic.
+#![cfg(feature = "plot")]
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -94,7 +95,7 @@ fn connect_s_port_0_event_joins_its_connection() {
         assert!(first_connects.clone().count() > 0);
         assert!(first_connects.clone().all(|e| e.conn.unwrap().sport == 0), "{name}");
         // With socket addresses, and without them (by continuity).
-        let without: Vec<PlotEvent> = evs.iter().map(|e| PlotEvent { skaddr: None, ..*e }).collect();
+        let without: Vec<PlotEvent> = evs.iter().map(|e| PlotEvent { socket: None, ..*e }).collect();
         for evs in [evs.clone(), without] {
             let t = build_timeline(&evs, &all_conns()).unwrap();
             let conns: Vec<_> = t.groups.iter().filter(|g| matches!(g.kind, GroupKind::Connection { .. })).collect();
@@ -129,7 +130,7 @@ fn the_demo_trace_is_one_connection_and_its_listener() {
     assert_eq!(lane_states(&t.groups[0]), ["LISTEN CLOSE"]);
     // The original tool's lines (no addresses) tell the same story.
     let bare: Vec<PlotEvent> =
-        events("demo.jsonl").into_iter().map(|e| PlotEvent { conn: None, skaddr: None, ..e }).collect();
+        events("demo.jsonl").into_iter().map(|e| PlotEvent { conn: None, socket: None, ..e }).collect();
     let original = build_timeline(&bare, &PlotOptions::default()).unwrap();
     assert_eq!(lanes_of(&original), lanes_of(&t));
     assert_eq!(
@@ -377,15 +378,15 @@ fn plot_event() -> impl Strategy<Value = PlotEvent> {
         (ip(), port.clone(), ip(), port).prop_map(|(saddr, sport, daddr, dport)| Conn { saddr, sport, daddr, dport });
     let ts = prop_oneof![0u64..2_000, 1_000_000_000_000u64..1_000_100_000_000, any::<u64>()];
     // A few addresses, so that sockets share them and the reuse rules run.
-    let skaddr = proptest::option::of(prop_oneof![0u64..4, any::<u64>()]);
-    (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), skaddr, any::<bool>()).prop_map(
-        |(ts_ns, server, old, new, conn, skaddr, inferred)| PlotEvent {
+    let socket = proptest::option::of(prop_oneof![0u64..4, any::<u64>()]);
+    (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), socket, any::<bool>()).prop_map(
+        |(ts_ns, server, old, new, conn, socket, inferred)| PlotEvent {
             ts_ns,
             side: if server { PlotSide::Server } else { PlotSide::Client },
             old,
             new,
             conn,
-            skaddr,
+            socket,
             inferred,
         },
     )

@@ -28,6 +28,8 @@ mod sockets;
 mod store;
 mod timewait;
 
+use std::collections::VecDeque;
+
 use rustc_hash::FxHashMap as HashMap;
 
 pub use self::listeners::{existing_listeners, Listener};
@@ -94,6 +96,9 @@ pub struct Conn {
     pub seen_ns: u64,
     /// Its full socket's address, once one was seen.
     pub sock: Option<u64>,
+    /// Its id is tcpstate's own until the socket shows the cookie it keeps
+    /// (an accept the kernel reported before the socket had its own).
+    provisional: bool,
     /// The timewait socket that continues it, once there is one.
     pub tw: Option<TwSocket>,
     /// How it began, when that was seen (the [`SideRule::Origin`] rule).
@@ -184,6 +189,12 @@ pub struct ConnTable {
     /// gives no cookie, and tells when a new socket reuses an address whose
     /// old socket's close was lost.
     by_sock: HashMap<u64, ConnId>,
+    /// Accepts held back until their socket's identity is known, oldest
+    /// first (see sockets.rs).
+    held: VecDeque<(ConnId, Transition)>,
+    /// Cookies of connections that kept tcpstate's id: their first record
+    /// went out before the kernel gave them their cookie.
+    aliases: HashMap<u64, ConnId>,
     next_local_id: ConnId,
     listeners: listeners::Owners,
     tw: Timewait,
@@ -197,6 +208,8 @@ impl ConnTable {
             cfg,
             conns: Store::default(),
             by_sock: HashMap::default(),
+            held: VecDeque::new(),
+            aliases: HashMap::default(),
             next_local_id: LOCAL_IDS,
             listeners: listeners::Owners::default(),
             tw: Timewait::default(),
@@ -226,6 +239,7 @@ impl ConnTable {
     /// cancels become deaths), forgets timewait sockets gone silent, and
     /// gives back memory after bursts.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        self.release_held(now_ns, out);
         self.tw_tick(now_ns, out);
         self.conns.shrink_if_sparse();
         shrink_if_sparse(&mut self.by_sock);
@@ -300,7 +314,18 @@ impl ConnTable {
         if let Some(tw) = &conn.tw {
             self.tw.unindex(tw, id);
         }
+        if !self.aliases.is_empty() {
+            self.aliases.retain(|_, &mut of| of != id);
+        }
         Some(conn)
+    }
+
+    /// The connection a cookie names.
+    fn id_of_cookie(&self, cookie: u64) -> ConnId {
+        if self.aliases.is_empty() {
+            return cookie;
+        }
+        self.aliases.get(&cookie).copied().unwrap_or(cookie)
     }
 
     /// An id for a connection the kernel gave no cookie.
@@ -345,6 +370,7 @@ impl Conn {
             since_ns: None,
             seen_ns: ev.ts_ns,
             sock: None,
+            provisional: false,
             tw: None,
             origin: None,
             counted: None,

@@ -20,9 +20,25 @@ impl ConnTable {
         // life: nothing before it is ours.
         let accepted = old == TcpState::LISTEN && new == TcpState::SYN_RECV;
         let born = old == TcpState::CLOSE || accepted;
+        // Kernels before 6.18 (6.1 and 6.12 seen) fire the accept while the
+        // new socket is still a copy of its listener: the listener's peer
+        // (port 0) and cookie; it takes its own right after. Its identity
+        // and peer come with its next event, which follows at once.
+        let provisional = accepted && ev.tuple.dport == 0;
+        let unclaimed;
+        let ev = if provisional {
+            unclaimed = ProbeEvent { cookie: 0, ..*ev };
+            &unclaimed
+        } else {
+            ev
+        };
+        if !born {
+            self.settle(ev, out);
+        }
         let listener = if accepted { self.listeners.get(ev.netns, ev.tuple.sport) } else { None };
         let id = self.full_socket(ev, old, born);
         let Some(conn) = self.conns.get_mut(id) else { return };
+        conn.provisional |= provisional;
 
         conn.owner = ev.actor.or(conn.owner).or(listener);
         conn.origin = conn.origin.or_else(|| origin_of(old, new));
@@ -48,6 +64,10 @@ impl ConnTable {
         let mut t = conn.transition(ev.ts_ns, old, new, ev.skaddr);
         t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
         conn.enter(new, ev.ts_ns);
+        if provisional {
+            self.held.push_back((id, t));
+            return;
+        }
         self.report(id, t, out);
         if new == TcpState::CLOSE {
             self.remove(id);
@@ -61,7 +81,7 @@ impl ConnTable {
         let id = match (ev.cookie, at_addr) {
             (0, Some(id)) if !born => id,
             (0, _) => self.local_id(),
-            (cookie, _) => cookie,
+            (cookie, _) => self.id_of_cookie(cookie),
         };
         if born {
             // A new socket at this address: the one that lived here is gone
@@ -87,6 +107,62 @@ impl ConnTable {
             self.by_sock.insert(ev.skaddr, id);
         }
         id
+    }
+
+    /// The next event of an accepted socket whose identity was provisional:
+    /// its connection takes the socket's cookie as its id (or keeps tcpstate's
+    /// when its first record already went out: the cookie then names it
+    /// too), and the accept held back for it goes out, with the socket's own
+    /// peer.
+    fn settle(&mut self, ev: &ProbeEvent, out: &mut Vec<Record>) {
+        let Some(&id) = self.by_sock.get(&ev.skaddr) else { return };
+        if !self.conns.get(id).is_some_and(|c| c.provisional) {
+            return;
+        }
+        let held = self.held.iter().position(|(of, _)| *of == id).and_then(|i| self.held.remove(i));
+        let mut settled = id;
+        if ev.cookie != 0 {
+            if held.is_some() && self.conns.get(ev.cookie).is_none() {
+                settled = ev.cookie;
+                self.rekey(id, settled);
+            } else {
+                self.aliases.insert(ev.cookie, id);
+            }
+        }
+        let Some(conn) = self.conns.get_mut(settled) else { return };
+        conn.provisional = false;
+        conn.tuple = ev.tuple;
+        if let Some((_, mut t)) = held {
+            (t.conn_id, t.tuple) = (settled, ev.tuple);
+            self.report(settled, t, out);
+        }
+    }
+
+    /// Gives connection `id` the id `to`.
+    fn rekey(&mut self, id: ConnId, to: ConnId) {
+        let Some(mut conn) = self.conns.remove(id) else { return };
+        conn.id = to;
+        if let Some(sock) = conn.sock {
+            self.by_sock.insert(sock, to);
+        }
+        self.conns.insert(conn);
+    }
+
+    /// Accepts held back longer than a timer cancel is (so that output
+    /// stays in time order) go out under tcpstate's id.
+    pub(super) fn release_held(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        while let Some((id, t)) = self.held.front() {
+            if t.ts_ns + super::CANCEL_HOLD_NS > now_ns {
+                break;
+            }
+            let id = *id;
+            let (_, t) = self.held.pop_front().expect("looked at");
+            if self.conns.get(id).is_some() {
+                self.report(id, t, out);
+            } else {
+                out.push(Record::Transition(t));
+            }
+        }
     }
 
     /// The full socket's last transition (`-> CLOSE`) when a timewait socket

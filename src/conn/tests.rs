@@ -215,7 +215,7 @@ fn the_owner_named_in_its_own_system_call_carries_to_later_changes() {
 fn accepted_connections_inherit_the_listener_owner() {
     let mut t = table();
     let server = |ts, sk, port, old, new| ProbeEvent {
-        tuple: tuple(port, 0),
+        tuple: tuple(port, if old == CLOSE || new == CLOSE && old == LISTEN { 0 } else { 40000 }),
         server_rule: Some(Side::Server),
         ..state(ts, sk, old, new)
     };
@@ -353,6 +353,61 @@ fn without_cookies_connections_are_numbered_by_tcpstate() {
     assert_eq!(ids, [LOCAL_IDS + 1, LOCAL_IDS + 1]);
     let out = run_on(&mut t, vec![state(3, SK, CLOSE, SYN_SENT)], 3);
     assert_eq!(transitions(&out)[0].conn_id, LOCAL_IDS + 2, "a new life at the same address");
+}
+
+/// An accept as kernels before 6.18 report it: the new socket is still a
+/// copy of its listener (cookie 10, peer port 0); it has its own cookie and
+/// peer from its next event on.
+fn accept_then(next_ts: u64) -> Vec<ProbeEvent> {
+    let listener = |ts, sk, old, new| ProbeEvent {
+        cookie: 10,
+        tuple: Tuple { daddr: "0.0.0.0".parse().unwrap(), ..tuple(8080, 0) },
+        server_rule: Some(Side::Server),
+        ..state(ts, sk, old, new)
+    };
+    let child = |ts, old, new| ProbeEvent { cookie: 20, tuple: tuple(8080, 40000), ..listener(ts, 2, old, new) };
+    let listen = ProbeEvent { actor: Some(owner(7, "nginx")), ..listener(0, 1, CLOSE, LISTEN) };
+    vec![
+        listen,
+        listener(100, 2, LISTEN, SYN_RECV),
+        child(next_ts, SYN_RECV, ESTABLISHED),
+        child(next_ts + 50, ESTABLISHED, CLOSE_WAIT),
+    ]
+}
+
+#[test]
+fn an_accept_reported_before_the_socket_is_its_own_takes_its_next_events_identity() {
+    let mut t = table();
+    let out = transitions(&run_on(&mut t, accept_then(110), 200));
+    let shown: Vec<_> = out.iter().map(|t| (t.conn_id, format!("{}:{}", t.old, t.new), t.tuple.dport)).collect();
+    assert_eq!(
+        shown,
+        [
+            (10, "CLOSE:LISTEN".into(), 0),
+            (20, "LISTEN:SYN_RECV".into(), 40000),
+            (20, "SYN_RECV:ESTABLISHED".into(), 40000),
+            (20, "ESTABLISHED:CLOSE_WAIT".into(), 40000),
+        ]
+    );
+    assert!(out[1..].iter().all(|t| t.owner == Some(owner(7, "nginx"))), "the listener's owner");
+    assert_eq!(out[2].time_in_old_ns, Some(10));
+    assert_eq!(t.census().get(Side::Server, LISTEN), 1, "the listener is still there");
+}
+
+#[test]
+fn a_slow_accept_keeps_tcpstates_id_and_its_cookie_names_it_too() {
+    // The next event came after the hold: the accept went out first.
+    let mut t = table();
+    let mut events = accept_then(100 + CANCEL_HOLD_NS + 1);
+    events.push(ProbeEvent {
+        cookie: 20,
+        server_rule: Some(Side::Server),
+        ..tw(200 + CANCEL_HOLD_NS, TwEvent::Born, TW)
+    });
+    let out = transitions(&run_on(&mut t, events, 300 + CANCEL_HOLD_NS));
+    let ids: Vec<_> = out.iter().map(|t| t.conn_id).collect();
+    assert_eq!(ids, [10, LOCAL_IDS + 1, LOCAL_IDS + 1, LOCAL_IDS + 1]);
+    assert_eq!(t.get(LOCAL_IDS + 1).and_then(|c| c.tw).map(|tw| tw.cookie), Some(20), "the timewait socket found it");
 }
 
 // ---------------------------------------------------------------------------

@@ -118,11 +118,11 @@ impl ConnTable {
     /// `--raw`: the event as the probe saw it, with its connection's id and
     /// side where the connection is known.
     fn raw_probe(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut Vec<Record>) {
-        let known = Some(ev.cookie).filter(|&c| c != 0).and_then(|c| self.conns.get(c));
+        let known = Some(ev.cookie).filter(|&c| c != 0).and_then(|c| self.conns.get(self.id_of_cookie(c)));
         let side = known.map_or_else(|| decide_side_alone(ev), |c| c.side);
         out.push(Record::Probe(RawProbe {
             ts_ns: ev.ts_ns,
-            conn_id: ev.cookie,
+            conn_id: if ev.cookie == 0 { 0 } else { self.id_of_cookie(ev.cookie) },
             side,
             what,
             substate,
@@ -142,7 +142,7 @@ impl ConnTable {
         // it, else one known only through this socket for now.
         let id = match ev.cookie {
             0 => self.local_id(),
-            cookie => cookie,
+            cookie => self.id_of_cookie(cookie),
         };
         let fingerprint = fingerprint(ev.netns, &ev.tuple);
         if let Some(old) = self.live_by_tuple(fingerprint, ev.netns, &ev.tuple).filter(|&old| old != id) {

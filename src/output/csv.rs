@@ -1,10 +1,8 @@
 //! A header line, then one row per transition: the JSON fields, in order.
 
-use std::io;
-
+use super::line::Line;
 use super::put::{put, Hex, NanosAsMs, Or};
 use super::{Clock, Formatter};
-use crate::event::Event;
 
 pub struct Csv {
     clock: Clock,
@@ -31,71 +29,79 @@ fn field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Formatter for Csv {
-    fn header(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn header(&mut self, out: &mut Vec<u8>) {
         put!(out, HEADER, '\n');
-        Ok(())
     }
 
-    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
+    fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
+        let t = l.tuple;
         put!(
             out,
-            self.clock.format(ev.ts_ns),
+            self.clock.format(l.ts_ns),
             ',',
-            ev.ts_ns,
+            l.ts_ns,
             ',',
-            ev.side,
+            l.side,
             ',',
-            ev.old_label(),
+            l.old,
             ',',
-            ev.new,
+            l.new,
             ',',
-            ev.family(),
+            t.family(),
             ',',
-            ev.saddr,
+            t.saddr,
             ',',
-            ev.sport,
+            t.sport,
             ',',
-            ev.daddr,
+            t.daddr,
             ',',
-            ev.dport,
+            t.dport,
             ',',
-            Or(ev.pid, ""),
+            Or(l.owner.map(|o| o.pid), ""),
             ',',
-            field(ev.comm.as_ref().map_or("", |c| c.as_str())),
+            field(l.owner.and_then(|o| o.comm.as_ref()).map_or("", |c| c.as_str())),
             ',',
-            Hex(ev.skaddr),
+            Hex(l.skaddr),
             ',',
-            ev.netns,
+            l.netns,
             ',',
-            Or(ev.prev_state_ns.map(NanosAsMs), ""),
+            Or(l.time_in_old_ns.map(NanosAsMs), ""),
             ',',
-            ev.inferred,
+            l.inferred(),
+            ',',
+            Or(l.earliest_ns, ""),
+            ',',
+            l.conn_id,
             '\n',
         );
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::{render, sample};
+    use crate::output::tests::{render, sample, with};
 
     #[test]
     fn header_then_rows() {
-        let mut odd = sample(1, 4);
-        odd.comm = Some(crate::event::Comm::from("a,\"b\""));
-        odd.pid = None;
-        let out = render(Box::new(Csv::new(Clock::relative())), &[sample(2, 1), odd]);
+        let odd = with(sample(1, 4), |t| {
+            t.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,\"b\"")) })
+        });
+        let unowned = with(sample(1, 4), |t| t.owner = None);
+        let out = render(Box::new(Csv::new(Clock::relative())), &[sample(2, 1), odd, unowned]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], HEADER);
         assert_eq!(
             lines[1],
-            "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,2.500000,false"
+            "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,2.500000,false,,77"
         );
         assert_eq!(
             lines[2],
-            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,\"a,\"\"b\"\"\",0xffff888012345678,4026531840,2.500000,false"
+            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,9,\"a,\"\"b\"\"\",0xffff888012345678,4026531840,2.500000,false,,77"
+        );
+        assert_eq!(
+            lines[3],
+            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,,0xffff888012345678,4026531840,2.500000,false,,77"
         );
     }
 }

@@ -1,22 +1,76 @@
-//! Output formats. Each turns an [`Event`] into bytes; the [`Printer`] owns
-//! the buffered writer so that a burst of events costs one write(2) per
-//! drained batch, not one per line.
+//! Where the records go. Every output — the formats, the exit summary, the
+//! metrics endpoint and the picture — is a [`Sink`]: it gets each record in
+//! time order, a word after each batch with the table's state and the
+//! kernel's counters, and the last word when tracing ends. None of them
+//! keeps its own view of the connections; the table (src/conn) is the one.
+//!
+//! The formats turn a record into bytes ([`Formatter`]); the [`Printer`]
+//! owns the buffered writer so that a burst costs one write(2) per drained
+//! batch, not one per line.
 
 mod csv;
 mod json;
+mod line;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod original;
 pub(crate) mod put;
+mod summary;
 mod table;
 
 use std::fmt;
 use std::io::{self, Write};
 
+use anyhow::{Context, Result};
+
+pub use self::line::{Label, Line};
 use self::put::{put, Padded, Put};
-use crate::cli::Format;
-use crate::event::Event;
+use crate::conn::{ConnTable, Record};
+use crate::trace::Lost;
 
 pub use self::csv::Csv;
 pub use self::json::Json;
+pub use self::original::Original;
+pub use self::summary::Summary;
 pub use self::table::Table;
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// ts:<ns>:<side>:<OLD>:<NEW> on stderr, the original tool's line
+    #[default]
+    #[value(alias = "seed")]
+    Original,
+    /// Aligned columns on stdout
+    Table,
+    /// One JSON object per line on stdout
+    Json,
+    /// A header line, then one row per transition on stdout
+    Csv,
+}
+
+/// What the sinks may look at besides the records: the connection table and
+/// the kernel side's loss counters, as they are now.
+pub struct Status<'a> {
+    pub table: &'a ConnTable,
+    pub lost: &'a Lost,
+}
+
+/// Somewhere records go.
+pub trait Sink {
+    /// One record, in time order.
+    fn record(&mut self, record: &Record) -> Result<()>;
+
+    /// A batch of records is done: a moment to write out or to update.
+    fn batch_done(&mut self, _status: &Status<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Tracing ended, every record delivered: the last word.
+    fn finish(&mut self, status: &Status<'_>) -> Result<()> {
+        self.batch_done(status)
+    }
+}
 
 /// Turns the kernel's monotonic timestamps into the TIME column.
 #[derive(Clone, Debug)]
@@ -104,32 +158,18 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
-/// One output format: how a header and an event look. Formats append to a
+/// One output format: how a header and a record look. Formats append to a
 /// plain byte buffer: formatting through a `dyn Write` costs a dynamic call
 /// per fragment, which showed at a hundred thousand events a second.
 pub trait Formatter {
-    fn header(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
-    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()>;
-}
-
-/// The original tool's line: `ts:<ns>:<side>:<OLD>:<NEW>`.
-pub struct Seed;
-
-impl Formatter for Seed {
-    fn header(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
-        put!(out, "ts:", ev.ts_ns, ':', ev.side, ':', ev.old_label(), ':', ev.new, '\n');
-        Ok(())
-    }
+    fn header(&mut self, out: &mut Vec<u8>);
+    fn line(&mut self, out: &mut Vec<u8>, line: &Line<'_>);
 }
 
 /// Bytes buffered before they are written out (also written at each flush).
 const BUFFER: usize = 64 * 1024;
 
-/// Writes events in one format to one destination, buffered.
+/// Writes records in one format to one destination, buffered.
 pub struct Printer {
     format: Box<dyn Formatter>,
     out: Box<dyn Write>,
@@ -146,7 +186,7 @@ impl Printer {
     /// original line on stderr (as the original), the others on stdout.
     pub fn for_format(format: Format, clock: Clock, wide: bool) -> Printer {
         let (fmt, out): (Box<dyn Formatter>, Box<dyn Write>) = match format {
-            Format::Seed => (Box::new(Seed), Box::new(io::stderr())),
+            Format::Original => (Box::new(Original), Box::new(io::stderr())),
             Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
             Format::Json => (Box::new(Json), Box::new(io::stdout())),
             Format::Csv => (Box::new(Csv::new(clock)), Box::new(io::stdout())),
@@ -154,22 +194,13 @@ impl Printer {
         Printer::new(fmt, out)
     }
 
-    /// Writes the header (once) even if no event ever comes.
+    /// Writes the header (once) even if no record ever comes.
     pub fn start(&mut self) -> io::Result<()> {
         if !self.header_done {
             self.header_done = true;
-            self.format.header(&mut self.buf)?;
+            self.format.header(&mut self.buf);
         }
-        Ok(())
-    }
-
-    pub fn event(&mut self, ev: &Event) -> io::Result<()> {
-        self.start()?;
-        self.format.event(&mut self.buf, ev)?;
-        if self.buf.len() >= BUFFER {
-            self.write_out()?;
-        }
-        Ok(())
+        self.flush()
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -184,30 +215,91 @@ impl Printer {
     }
 }
 
+impl Sink for Printer {
+    fn record(&mut self, record: &Record) -> Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            self.format.header(&mut self.buf);
+        }
+        self.format.line(&mut self.buf, &Line::of(record));
+        if self.buf.len() >= BUFFER {
+            self.write_out().context("writing the output")?;
+        }
+        Ok(())
+    }
+
+    fn batch_done(&mut self, _status: &Status<'_>) -> Result<()> {
+        self.flush().context("writing the output")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::tests::raw_event;
+    use crate::conn::{Inferred, RawProbe, Transition};
+    use crate::model::{Comm, Owner, Side, TcpState, Tuple};
+    use crate::trace::TwEvent;
 
-    pub(crate) fn sample(old: u8, new: u8) -> Event {
-        // As src/sockets.rs completes it: 2.5 ms in the previous state.
-        Event { prev_state_ns: Some(2_500_000), ..Event::from_raw(&raw_event(old, new)).unwrap() }
+    /// A client transition as the connection table reports it: 2.5 ms in
+    /// the previous state.
+    pub(crate) fn sample(old: u8, new: u8) -> Record {
+        Record::Transition(Transition {
+            ts_ns: 1_000_000_123,
+            conn_id: 77,
+            side: Side::Client,
+            old: TcpState(old),
+            new: TcpState(new),
+            tuple: Tuple {
+                saddr: "127.0.0.1".parse().unwrap(),
+                sport: 51234,
+                daddr: "127.0.0.2".parse().unwrap(),
+                dport: 80,
+            },
+            netns: 4026531840,
+            owner: Some(Owner { pid: 4242, comm: Some(Comm::from("curl")) }),
+            skaddr: 0xffff_8880_1234_5678,
+            time_in_old_ns: Some(2_500_000),
+            inferred: None,
+        })
     }
 
-    pub(crate) fn render(format: Box<dyn Formatter>, events: &[Event]) -> String {
+    /// The sample's transition, to change a field.
+    pub(crate) fn with(record: Record, change: impl FnOnce(&mut Transition)) -> Record {
+        let Record::Transition(mut t) = record else { unreachable!() };
+        change(&mut t);
+        Record::Transition(t)
+    }
+
+    /// An inferred one.
+    pub(crate) fn inferred(old: u8, new: u8) -> Record {
+        with(sample(old, new), |t| {
+            t.inferred = Some(Inferred { earliest_ns: 999_000_000 });
+            t.time_in_old_ns = None;
+        })
+    }
+
+    /// A raw timewait probe event (`--raw`).
+    pub(crate) fn raw_probe() -> Record {
+        let Record::Transition(t) = sample(6, 6) else { unreachable!() };
+        Record::Probe(RawProbe {
+            ts_ns: t.ts_ns,
+            conn_id: 77,
+            side: Side::Client,
+            what: TwEvent::Armed,
+            substate: TcpState::TIME_WAIT,
+            tuple: t.tuple,
+            netns: t.netns,
+            skaddr: 0xffff_8880_9999_0000,
+        })
+    }
+
+    pub(crate) fn render(mut format: Box<dyn Formatter>, records: &[Record]) -> String {
         let mut buf = Vec::new();
-        let mut f = format;
-        f.header(&mut buf).unwrap();
-        for ev in events {
-            f.event(&mut buf, ev).unwrap();
+        format.header(&mut buf);
+        for r in records {
+            format.line(&mut buf, &Line::of(r));
         }
         String::from_utf8(buf).unwrap()
-    }
-
-    #[test]
-    fn seed_line_is_the_original() {
-        let out = render(Box::new(Seed), &[sample(2, 1), sample(200, 7)]);
-        assert_eq!(out, "ts:1000000123:client:SYN_SENT:ESTABLISHED\nts:1000000123:client:UNKNOWN(200):CLOSE\n");
     }
 
     #[test]
@@ -223,5 +315,11 @@ pub(crate) mod tests {
         // monotonic 1 s + offset of 13:45:10 exactly
         let mut c = Clock::with_wall_offset((13 * 3600 + 45 * 60 + 9) * 1_000_000_000);
         assert_eq!(c.format(1_000_250_000).to_string(), "13:45:10.000250");
+    }
+
+    #[test]
+    fn raw_probe_events_print_their_probe_in_the_old_column() {
+        let out = render(Box::new(Original), &[raw_probe()]);
+        assert_eq!(out, "ts:1000000123:client:tw_arm:TIME_WAIT\n");
     }
 }

@@ -11,8 +11,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 
-use crate::event::{Comm, Side};
-use crate::state::TcpState;
+use crate::model::{Comm, Side, TcpState};
 
 /// Something that appends itself to an output buffer.
 pub(crate) trait Put {

@@ -1,10 +1,10 @@
 //! Aligned columns for people watching a terminal.
 
-use std::io::{self, Write};
+use std::io::Write;
 
+use super::line::Line;
 use super::put::{Millis, Or, Put};
 use super::{Clock, Formatter};
-use crate::event::Event;
 
 pub struct Table {
     clock: Clock,
@@ -20,34 +20,33 @@ impl Table {
 }
 
 impl Formatter for Table {
-    fn header(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn header(&mut self, out: &mut Vec<u8>) {
         let w = self.addr_width;
-        writeln!(
+        let _ = writeln!(
             out,
             "{:<15} {:<6} {:>7} {:<16} {:<w$} {:>5} {:<w$} {:>5} {:<12}    {:<12} {:>10}",
             "TIME", "SIDE", "PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "OLD", "NEW", "MS"
-        )
+        );
     }
 
-    fn event(&mut self, out: &mut Vec<u8>, ev: &Event) -> io::Result<()> {
+    fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
         let w = self.addr_width;
         let line = out;
-        cell(line, 15, Left, &self.clock.format(ev.ts_ns));
-        cell(line, 6, Left, &ev.side);
-        cell(line, 7, Right, &Or(ev.pid, "-"));
-        cell(line, 16, Left, &Or(ev.comm, "-"));
-        cell(line, w, Left, &ev.saddr);
-        cell(line, 5, Right, &ev.sport);
-        cell(line, w, Left, &ev.daddr);
-        cell(line, 5, Right, &ev.dport);
-        cell(line, 12, Left, &ev.old_label());
+        cell(line, 15, Left, &self.clock.format(l.ts_ns));
+        cell(line, 6, Left, &l.side);
+        cell(line, 7, Right, &Or(l.owner.map(|o| o.pid), "-"));
+        cell(line, 16, Left, &Or(l.owner.and_then(|o| o.comm), "-"));
+        cell(line, w, Left, &l.tuple.saddr);
+        cell(line, 5, Right, &l.tuple.sport);
+        cell(line, w, Left, &l.tuple.daddr);
+        cell(line, 5, Right, &l.tuple.dport);
+        cell(line, 12, Left, &l.old);
         line.extend_from_slice(b"-> ");
-        cell(line, 12, Left, &ev.new);
-        cell(line, 10, Right, &Or(ev.prev_state_ns.map(Millis), "-"));
+        cell(line, 12, Left, &l.new);
+        cell(line, 10, Right, &Or(l.time_in_old_ns.map(Millis), "-"));
         // Cells end in a separating space; the line ends in a newline.
         line.pop();
         line.push(b'\n');
-        Ok(())
     }
 }
 
@@ -80,14 +79,14 @@ fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &impl Put) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::{render, sample};
+    use crate::output::tests::{render, sample, with};
 
     #[test]
     fn columns_line_up_under_the_header() {
-        let mut unknown = sample(1, 8);
-        unknown.pid = None;
-        unknown.comm = None;
-        unknown.prev_state_ns = None;
+        let unknown = with(sample(1, 8), |t| {
+            t.owner = None;
+            t.time_in_old_ns = None;
+        });
         let out = render(Box::new(Table::new(Clock::relative(), false)), &[sample(2, 1), unknown]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
@@ -102,8 +101,7 @@ mod tests {
 
     #[test]
     fn wide_table_fits_ipv6() {
-        let mut ev = sample(2, 1);
-        ev.saddr = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap();
+        let ev = with(sample(2, 1), |t| t.tuple.saddr = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap());
         let out = render(Box::new(Table::new(Clock::relative(), true)), &[ev]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0].find("LPORT"), lines[1].find("51234"));

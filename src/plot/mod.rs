@@ -47,9 +47,12 @@ mod select;
 mod style;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use crate::conn::{Record, Transition};
+use crate::output::{Sink, Status};
 use crate::state::TcpState;
 
 pub use self::command::{run, write_picture, PlotArgs};
@@ -71,12 +74,14 @@ pub struct PlotEvent {
     /// The 4-tuple as seen from the event's own socket; `None` when the trace
     /// has no addresses (the original tool's lines).
     pub conn: Option<Conn>,
-    /// The kernel address of the socket (`skaddr` in JSON): tells sockets
-    /// with the same 4-tuple apart and gives connect()'s first event, which
-    /// has local port 0, its connection. `None` when the trace has none (the
-    /// original tool's lines) or 0. The timewait socket that takes over a
-    /// closing connection has an address of its own.
-    pub skaddr: Option<u64>,
+    /// Which socket's life the event belongs to: tells sockets with the same
+    /// 4-tuple apart and gives connect()'s first event, which has local port
+    /// 0, its connection. The connection id (`conn_id` in JSON), the same
+    /// from connect() to the end of TIME_WAIT; in traces from before
+    /// connection ids, the kernel address of the socket (`skaddr`), which
+    /// the timewait socket that takes over a closing connection changes.
+    /// `None` when the trace has neither (the original tool's lines).
+    pub socket: Option<u64>,
     /// The transition was deduced rather than seen; drawn with a hollow marker.
     pub inferred: bool,
 }
@@ -149,20 +154,61 @@ pub fn render_svg(events: &[PlotEvent], opts: &PlotOptions) -> Result<String> {
     Ok(draw::document(&timeline, opts))
 }
 
-/// The tracer's decoded event, for `--plot`: keeps exactly what is drawn.
-impl From<&crate::event::Event> for PlotEvent {
-    fn from(ev: &crate::event::Event) -> PlotEvent {
+/// The tracer's transition, for `--plot`: keeps exactly what is drawn.
+impl From<&Transition> for PlotEvent {
+    fn from(t: &Transition) -> PlotEvent {
         PlotEvent {
-            ts_ns: ev.ts_ns,
-            side: match ev.side {
-                crate::event::Side::Server => PlotSide::Server,
-                crate::event::Side::Client => PlotSide::Client,
+            ts_ns: t.ts_ns,
+            side: match t.side {
+                crate::model::Side::Server => PlotSide::Server,
+                crate::model::Side::Client => PlotSide::Client,
             },
-            old: ev.old,
-            new: ev.new,
-            conn: Some(Conn { saddr: ev.saddr, sport: ev.sport, daddr: ev.daddr, dport: ev.dport }),
-            skaddr: Some(ev.skaddr).filter(|&a| a != 0),
-            inferred: ev.inferred,
+            old: t.old,
+            new: t.new,
+            conn: Some(Conn { saddr: t.tuple.saddr, sport: t.tuple.sport, daddr: t.tuple.daddr, dport: t.tuple.dport }),
+            socket: Some(t.conn_id),
+            inferred: t.inferred.is_some(),
         }
+    }
+}
+
+/// `--plot`: the transitions of a run, kept to be drawn when tracing ends.
+pub struct Recorder {
+    events: Vec<PlotEvent>,
+    /// More came than PLOT_MAX.
+    full: bool,
+    path: PathBuf,
+    quiet: bool,
+}
+
+/// `--plot` keeps this many transitions at most (about 60 MB), so that a
+/// long run cannot grow without bound.
+const PLOT_MAX: usize = 1_000_000;
+
+impl Recorder {
+    pub fn new(path: PathBuf, quiet: bool) -> Recorder {
+        Recorder { events: Vec::new(), full: false, path, quiet }
+    }
+}
+
+impl Sink for Recorder {
+    fn record(&mut self, record: &Record) -> Result<()> {
+        // Raw probe events (--raw) are not transitions.
+        if let Record::Transition(t) = record {
+            if self.events.len() < PLOT_MAX {
+                self.events.push(PlotEvent::from(t));
+            } else {
+                self.full = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _status: &Status<'_>) -> Result<()> {
+        if self.full && !self.quiet {
+            eprintln!("tcpstate: warning: the picture shows the first {PLOT_MAX} transitions only");
+        }
+        write_picture(&self.events, &PlotOptions::default(), &self.path, None)
+            .with_context(|| format!("drawing {}", self.path.display()))
     }
 }

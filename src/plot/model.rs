@@ -17,7 +17,7 @@
 //! - connect() enters SYN_SENT before the kernel picks the local port, so a
 //!   client's `CLOSE → SYN_SENT` has local port 0 and a 4-tuple of its own.
 //!   Such an event takes the 4-tuple of the next event of the same socket
-//!   address (`skaddr`; the kernel reuses an address only after the socket
+//!   address (`socket`; the kernel reuses an address only after the socket
 //!   closed, so the next event is the same socket's). Without addresses of
 //!   sockets, it takes the 4-tuple of the next client socket to the same
 //!   peer whose first event leaves SYN_SENT, oldest connect first.
@@ -312,12 +312,12 @@ fn group(events: &[PlotEvent]) -> Vec<Draft> {
 /// (see the module comment).
 fn continue_addressed(drafts: &[Draft], candidates: &[usize], ev: &PlotEvent, role: Role) -> Option<usize> {
     let last = |g: usize| drafts[g].lane(role).last();
-    if let Some(addr) = ev.skaddr {
+    if let Some(addr) = ev.socket {
         let own = candidates
             .iter()
             .rev()
             .copied()
-            .find(|&g| last(g).is_some_and(|l| l.skaddr == Some(addr) && l.new != TcpState::CLOSE));
+            .find(|&g| last(g).is_some_and(|l| l.socket == Some(addr) && l.new != TcpState::CLOSE));
         if let Some(g) = own {
             // The same address starting over is a new socket in the old one's memory.
             return (!starts_socket(ev)).then_some(g);
@@ -337,7 +337,7 @@ fn continue_addressed(drafts: &[Draft], candidates: &[usize], ev: &PlotEvent, ro
 /// and the names differ, and it is not a closing connection's hand-over to
 /// its timewait socket, which continues in the state the full socket left.
 fn other_socket(last: &PlotEvent, ev: &PlotEvent) -> bool {
-    match (last.skaddr, ev.skaddr) {
+    match (last.socket, ev.socket) {
         (Some(a), Some(b)) if a != b => {
             let hand_over = matches!(last.new, TcpState::FIN_WAIT2 | TcpState::TIME_WAIT) && ev.old == last.new;
             !hand_over
@@ -348,8 +348,8 @@ fn other_socket(last: &PlotEvent, ev: &PlotEvent) -> bool {
 
 /// connect()'s first event (`CLOSE → SYN_SENT`) has local port 0: the
 /// kernel picks the port after entering SYN_SENT. Gives each such event the
-/// 4-tuple of the next event of its socket (same `skaddr`), or without
-/// `skaddr`, of the oldest later client socket to the same peer whose first
+/// 4-tuple of the next event of its socket (same `socket`), or without
+/// `socket`, of the oldest later client socket to the same peer whose first
 /// event leaves SYN_SENT. An event left without a match keeps port 0.
 fn give_ports(events: &mut [PlotEvent]) {
     let unported = |e: &PlotEvent| {
@@ -366,7 +366,7 @@ fn give_ports(events: &mut [PlotEvent]) {
     let mut pending = Vec::new();
     for i in (0..events.len()).rev() {
         let ev = events[i];
-        let Some(addr) = ev.skaddr else {
+        let Some(addr) = ev.socket else {
             if unported(&ev) && ev.old == TcpState::CLOSE {
                 pending.push(i);
             }
@@ -403,7 +403,7 @@ fn give_ports(events: &mut [PlotEvent]) {
                 let (before, p) = (p < i, &events[p]);
                 before
                     && p.conn.is_some_and(|pc| same_peer(pc, c))
-                    && !matches!((p.skaddr, ev.skaddr), (Some(a), Some(b)) if a != b)
+                    && !matches!((p.socket, ev.socket), (Some(a), Some(b)) if a != b)
             });
             if let Some(k) = claim {
                 let p = pending.remove(k);
@@ -435,7 +435,7 @@ mod tests {
     use super::*;
 
     fn ev(ts: u64, side: PlotSide, old: TcpState, new: TcpState, conn: Option<Conn>) -> PlotEvent {
-        PlotEvent { ts_ns: ts, side, old, new, conn, skaddr: None, inferred: false }
+        PlotEvent { ts_ns: ts, side, old, new, conn, socket: None, inferred: false }
     }
 
     fn conn(local: &str, peer: &str) -> Option<Conn> {
@@ -527,7 +527,7 @@ mod tests {
     }
 
     fn at(addr: u64, ev: PlotEvent) -> PlotEvent {
-        PlotEvent { skaddr: Some(addr), ..ev }
+        PlotEvent { socket: Some(addr), ..ev }
     }
 
     /// The client lane of one curl → server connection; the first event has
@@ -535,7 +535,7 @@ mod tests {
     fn connect(base: u64, port: u16, addr: Option<u64>) -> Vec<PlotEvent> {
         let c = conn(&format!("127.0.0.1:{port}"), "127.0.0.1:80");
         let unported = conn("127.0.0.1:0", "127.0.0.1:80");
-        let with = |e: PlotEvent| PlotEvent { skaddr: addr, ..e };
+        let with = |e: PlotEvent| PlotEvent { socket: addr, ..e };
         vec![
             with(ev(base, Client, S::CLOSE, S::SYN_SENT, unported)),
             with(ev(base + 10, Client, S::SYN_SENT, S::ESTABLISHED, c)),

@@ -100,7 +100,7 @@ fn parse_original(rest: &str) -> Result<PlotEvent, String> {
         old: state_from(old)?,
         new: state_from(new)?,
         conn: None,
-        skaddr: None,
+        socket: None,
         inferred: false,
     })
 }
@@ -134,7 +134,7 @@ fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
         old: state_from(required_str(obj, "old")?)?,
         new: state_from(required_str(obj, "new")?)?,
         conn: json_conn(obj)?,
-        skaddr: skaddr(obj)?,
+        socket: socket(obj)?,
         inferred: match present(obj, "inferred") {
             None => false,
             Some(v) => v.as_bool().ok_or("\"inferred\" is not true or false")?,
@@ -156,6 +156,18 @@ fn json_conn(obj: &Map<String, Value>) -> Result<Option<Conn>, String> {
         daddr: addr(obj, "daddr")?,
         dport: port(obj, "dport")?,
     }))
+}
+
+/// Which socket's life an event belongs to: its connection id where the
+/// trace has them, else the socket's kernel address.
+fn socket(obj: &Map<String, Value>) -> Result<Option<u64>, String> {
+    match present(obj, "conn_id") {
+        Some(v) => v
+            .as_u64()
+            .map(|id| Some(id).filter(|&id| id != 0))
+            .ok_or_else(|| format!("\"conn_id\" {} is not a whole number", clip(&v.to_string()))),
+        None => skaddr(obj),
+    }
 }
 
 /// The socket's kernel address: `"0xffff…"` as tcpstate writes it (or a
@@ -256,7 +268,7 @@ mod tests {
         assert_eq!((conn.sport, conn.dport), (40000, 80));
         assert_eq!(events[1].conn, None);
         assert!(events[1].inferred);
-        assert_eq!((events[0].skaddr, events[1].skaddr), (None, None));
+        assert_eq!((events[0].socket, events[1].socket), (None, None));
     }
 
     #[test]
@@ -267,10 +279,21 @@ mod tests {
 {"ts_ns":3,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":"0x0"}
 {"ts_ns":4,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":"0xnothex"}"#;
         let (events, warnings) = parse_trace(input, false).unwrap();
-        let addrs: Vec<Option<u64>> = events.iter().map(|e| e.skaddr).collect();
+        let addrs: Vec<Option<u64>> = events.iter().map(|e| e.socket).collect();
         assert_eq!(addrs, [Some(0xffff_8881_e44f_40c0), Some(12345), None, None]);
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].starts_with("line 5:") && warnings[0].contains("skaddr"), "{warnings:?}");
+    }
+
+    #[test]
+    fn the_connection_id_names_the_socket_where_the_trace_has_one() {
+        let input =
+            br#"{"ts_ns":1,"side":"client","old":"CLOSE","new":"SYN_SENT","skaddr":"0xffff8881e44f40c0","conn_id":4242}
+{"ts_ns":2,"side":"client","old":"TIME_WAIT","new":"CLOSE","skaddr":"0xffff888100000000","conn_id":4242}
+{"ts_ns":3,"side":"client","old":"CLOSE","new":"SYN_SENT","conn_id":"x"}"#;
+        let (events, warnings) = parse_trace(input, false).unwrap();
+        assert_eq!(events.iter().map(|e| e.socket).collect::<Vec<_>>(), [Some(4242), Some(4242)]);
+        assert!(warnings.len() == 1 && warnings[0].contains("conn_id"), "{warnings:?}");
     }
 
     #[test]

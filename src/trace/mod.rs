@@ -15,6 +15,7 @@ mod decode;
 pub mod kernel;
 pub mod libbpf_log;
 pub mod preflight;
+pub mod ring;
 mod tw_probe;
 
 pub use self::decode::{Probe, ProbeEvent, TwEvent};

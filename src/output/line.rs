@@ -1,0 +1,81 @@
+//! What one output line shows, whichever kind of record it came from: the
+//! formats print this, so that a transition and a raw probe event (`--raw`)
+//! share one path through each format.
+
+use super::put::Put;
+use crate::conn::{ConnId, Record};
+use crate::model::{Owner, Side, TcpState, Tuple};
+
+/// The fields of one line.
+pub struct Line<'a> {
+    pub ts_ns: u64,
+    pub conn_id: ConnId,
+    pub side: Side,
+    /// The state left, or for a raw probe event the probe's name.
+    pub old: Label,
+    pub new: TcpState,
+    pub tuple: &'a Tuple,
+    pub netns: u32,
+    pub owner: Option<&'a Owner>,
+    pub skaddr: u64,
+    pub time_in_old_ns: Option<u64>,
+    /// For a transition no probe saw, the earliest moment it can have happened.
+    pub earliest_ns: Option<u64>,
+    /// The probe's name, for a raw probe event.
+    pub probe: Option<&'static str>,
+}
+
+impl Line<'_> {
+    pub fn of(record: &Record) -> Line<'_> {
+        match record {
+            Record::Transition(t) => Line {
+                ts_ns: t.ts_ns,
+                conn_id: t.conn_id,
+                side: t.side,
+                old: Label::State(t.old),
+                new: t.new,
+                tuple: &t.tuple,
+                netns: t.netns,
+                owner: t.owner.as_ref(),
+                skaddr: t.skaddr,
+                time_in_old_ns: t.time_in_old_ns,
+                earliest_ns: t.inferred.map(|i| i.earliest_ns),
+                probe: None,
+            },
+            Record::Probe(p) => Line {
+                ts_ns: p.ts_ns,
+                conn_id: p.conn_id,
+                side: p.side,
+                old: Label::Probe(p.what.as_str()),
+                new: p.substate,
+                tuple: &p.tuple,
+                netns: p.netns,
+                owner: None,
+                skaddr: p.skaddr,
+                time_in_old_ns: None,
+                earliest_ns: None,
+                probe: Some(p.what.as_str()),
+            },
+        }
+    }
+
+    pub fn inferred(&self) -> bool {
+        self.earliest_ns.is_some()
+    }
+}
+
+/// The OLD column: a state, or a raw probe event's name (`tw_arm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    State(TcpState),
+    Probe(&'static str),
+}
+
+impl Put for Label {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            Label::State(s) => s.put(out),
+            Label::Probe(name) => name.put(out),
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! `--metrics ADDR`: Prometheus metrics about the transitions traced, served
+//! over HTTP from a background thread while tracing.
+//!
+//! The exposition is the Prometheus text format (version 0.0.4), encoded by
+//! `prometheus-client`; `tiny_http` answers `GET /metrics` (and `GET /`).
+//! Transitions are counted as they are printed; the gauges and the loss
+//! counters are read from the connection table and the kernel side after
+//! each batch. Nothing here keeps its own view of the connections.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+
+use anyhow::{Context, Result};
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::{Sink, Status};
+use crate::conn::{ConnTable, Record, Transition};
+use crate::model::{Side, TcpState};
+use crate::trace::Lost;
+
+/// The `side` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SideLabel(Side);
+
+impl EncodeLabelValue for SideLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.0.as_str())
+    }
+}
+
+/// A state label: the name tcpstate prints (`UNKNOWN(<n>)` for a number
+/// this build does not know).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StateLabel(TcpState);
+
+impl EncodeLabelValue for StateLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        match self.0.name() {
+            Cow::Borrowed(name) => encoder.write_str(name),
+            Cow::Owned(name) => encoder.write_str(&name),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransitionLabels {
+    side: SideLabel,
+    old: StateLabel,
+    new: StateLabel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SocketLabels {
+    side: SideLabel,
+    state: StateLabel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LostLabels {
+    reason: &'static str,
+}
+
+const RINGBUF_FULL: LostLabels = LostLabels { reason: "ring_buffer_full" };
+const SKIPPED: LostLabels = LostLabels { reason: "skipped_by_kernel" };
+
+/// Every metric tcpstate exports. Shared between the tracing loop, which
+/// feeds it, and the HTTP thread, which renders it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    transitions: Family<TransitionLabels, Counter>,
+    sockets: Family<SocketLabels, Gauge>,
+    time_wait_alive: Gauge,
+    lost: Family<LostLabels, Counter>,
+    recovered: Counter,
+    inferred: Counter,
+    evicted: Counter,
+    tw_forgotten: Counter,
+    /// Held while the gauges move and while rendering, so that a scrape
+    /// never sees a connection between two states.
+    moving: Mutex<()>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        let sockets = Family::<SocketLabels, Gauge>::default();
+        let time_wait_alive = Gauge::default();
+        let lost = Family::<LostLabels, Counter>::default();
+        let (recovered, inferred, evicted, tw_forgotten) =
+            (Counter::default(), Counter::default(), Counter::default(), Counter::default());
+        // Both reasons exist from the start, at 0, rather than appearing
+        // with the first loss.
+        let _ = lost.get_or_create(&RINGBUF_FULL);
+        let _ = lost.get_or_create(&SKIPPED);
+
+        let mut registry = Registry::with_prefix("tcpstate");
+        // Counter names get their `_total` from the encoder.
+        registry.register(
+            "transitions",
+            "TCP state transitions reported, by side, state left (old) and state entered (new)",
+            transitions.clone(),
+        );
+        registry.register("sockets", "Connections in each state, as reported, by side", sockets.clone());
+        registry.register(
+            "time_wait_sockets",
+            "Timewait sockets alive (TIME_WAIT, or FIN_WAIT2 held by a timewait socket)",
+            time_wait_alive.clone(),
+        );
+        registry.register(
+            "lost_events",
+            "State transitions the main probe did not report: the ring buffer was full, or the kernel \
+             skipped the probe (tcpstate_recovered_events_total of those the backup probe caught)",
+            lost.clone(),
+        );
+        registry.register(
+            "recovered_events",
+            "Transitions the kernel skipped the main probe for that the backup probe caught",
+            recovered.clone(),
+        );
+        registry.register(
+            "inferred_transitions",
+            "Transitions no probe saw, deduced from what came next (reported with inferred set)",
+            inferred.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Connections the connection table evicted when full: their later transitions lack owner and time",
+            evicted.clone(),
+        );
+        registry.register(
+            "time_wait_forgotten",
+            "Timewait sockets forgotten after 10 minutes without an event: their end was never seen",
+            tw_forgotten.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            transitions,
+            sockets,
+            time_wait_alive,
+            lost,
+            recovered,
+            inferred,
+            evicted,
+            tw_forgotten,
+            moving: Mutex::new(()),
+        })
+    }
+
+    /// Counts one reported transition.
+    pub fn count(&self, t: &Transition) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                side: SideLabel(t.side),
+                old: StateLabel(t.old),
+                new: StateLabel(t.new),
+            })
+            .inc();
+    }
+
+    /// Takes the table's census and counts and the kernel's loss counters,
+    /// all absolute (a counter never goes down).
+    pub fn update(&self, table: &ConnTable, lost: &Lost) {
+        let _moving = self.lock();
+        for (side, state, n) in table.census().iter() {
+            let gauge = self.sockets.get_or_create(&SocketLabels { side: SideLabel(side), state: StateLabel(state) });
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.time_wait_alive.set(i64::try_from(table.time_wait_alive()).unwrap_or(i64::MAX));
+        let stats = table.stats();
+        set_counter(&self.inferred, stats.inferred);
+        set_counter(&self.evicted, stats.evicted);
+        set_counter(&self.tw_forgotten, stats.tw_forgotten);
+        set_counter(&self.lost.get_or_create(&RINGBUF_FULL), lost.ringbuf_full);
+        set_counter(&self.lost.get_or_create(&SKIPPED), lost.skipped);
+        set_counter(&self.recovered, lost.recovered);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let _moving = self.lock();
+        let mut out = String::with_capacity(4096);
+        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // Nothing to keep consistent but the moment: a poisoned lock is fine.
+        self.moving.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The metrics as an output of the run: transitions as they are printed, the
+/// rest after each batch.
+pub struct MetricsSink {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsSink {
+    pub fn new(metrics: Arc<Metrics>) -> MetricsSink {
+        MetricsSink { metrics }
+    }
+}
+
+impl Sink for MetricsSink {
+    fn record(&mut self, record: &Record) -> Result<()> {
+        // Raw timewait probe events (--raw) are not transitions.
+        if let Record::Transition(t) = record {
+            self.metrics.count(t);
+        }
+        Ok(())
+    }
+
+    fn batch_done(&mut self, status: &Status<'_>) -> Result<()> {
+        self.metrics.update(status.table, status.lost);
+        Ok(())
+    }
+}
+
+/// Sets a counter to an absolute value, never lowering it.
+fn set_counter(counter: &Counter, value: u64) {
+    counter.inner().fetch_max(value, Ordering::Relaxed);
+}
+
+/// The HTTP endpoint. Dropping it stops serving.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl MetricsServer {
+    /// The address served (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // Dropping the last reference to the server closes its listener.
+    }
+}
+
+/// Binds `addr` now and serves `GET /metrics` (and `GET /`) from a
+/// background thread until the returned server is dropped.
+pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> Result<MetricsServer> {
+    let context = || format!("cannot listen on {addr} for --metrics");
+    let listener = TcpListener::bind(addr).map_err(plain_io_error).with_context(context)?;
+    let local = listener.local_addr().map_err(plain_io_error).with_context(context)?;
+    let server =
+        tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow::anyhow!("{e}")).with_context(context)?;
+    let server = Arc::new(server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let server = server.clone();
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || answer_requests(&server, &metrics, &stop))
+            .context("starting the --metrics thread")?
+    };
+    Ok(MetricsServer { server, stop, thread: Some(thread), addr: local })
+}
+
+/// An OS error without Rust's " (os error N)" suffix, to keep the message
+/// as the system states it: "Address already in use".
+fn plain_io_error(e: std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::new(e.kind(), nix::errno::Errno::from_raw(code).desc()),
+        None => e,
+    }
+}
+
+fn answer_requests(server: &tiny_http::Server, metrics: &Metrics, stop: &AtomicBool) {
+    // recv() fails once unblocked (or if the listener failed: nothing more
+    // will come then either).
+    while let Ok(request) = server.recv() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let response = response_to(request.method(), request.url(), metrics);
+        // A client gone before the answer is its own problem.
+        let _ = request.respond(response);
+    }
+}
+
+fn response_to(
+    method: &tiny_http::Method,
+    url: &str,
+    metrics: &Metrics,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    use tiny_http::{Method, Response};
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    if path != "/metrics" && path != "/" {
+        return text(Response::from_string("not found: tcpstate serves /metrics\n").with_status_code(404));
+    }
+    if !matches!(method, Method::Get | Method::Head) {
+        return text(Response::from_string("method not allowed: use GET\n").with_status_code(405))
+            .with_header(header("Allow", "GET, HEAD"));
+    }
+    Response::from_string(metrics.render()).with_header(header("Content-Type", prometheus_text::CONTENT_TYPE))
+}
+
+fn text(response: tiny_http::Response<std::io::Cursor<Vec<u8>>>) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    response.with_header(header("Content-Type", "text/plain; charset=utf-8"))
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid static header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Config;
+    use crate::output::tests::{raw_probe, sample, with};
+
+    /// The metric lines of the exposition, without comments.
+    fn samples(m: &Metrics) -> Vec<String> {
+        m.render().lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
+    }
+
+    fn value(m: &Metrics, series: &str) -> Option<String> {
+        samples(m).iter().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_string))
+    }
+
+    #[test]
+    fn transitions_are_counted_per_side_and_pair() {
+        let m = Metrics::new();
+        let mut sink = MetricsSink::new(m.clone());
+        for _ in 0..3 {
+            sink.record(&sample(7, 2)).unwrap();
+            sink.record(&sample(2, 7)).unwrap();
+        }
+        sink.record(&with(sample(7, 2), |t| t.side = Side::Server)).unwrap();
+        let series = "tcpstate_transitions_total{side=\"client\",old=\"CLOSE\",new=\"SYN_SENT\"}";
+        assert_eq!(value(&m, series).as_deref(), Some("3"));
+        let series = "tcpstate_transitions_total{side=\"client\",old=\"SYN_SENT\",new=\"CLOSE\"}";
+        assert_eq!(value(&m, series).as_deref(), Some("3"));
+        let series = "tcpstate_transitions_total{side=\"server\",old=\"CLOSE\",new=\"SYN_SENT\"}";
+        assert_eq!(value(&m, series).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn raw_timewait_probe_events_are_not_transitions() {
+        let m = Metrics::new();
+        MetricsSink::new(m.clone()).record(&raw_probe()).unwrap();
+        assert!(!m.render().contains("tcpstate_transitions_total{"));
+    }
+
+    #[test]
+    fn unknown_states_are_labelled_as_printed() {
+        let m = Metrics::new();
+        MetricsSink::new(m.clone()).record(&sample(1, 42)).unwrap();
+        let series = "tcpstate_transitions_total{side=\"client\",old=\"ESTABLISHED\",new=\"UNKNOWN(42)\"}";
+        assert_eq!(value(&m, series).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn counters_take_absolute_values_and_never_go_down() {
+        let m = Metrics::new();
+        let table = ConnTable::new(Config::default());
+        let lost = |v: &str| value(&m, &format!("tcpstate_lost_events_total{{reason=\"{v}\"}}"));
+        assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
+        let at = |ringbuf_full, skipped, recovered| Lost { ringbuf_full, skipped, recovered, ..Lost::default() };
+        m.update(&table, &at(7, 5, 4));
+        m.update(&table, &at(7, 5, 4));
+        assert_eq!(lost("ring_buffer_full").as_deref(), Some("7"));
+        assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
+        assert_eq!(value(&m, "tcpstate_recovered_events_total").as_deref(), Some("4"));
+        m.update(&table, &at(9, 1, 0));
+        assert_eq!(lost("ring_buffer_full").as_deref(), Some("9"));
+        assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
+        assert_eq!(value(&m, "tcpstate_time_wait_sockets").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn exposition_has_help_and_type_lines() {
+        let m = Metrics::new();
+        // A family without a series yet is left out altogether.
+        assert!(!m.render().contains("tcpstate_transitions_total"));
+        assert!(!m.render().contains("# TYPE tcpstate_sockets gauge"));
+        MetricsSink::new(m.clone()).record(&sample(7, 2)).unwrap();
+        let text = m.render();
+        for line in [
+            "# TYPE tcpstate_transitions_total counter",
+            "# TYPE tcpstate_time_wait_sockets gauge",
+            "# TYPE tcpstate_lost_events_total counter",
+            "# TYPE tcpstate_recovered_events_total counter",
+            "# TYPE tcpstate_inferred_transitions_total counter",
+            "# TYPE tcpstate_connections_evicted_total counter",
+            "# TYPE tcpstate_time_wait_forgotten_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "OpenMetrics trailer in the Prometheus format");
+    }
+
+    #[test]
+    fn metrics_are_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Metrics>();
+        send_sync::<MetricsServer>();
+    }
+}

@@ -1,0 +1,114 @@
+//! The exit paragraph: how many transitions, per side, and everything that
+//! was lost, inferred, evicted or forgotten on the way.
+
+use anyhow::Result;
+
+use super::{Sink, Status};
+use crate::conn::{Record, Stats};
+use crate::model::Side;
+use crate::trace::Lost;
+
+/// Counts what was printed, and says it all when tracing ends.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub server: u64,
+    pub client: u64,
+    /// Print the paragraph on stderr at the end.
+    print: bool,
+}
+
+impl Summary {
+    pub fn new(print: bool) -> Summary {
+        Summary { print, ..Summary::default() }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.server + self.client
+    }
+
+    /// The paragraph, one line.
+    pub fn text(&self, lost: &Lost, stats: &Stats) -> String {
+        let mut s = format!(
+            "tcpstate: {} transitions (server {}, client {}); lost {}: ring buffer full {}, \
+             skipped by the kernel {} and recovered {}",
+            self.total(),
+            self.server,
+            self.client,
+            lost.total(),
+            lost.ringbuf_full,
+            lost.skipped,
+            lost.recovered
+        );
+        let mut clause = |n: u64, what: &str| {
+            if n > 0 {
+                s.push_str(&format!("; {n} {what}"));
+            }
+        };
+        clause(stats.inferred, "inferred (seen by no probe)");
+        clause(lost.tw_ringbuf_full, "TIME_WAIT probe events dropped (ring buffer full)");
+        clause(stats.evicted, "connections evicted (table full)");
+        clause(stats.tw_forgotten, "TIME_WAIT sockets forgotten (no end seen in 10 minutes)");
+        let tw: Vec<String> =
+            lost.tw_skipped.iter().filter(|(_, n)| *n > 0).map(|(prog, n)| format!("{prog} {n}")).collect();
+        if !tw.is_empty() {
+            s.push_str(&format!("; TIME_WAIT probes skipped by the kernel: {}", tw.join(", ")));
+        }
+        s
+    }
+}
+
+impl Sink for Summary {
+    fn record(&mut self, record: &Record) -> Result<()> {
+        match record.side() {
+            Side::Server => self.server += 1,
+            Side::Client => self.client += 1,
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, status: &Status<'_>) -> Result<()> {
+        if self.print {
+            eprintln!("{}", self.text(status.lost, &status.table.stats()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::{sample, with};
+
+    #[test]
+    fn counts_per_side_and_names_every_loss() {
+        let mut s = Summary::default();
+        let server = with(sample(10, 3), |t| t.side = Side::Server);
+        s.record(&sample(2, 1)).unwrap();
+        s.record(&server).unwrap();
+        s.record(&server).unwrap();
+        let lost = Lost {
+            ringbuf_full: 2,
+            tw_ringbuf_full: 0,
+            skipped: 5,
+            recovered: 4,
+            tw_skipped: vec![("tw_timer_start".into(), 0), ("tw_timer_cancel".into(), 7)],
+        };
+        assert_eq!(
+            s.text(&lost, &Stats::default()),
+            "tcpstate: 3 transitions (server 2, client 1); lost 3: ring buffer full 2, \
+             skipped by the kernel 5 and recovered 4; TIME_WAIT probes skipped by the kernel: tw_timer_cancel 7"
+        );
+    }
+
+    #[test]
+    fn nothing_the_table_deduced_or_dropped_is_silent() {
+        let stats = Stats { inferred: 3, evicted: 4, tw_forgotten: 5 };
+        let lost = Lost { tw_ringbuf_full: 6, ..Lost::default() };
+        assert_eq!(
+            Summary::default().text(&lost, &stats),
+            "tcpstate: 0 transitions (server 0, client 0); lost 0: ring buffer full 0, skipped by the kernel 0 \
+             and recovered 0; 3 inferred (seen by no probe); 6 TIME_WAIT probe events dropped (ring buffer full); \
+             4 connections evicted (table full); 5 TIME_WAIT sockets forgotten (no end seen in 10 minutes)"
+        );
+    }
+}
