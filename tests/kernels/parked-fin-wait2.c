@@ -172,7 +172,7 @@ static void align(const char *want, long trig_j, long gap_j)
 {
 	if (!strcmp(want, "any") || !hz)
 		return;
-	long margin = hz / 10 > 8 ? hz / 10 : 8;
+	long margin = hz / 5 > 8 ? hz / 5 : 8; /* 200 ms: QEMU without KVM is slow */
 	for (int tries = 0; tries < 20; tries++) {
 		unsigned long long j = read_jiffies(NULL);
 		long p = (long)phase(j), wait;
