@@ -113,27 +113,33 @@ impl Probe {
 }
 
 /// tests/kernels/parked-fin-wait2.c, compiled once per test binary with
-/// `cc -O2 -static` ($CC, else cc, else clang) under cargo's test scratch
-/// directory; static so that the QEMU guest runs it as is.
+/// `cc -O2 -static` ($CC, else cc, else clang: clang's Debian package pulls
+/// in libc6-dev) into cargo's test scratch directory; static so that the
+/// QEMU guest runs it as is. Built under a name of its own, then renamed
+/// into place, so that test binaries running at once do not clash.
 pub fn helper() -> &'static Path {
     static HELPER: OnceLock<PathBuf> = OnceLock::new();
     HELPER.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels/parked-fin-wait2.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("parked-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let out = dir.join("parked-fin-wait2");
+        let tmp = dir.join(format!("parked-fin-wait2.{}.tmp", std::process::id()));
         let compilers: Vec<String> = match std::env::var("CC") {
             Ok(cc) => vec![cc],
             Err(_) => vec!["cc".into(), "clang".into()],
         };
         let mut errors = String::new();
         for cc in &compilers {
-            match Command::new(cc).args(["-O2", "-static", "-Wall", "-o"]).arg(&out).arg(&src).output() {
-                Ok(o) if o.status.success() => return out,
+            match Command::new(cc).args(["-O2", "-static", "-Wall", "-o"]).arg(&tmp).arg(&src).output() {
+                Ok(o) if o.status.success() => {
+                    std::fs::rename(&tmp, &out).unwrap();
+                    return out;
+                }
                 Ok(o) => errors += &format!("{cc}: {}\n{}", o.status, String::from_utf8_lossy(&o.stderr)),
                 Err(e) => errors += &format!("{cc}: {e}\n"),
             }
         }
+        let _ = std::fs::remove_file(&tmp);
         panic!("cannot build {} (needs a C compiler and libc6-dev: `make deps`):\n{errors}", src.display());
     })
 }
