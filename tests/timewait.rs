@@ -222,7 +222,7 @@ fn parked_client_on_this_host(variant: parked::Variant, bucket: parked::Bucket, 
     let helper = parked::helper().to_str().unwrap();
     let port = free_port();
     let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--tw-probe", "timer"]);
-    let ns = Netns::new(&format!("parked-{}", variant.arg()));
+    let ns = Netns::new(&format!("parked-{}-{}", variant.arg(), bucket.arg()));
     let ctx = format!("this host, --tw-probe timer, parked-fin-wait2 -m {} -b {}", variant.arg(), bucket.arg());
     let report = parked::run_helper(ns.cmd(helper), variant, bucket, port, &ctx);
     ns.delete();
