@@ -274,8 +274,8 @@ pub fn check_story(json: &str, stderr: &str, report: &Report, variant: Variant, 
         )
     });
 
-    // The client's and the server's connection: by conn_id, or (for the
-    // report, when conn_id is missing) by tuple as the old helpers do.
+    // The client's and the server's connection: the conn_ids of the events
+    // with their tuple, and every event that carries one of them.
     let is_client = |e: &Value| ours(e) && e["side"] == "client" && e["sport"].as_u64() == Some(port);
     let is_server = |e: &Value| ours(e) && e["side"] == "server" && e["dport"].as_u64() == Some(port);
     let group = |is: &dyn Fn(&Value) -> bool, birth: &str, what: &str, f: &mut Failures| -> Vec<Value> {
