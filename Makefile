@@ -53,7 +53,7 @@ lint: deps
 # Only the QEMU part: fentry/fexit and kprobe TIME_WAIT probes on stock
 # Debian 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).
 test-kernels: deps
-	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels --test kernels_parked
 
 # Connection storm: tcpstate against no tracer, a count-only floor (alone and
 # with empty programs at tcpstate's other attachment points) and bpftrace,
