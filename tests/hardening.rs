@@ -185,6 +185,51 @@ fn metrics_are_scrapeable_while_tracing() {
     assert_eq!(json_events(&out.stdout).len(), 11, "the scrapes are not on the traced port");
 }
 
+/// The connection table's bound: a tiny table crowded by TIME_WAIT sockets
+/// evicts its quietest connections, says how many in the summary and the
+/// metrics alike, and every transition is still printed.
+#[cfg(feature = "metrics")]
+#[test]
+fn a_full_connection_table_is_counted_not_silent() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 10;
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let args = ["127.0.0.1", &port.to_string(), "-o", "json", "--metrics", &metrics_addr, "--conn-table-size", "4"];
+    let tracer = Tracer::start(&args);
+    let ns = Netns::new("tablefull");
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    let addr = nginx.addr;
+    ns.run_in(move || {
+        (0..N).for_each(|_| {
+            http_get(addr);
+        })
+    });
+    let scrape = || {
+        let out = Command::new("curl").args(["-sS", &format!("http://{metrics_addr}/metrics")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let evicted = |text: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix("tcpstate_connections_evicted_total ")?.parse().ok())
+    };
+    let mut text = String::new();
+    wait_for(Duration::from_secs(10), "every transition to be counted", || {
+        text = scrape();
+        text.lines().any(|l| l == "tcpstate_transitions_total{side=\"client\",old=\"FIN_WAIT2\",new=\"TIME_WAIT\"} 10")
+    });
+    let out = tracer.stop();
+    drop(nginx);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // The listener and ten connections held in TIME_WAIT need eleven places.
+    let n = evicted(&text).unwrap_or_else(|| panic!("no eviction count in\n{text}"));
+    assert!(n >= 7, "{n} evicted: {text}");
+    assert!(out.stderr.contains(&format!("; {n} connections evicted (table full)")), "{}", out.stderr);
+    assert_eq!(json_events(&out.stdout).len(), 1 + N * 10, "every transition printed");
+    assert_eq!(out.stdout.matches("\"new\":\"TIME_WAIT\"").count(), N);
+}
+
 /// The backup program for events the kernel skips must find the main
 /// program's recursion guard on this kernel (else it falls back to a flag);
 /// and in normal operation it must report nothing twice.

@@ -52,6 +52,58 @@ fn namespace_exit_ends_time_wait_once_per_connection() {
     assert_eq!(count_in(&out.stdout, "FIN_WAIT2:CLOSE"), 0, "the hand-off is not shown");
 }
 
+/// Every event of one connection carries the same conn_id, connect()'s
+/// (local port 0) and TIME_WAIT's end (another kernel address) included,
+/// and no two connections share one. The timewait socket carries its full
+/// socket's cookie: with --raw, the probe events show it.
+#[test]
+fn one_conn_id_per_connection_from_connect_to_the_end_of_time_wait() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let raw = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--raw"]);
+    let ns = Netns::new("connid");
+    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
+    for _ in 0..3 {
+        let ok = ns.cmd("curl").args(["-sS", "-o", "/dev/null", &nginx.url()]).status().unwrap();
+        assert!(ok.success());
+    }
+    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 3, Duration::from_secs(5));
+    drop(nginx);
+    ns.delete();
+    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 3, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, raw) = (tracer.stop(), raw.stop());
+    let id = |e: &serde_json::Value| e["conn_id"].as_u64().unwrap_or_else(|| panic!("no conn_id in {e}"));
+    let mut seen = std::collections::BTreeSet::new();
+    let (clients, servers) = (client_connections(&out.stdout), server_connections(&out.stdout));
+    assert_eq!((clients.len(), servers.len()), (3, 3));
+    for c in clients.iter().chain(&servers) {
+        let ids: std::collections::BTreeSet<u64> = c.iter().map(id).collect();
+        assert_eq!(ids.len(), 1, "one id for {c:#?}");
+        assert!(seen.insert(id(&c[0])), "the id of {c:#?} is another connection's too");
+    }
+    for c in &clients {
+        assert_eq!(c[0]["sport"], 0, "connect()'s first event has no port yet");
+        assert_ne!(c[0]["skaddr"], c.last().unwrap()["skaddr"], "TIME_WAIT ends on the timewait socket");
+    }
+    // The raw probe events of each client's timewait socket (its tuple)
+    // carry the cookie of its full socket's events.
+    let raw_events = json_events(&raw.stdout);
+    for c in &clients {
+        let tuple = |e: &serde_json::Value| (e["sport"].clone(), e["dport"].clone(), e["netns"].clone());
+        let tw: Vec<&serde_json::Value> =
+            raw_events.iter().filter(|e| e["source"].is_string() && tuple(e) == tuple(&c[1])).collect();
+        assert!(!tw.is_empty(), "no timewait probe event for {:?}", tuple(&c[1]));
+        let full: Vec<&serde_json::Value> =
+            raw_events.iter().filter(|e| e["source"].is_null() && tuple(e) == tuple(&c[1])).collect();
+        assert!(tw.iter().chain(&full).all(|e| id(e) == id(full[0])), "{tw:#?} {full:#?}");
+        assert_eq!(id(full[0]), id(&c[0]), "--raw and the coherent stream name it alike");
+    }
+}
+
 #[test]
 fn many_connections_each_leave_time_wait_once() {
     if !require_root() {
