@@ -44,7 +44,7 @@ pub struct Options {
     /// Connections open at once in concurrent mode
     #[arg(short = 'c', long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
-    /// Rows to run, comma separated (none,floor,floor-backup,floor-timers,bpftrace,seed,table,json,csv,tw-off) or all
+    /// Rows to run, comma separated (none,floor,floor-backup,floor-timers,bpftrace,original,table,json,csv,tw-off) or all
     #[arg(long, default_value = "all")]
     pub rows: String,
     /// Where to write the machine-readable results

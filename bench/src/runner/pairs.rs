@@ -1,5 +1,5 @@
 //! Which transitions a tracer missed (or saw twice), per OLD:NEW pair, for
-//! the rows whose output is kept (seed lines, bpftrace lines). A total that
+//! the rows whose output is kept (original lines, bpftrace lines). A total that
 //! is off by a few says little; "FIN_WAIT1:FIN_WAIT2 -3" says where to look.
 
 use std::collections::BTreeMap;

@@ -136,7 +136,7 @@ fn field(text: &str, name: &str) -> Option<u64> {
 }
 
 /// The last non-empty line of a file, for "why did it fail" messages.
-/// tcpstate's original output lines (`ts:...`, the seed format writes them
+/// tcpstate's original output lines (`ts:...`, the original format writes them
 /// to stderr) are skipped: the message is what came after them.
 pub fn last_line(path: &Path) -> Option<String> {
     let text = fs::read(path).ok()?;

@@ -28,7 +28,7 @@ pub enum Kind {
     Floor(Empty),
     /// A bpftrace printf one-liner.
     Bpftrace,
-    /// tcpstate with an output format (None: the original, "seed", on
+    /// tcpstate with an output format (None: the original line, on
     /// stderr) and optionally without TIME_WAIT probes.
     Tcpstate { format: Option<&'static str>, tw_off: bool },
 }
@@ -48,7 +48,7 @@ pub const ALL: &[Row] = &[
         kind: Kind::Floor(Empty { backup: true, timers: true }),
     },
     Row { id: "bpftrace", label: "bpftrace printf", kind: Kind::Bpftrace },
-    Row { id: "seed", label: "tcpstate (seed output)", kind: Kind::Tcpstate { format: None, tw_off: false } },
+    Row { id: "original", label: "tcpstate (original line)", kind: Kind::Tcpstate { format: None, tw_off: false } },
     Row { id: "table", label: "tcpstate -o table", kind: Kind::Tcpstate { format: Some("table"), tw_off: false } },
     Row { id: "json", label: "tcpstate -o json", kind: Kind::Tcpstate { format: Some("json"), tw_off: false } },
     Row { id: "csv", label: "tcpstate -o csv", kind: Kind::Tcpstate { format: Some("csv"), tw_off: false } },
@@ -67,6 +67,8 @@ pub fn select(list: &str) -> Result<Vec<Row>> {
     }
     let mut rows = vec![ALL[0]];
     for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // "seed": the original line's row's old name.
+        let id = if id == "seed" { "original" } else { id };
         let Some(row) = ALL.iter().find(|r| r.id == id) else {
             let ids: Vec<&str> = ALL.iter().map(|r| r.id).collect();
             bail!("unknown row '{id}': use 'all' or some of {}", ids.join(","));
@@ -90,7 +92,7 @@ pub struct Tools {
 
 /// Where a run's tracer writes. Event output goes to /dev/null except
 /// where it is the only place the count can be read from (bpftrace's
-/// stdout, the seed format's stderr): there it goes to a file in tmpfs.
+/// stdout, the original line's stderr): there it goes to a file in tmpfs.
 #[derive(Clone, Debug)]
 pub struct Files {
     pub stdout: PathBuf,
