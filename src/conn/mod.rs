@@ -29,6 +29,7 @@ mod store;
 mod timewait;
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -87,57 +88,77 @@ pub struct Conn {
     pub side: Side,
     pub side_rule: SideRule,
     pub owner: Option<Owner>,
-    /// The state users see it in, and since when (`None`: its entry into
-    /// that state was not seen).
+    /// The state users see it in.
     pub state: TcpState,
-    pub since_ns: Option<u64>,
+    /// Since when it is in `state` (none: its entry was not seen).
+    since: At,
     /// When a probe last showed it in `state`: the earliest moment a change
     /// that no probe saw can have happened.
-    pub seen_ns: u64,
-    /// Its full socket's address, once one was seen.
-    pub sock: Option<u64>,
-    /// Its id is tcpstate's own until the socket shows the cookie it keeps
-    /// (an accept the kernel reported before the socket had its own).
-    provisional: bool,
+    seen_ns: u64,
+    /// Its full socket's address while that is alive.
+    sock: Option<NonZeroU64>,
     /// The timewait socket that continues it, once there is one.
-    pub tw: Option<TwSocket>,
+    tw: Option<TwSocket>,
     /// How it began, when that was seen (the [`SideRule::Origin`] rule).
     origin: Option<Side>,
     /// Where the census counts it: its side and state as last reported.
     counted: Option<(Side, TcpState)>,
+    /// Its id is tcpstate's own until the socket shows the cookie it keeps
+    /// (an accept the kernel reported before the socket had its own).
+    provisional: bool,
 }
 
 /// The timewait socket of a connection.
 #[derive(Clone, Copy, Debug)]
 pub struct TwSocket {
     /// Its own kernel address, which the transitions it makes carry.
-    pub addr: u64,
+    addr: NonZeroU64,
     /// The cookie it carries (0: none).
     pub cookie: u64,
     /// The substate a probe last read (or inferred).
     pub substate: TcpState,
     /// The connection is in the timewait socket now: its full socket's
-    /// hand-off was seen, or there is no full socket to wait for.
-    pub handed_off: bool,
-    /// When it was first seen (0: it was seen late, by its cancel).
-    pub born_ns: u64,
+    /// hand-off was seen.
+    handed_off: bool,
+    /// When it was born (none: first seen late, by a cancel).
+    born: At,
     /// When a probe last reported it, to forget it should its death be lost.
-    pub last_ns: u64,
-    /// Fingerprint of its namespace and tuple.
-    fingerprint: u64,
+    last_ns: u64,
     /// A timer cancel awaiting the re-arm or expiry that would make it no
-    /// death (timer probes).
-    cancel: Option<Cancel>,
+    /// death (timer probes), and what the probe read with it.
+    cancel: At,
+    cancel_substate: TcpState,
+    cancel_armed: At,
     /// The cancel the last re-arm followed, in case it was a death after all.
-    rearm_cancel_ns: Option<u64>,
+    rearm_cancel: At,
 }
 
-/// A timer cancel and what the probe read with it.
+impl TwSocket {
+    /// Its kernel address.
+    pub fn addr(&self) -> u64 {
+        self.addr.get()
+    }
+}
+
+/// A kernel timestamp or none, in 8 bytes rather than an `Option`'s 16:
+/// a table of hundreds of thousands of connections holds several each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cancel {
-    ts_ns: u64,
-    substate: TcpState,
-    armed_ns: Option<u64>,
+struct At(u64);
+
+impl At {
+    const NONE: At = At(u64::MAX);
+
+    fn of(ns: u64) -> At {
+        At(ns.min(u64::MAX - 1))
+    }
+
+    fn from(ns: Option<u64>) -> At {
+        ns.map_or(At::NONE, At::of)
+    }
+
+    fn get(self) -> Option<u64> {
+        (self != At::NONE).then_some(self.0)
+    }
 }
 
 /// Counts of what the table could not follow or had to deduce. Every one
@@ -154,30 +175,81 @@ pub struct Stats {
     pub tw_forgotten: u64,
 }
 
-/// Connections in each state, as last reported, per side.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Connections in each state, as last reported, per side: counted on
+/// every reported transition, so arrays rather than a map.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Census {
-    counts: HashMap<(Side, TcpState), u64>,
+    counts: Box<[[u64; 256]; 2]>,
+    /// Slots ever counted: their count is shown even at 0.
+    seen: Box<[[bool; 256]; 2]>,
+}
+
+impl Default for Census {
+    fn default() -> Census {
+        Census { counts: Box::new([[0; 256]; 2]), seen: Box::new([[false; 256]; 2]) }
+    }
 }
 
 impl Census {
     /// Reported connections of `side` in `state` now.
     pub fn get(&self, side: Side, state: TcpState) -> u64 {
-        self.counts.get(&(side, state)).copied().unwrap_or(0)
+        self.counts[side as usize][usize::from(state.0)]
     }
 
     /// Every (side, state) ever counted, with its count now (0 included).
     pub fn iter(&self) -> impl Iterator<Item = (Side, TcpState, u64)> + '_ {
-        self.counts.iter().map(|(&(side, state), &n)| (side, state, n))
+        [Side::Server, Side::Client].into_iter().flat_map(move |side| {
+            (0..=u8::MAX)
+                .filter(move |&s| self.seen[side as usize][usize::from(s)])
+                .map(move |s| (side, TcpState(s), self.counts[side as usize][usize::from(s)]))
+        })
     }
 
-    fn add(&mut self, slot: (Side, TcpState)) {
-        *self.counts.entry(slot).or_default() += 1;
+    fn add(&mut self, (side, state): (Side, TcpState)) {
+        self.counts[side as usize][usize::from(state.0)] += 1;
+        self.seen[side as usize][usize::from(state.0)] = true;
     }
 
-    fn remove(&mut self, slot: (Side, TcpState)) {
-        if let Some(n) = self.counts.get_mut(&slot) {
-            *n = n.saturating_sub(1);
+    fn remove(&mut self, (side, state): (Side, TcpState)) {
+        let n = &mut self.counts[side as usize][usize::from(state.0)];
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// What reporting a transition touches besides its connection: the -p
+/// filter, the census and the counts. Kept apart from the connections so
+/// that a connection and these can be borrowed at once.
+#[derive(Default)]
+struct Reports {
+    pid: Option<u32>,
+    census: Census,
+    stats: Stats,
+}
+
+impl Reports {
+    /// Reports a transition of `conn` (when its owner passes `-p`) and moves
+    /// the connection to the transition's new state in the census.
+    fn report(&mut self, conn: &mut Conn, t: Transition, out: &mut Vec<Record>) {
+        if self.pid.is_some_and(|pid| conn.owner.map(|o| o.pid) != Some(pid)) {
+            return;
+        }
+        if let Some(slot) = conn.counted.take() {
+            self.census.remove(slot);
+        }
+        if t.new != TcpState::CLOSE {
+            conn.counted = Some((t.side, t.new));
+            self.census.add((t.side, t.new));
+        }
+        if t.inferred.is_some() {
+            self.stats.inferred += 1;
+        }
+        out.push(Record::Transition(t));
+    }
+
+    /// Reports a transition of a connection the table does not follow.
+    fn report_unfollowed(&mut self, t: Transition, out: &mut Vec<Record>) {
+        if self.pid.is_none() {
+            out.push(Record::Transition(t));
         }
     }
 }
@@ -198,8 +270,9 @@ pub struct ConnTable {
     next_local_id: ConnId,
     listeners: listeners::Owners,
     tw: Timewait,
-    census: Census,
-    stats: Stats,
+    reports: Reports,
+    /// Connections whose id is still provisional.
+    provisional: usize,
 }
 
 impl ConnTable {
@@ -213,8 +286,8 @@ impl ConnTable {
             next_local_id: LOCAL_IDS,
             listeners: listeners::Owners::default(),
             tw: Timewait::default(),
-            census: Census::default(),
-            stats: Stats::default(),
+            reports: Reports { pid: cfg.pid, ..Reports::default() },
+            provisional: 0,
         }
     }
 
@@ -270,11 +343,11 @@ impl ConnTable {
     }
 
     pub fn census(&self) -> &Census {
-        &self.census
+        &self.reports.census
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.reports.stats
     }
 
     /// A new connection (its id not in the table), evicting the quietest
@@ -296,7 +369,7 @@ impl ConnTable {
         }
         for &(_, id) in &quiet[..n.min(quiet.len())] {
             self.remove(id);
-            self.stats.evicted += 1;
+            self.reports.stats.evicted += 1;
         }
     }
 
@@ -304,15 +377,16 @@ impl ConnTable {
     fn remove(&mut self, id: ConnId) -> Option<Conn> {
         let conn = self.conns.remove(id)?;
         if let Some(slot) = conn.counted {
-            self.census.remove(slot);
+            self.reports.census.remove(slot);
         }
         if let Some(sock) = conn.sock {
-            if self.by_sock.get(&sock) == Some(&id) {
-                self.by_sock.remove(&sock);
-            }
+            self.unindex_sock(sock.get(), id);
         }
         if let Some(tw) = &conn.tw {
-            self.tw.unindex(tw, id);
+            self.tw.unindex(tw, id, &conn);
+        }
+        if conn.provisional {
+            self.provisional -= 1;
         }
         if !self.aliases.is_empty() {
             self.aliases.retain(|_, &mut of| of != id);
@@ -334,24 +408,11 @@ impl ConnTable {
         self.next_local_id
     }
 
-    /// Reports a transition of `id` (when its owner passes `-p`) and moves
-    /// the connection to `new` in the census.
-    fn report(&mut self, id: ConnId, t: Transition, out: &mut Vec<Record>) {
-        let Some(conn) = self.conns.get_mut(id) else { return };
-        if self.cfg.pid.is_some_and(|pid| conn.owner.map(|o| o.pid) != Some(pid)) {
-            return;
+    /// Forgets that `sock` was connection `id`'s full socket.
+    fn unindex_sock(&mut self, sock: u64, id: ConnId) {
+        if self.by_sock.get(&sock) == Some(&id) {
+            self.by_sock.remove(&sock);
         }
-        if let Some(slot) = conn.counted.take() {
-            self.census.remove(slot);
-        }
-        if t.new != TcpState::CLOSE {
-            conn.counted = Some((t.side, t.new));
-            self.census.add((t.side, t.new));
-        }
-        if t.inferred.is_some() {
-            self.stats.inferred += 1;
-        }
-        out.push(Record::Transition(t));
     }
 }
 
@@ -367,14 +428,24 @@ impl Conn {
             side_rule,
             owner: None,
             state,
-            since_ns: None,
+            since: At::NONE,
             seen_ns: ev.ts_ns,
             sock: None,
-            provisional: false,
             tw: None,
             origin: None,
             counted: None,
+            provisional: false,
         }
+    }
+
+    /// Since when it is in its state, when that was seen.
+    pub fn since_ns(&self) -> Option<u64> {
+        self.since.get()
+    }
+
+    /// Its timewait socket, once there is one.
+    pub fn tw(&self) -> Option<&TwSocket> {
+        self.tw.as_ref()
     }
 
     /// A transition of this connection from `old` to `new` at `ts_ns`, made
@@ -399,7 +470,7 @@ impl Conn {
     /// the kernel sets it again.
     fn enter(&mut self, state: TcpState, ts_ns: u64) {
         if state != self.state {
-            self.since_ns = Some(ts_ns);
+            self.since = At::of(ts_ns);
             self.state = state;
         }
         self.seen_ns = ts_ns;
@@ -407,7 +478,7 @@ impl Conn {
 
     /// Time in the current state as of `ts_ns`, when its start was seen.
     fn time_in_state(&self, ts_ns: u64) -> Option<u64> {
-        self.since_ns.map(|since| ts_ns.saturating_sub(since))
+        self.since.get().map(|since| ts_ns.saturating_sub(since))
     }
 }
 

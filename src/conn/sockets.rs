@@ -9,7 +9,9 @@
 //! in softirq on top of whatever task was current, and for the connections a
 //! listener accepts, is done here.
 
-use super::{decide_side, Conn, ConnId, ConnTable, Inferred, Record};
+use std::num::NonZeroU64;
+
+use super::{decide_side, At, Conn, ConnId, ConnTable, Inferred, Record, CANCEL_HOLD_NS};
 use crate::model::{Side, TcpState};
 use crate::trace::ProbeEvent;
 
@@ -32,32 +34,33 @@ impl ConnTable {
         } else {
             ev
         };
-        if !born {
+        if !born && self.provisional > 0 {
             self.settle(ev, out);
         }
         let listener = if accepted { self.listeners.get(ev.netns, ev.tuple.sport) } else { None };
         let id = self.full_socket(ev, old, born);
         let Some(conn) = self.conns.get_mut(id) else { return };
-        conn.provisional |= provisional;
-
+        if provisional && !conn.provisional {
+            conn.provisional = true;
+            self.provisional += 1;
+        }
         conn.owner = ev.actor.or(conn.owner).or(listener);
         conn.origin = conn.origin.or_else(|| origin_of(old, new));
         (conn.side, conn.side_rule) = decide_side(ev.server_rule, conn.origin, &ev.tuple);
         // connect() enters SYN_SENT before it picks the local port: later
         // events complete the tuple.
         (conn.tuple, conn.netns) = (ev.tuple, ev.netns);
-        let owner = conn.owner;
-        self.listeners.learn(ev, old, new, owner);
+        self.listeners.learn(ev, old, new, conn.owner);
 
-        let conn = self.conns.get_mut(id).expect("looked up above");
         if conn.state != old {
             // What happened between is unknown, and so is the time spent.
             let mut gap = conn.transition(ev.ts_ns, conn.state, old, ev.skaddr);
             gap.inferred = Some(Inferred { earliest_ns: conn.seen_ns });
-            (conn.state, conn.since_ns, conn.seen_ns) = (old, None, ev.ts_ns);
-            self.report(id, gap, out);
+            (conn.state, conn.since, conn.seen_ns) = (old, At::NONE, ev.ts_ns);
+            self.reports.report(conn, gap, out);
         }
-        if new == TcpState::CLOSE && !self.cfg.raw && self.hand_off(id, ev, old, out) {
+        let timewait_takes_over = new == TcpState::CLOSE && !self.cfg.raw;
+        if timewait_takes_over && self.hand_off(id, ev, old, out) {
             return;
         }
         let Some(conn) = self.conns.get_mut(id) else { return };
@@ -68,7 +71,7 @@ impl ConnTable {
             self.held.push_back((id, t));
             return;
         }
-        self.report(id, t, out);
+        self.reports.report(conn, t, out);
         if new == TcpState::CLOSE {
             self.remove(id);
         }
@@ -77,7 +80,7 @@ impl ConnTable {
     /// The connection of a full socket's event: found by its cookie (or, on
     /// kernels without cookies, by its address), or new.
     fn full_socket(&mut self, ev: &ProbeEvent, old: TcpState, born: bool) -> ConnId {
-        let at_addr = self.by_sock.get(&ev.skaddr).copied();
+        let at_addr = if born || ev.cookie == 0 { self.by_sock.get(&ev.skaddr).copied() } else { None };
         let id = match (ev.cookie, at_addr) {
             (0, Some(id)) if !born => id,
             (0, _) => self.local_id(),
@@ -92,18 +95,21 @@ impl ConnTable {
             }
             self.remove(id);
         }
+        let sock = NonZeroU64::new(ev.skaddr);
         match self.conns.get_mut(id) {
             // Known so far only through its timewait socket: its full
             // socket's history before this event was not seen.
-            Some(conn) if conn.sock.is_none() => (conn.state, conn.since_ns) = (old, None),
+            Some(conn) if conn.sock.is_none() && conn.tw.is_some_and(|tw| !tw.handed_off) => {
+                (conn.state, conn.since) = (old, At::NONE);
+            }
+            Some(conn) if conn.sock == sock => return id,
             Some(_) => {}
             None => {
                 self.insert(Conn::new(id, ev, old));
             }
         }
-        let conn = self.conns.get_mut(id).expect("present");
-        if conn.sock != Some(ev.skaddr) {
-            conn.sock = Some(ev.skaddr);
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.sock = sock;
             self.by_sock.insert(ev.skaddr, id);
         }
         id
@@ -131,10 +137,11 @@ impl ConnTable {
         }
         let Some(conn) = self.conns.get_mut(settled) else { return };
         conn.provisional = false;
+        self.provisional -= 1;
         conn.tuple = ev.tuple;
         if let Some((_, mut t)) = held {
             (t.conn_id, t.tuple) = (settled, ev.tuple);
-            self.report(settled, t, out);
+            self.reports.report(conn, t, out);
         }
     }
 
@@ -143,7 +150,7 @@ impl ConnTable {
         let Some(mut conn) = self.conns.remove(id) else { return };
         conn.id = to;
         if let Some(sock) = conn.sock {
-            self.by_sock.insert(sock, to);
+            self.by_sock.insert(sock.get(), to);
         }
         self.conns.insert(conn);
     }
@@ -151,16 +158,11 @@ impl ConnTable {
     /// Accepts held back longer than a timer cancel is (so that output
     /// stays in time order) go out under tcpstate's id.
     pub(super) fn release_held(&mut self, now_ns: u64, out: &mut Vec<Record>) {
-        while let Some((id, t)) = self.held.front() {
-            if t.ts_ns + super::CANCEL_HOLD_NS > now_ns {
-                break;
-            }
-            let id = *id;
-            let (_, t) = self.held.pop_front().expect("looked at");
-            if self.conns.get(id).is_some() {
-                self.report(id, t, out);
-            } else {
-                out.push(Record::Transition(t));
+        while self.held.front().is_some_and(|(_, t)| t.ts_ns + CANCEL_HOLD_NS <= now_ns) {
+            let (id, t) = self.held.pop_front().expect("looked at");
+            match self.conns.get_mut(id) {
+                Some(conn) => self.reports.report(conn, t, out),
+                None => self.reports.report_unfollowed(t, out),
             }
         }
     }
@@ -171,7 +173,7 @@ impl ConnTable {
     /// nothing when the timewait socket holds a parked FIN_WAIT2, which the
     /// connection stays in. False when no timewait socket took over.
     fn hand_off(&mut self, id: ConnId, ev: &ProbeEvent, old: TcpState, out: &mut Vec<Record>) -> bool {
-        let linked = self.conns.get(id).and_then(|c| c.tw).filter(|tw| !tw.handed_off).is_some();
+        let linked = self.conns.get(id).and_then(|c| c.tw).is_some_and(|tw| !tw.handed_off);
         if !linked && !self.claim_by_tuple(id, ev, out) {
             return false;
         }
@@ -180,8 +182,8 @@ impl ConnTable {
         tw.handed_off = true;
         let substate = tw.substate;
         if let Some(sock) = conn.sock.take() {
-            if self.by_sock.get(&sock) == Some(&id) {
-                self.by_sock.remove(&sock);
+            if self.by_sock.get(&sock.get()) == Some(&id) {
+                self.by_sock.remove(&sock.get());
             }
         }
         if substate == conn.state {
@@ -194,7 +196,7 @@ impl ConnTable {
         let mut t = conn.transition(ev.ts_ns, old, substate, ev.skaddr);
         t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
         conn.enter(substate, ev.ts_ns);
-        self.report(id, t, out);
+        self.reports.report(conn, t, out);
         true
     }
 }

@@ -960,3 +960,10 @@ fn sockets_first_seen_mid_life_are_counted_and_unknown_deaths_are_not() {
     assert_eq!(nonzero(&t), [(Side::Server, CLOSE_WAIT, 1)]);
     assert_eq!(t.len(), 1);
 }
+
+#[test]
+fn a_connection_stays_small() {
+    // A storm leaves tens of thousands of connections in TIME_WAIT, each
+    // held here for 60 s: the bench's RSS target counts every byte.
+    assert!(std::mem::size_of::<Conn>() <= 176, "{}", std::mem::size_of::<Conn>());
+}

@@ -14,11 +14,12 @@
 //! claims it by namespace and tuple instead.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{shrink_if_sparse, Cancel, Conn, ConnId, ConnTable, Inferred, RawProbe, Record, TwSocket};
-use crate::model::{Side, TcpState, Tuple};
+use super::{decide_side, shrink_if_sparse, At, Conn, ConnId, ConnTable, Inferred, RawProbe, Record, TwSocket};
+use crate::model::{TcpState, Tuple};
 use crate::trace::{ProbeEvent, TwEvent};
 
 /// How long a timer cancel waits for the re-arm or expiry that would make
@@ -48,8 +49,9 @@ const RECENT_DEATHS: usize = 1024;
 pub(super) struct Timewait {
     /// Connection of each live timewait socket, by the socket's address.
     pub(super) by_addr: HashMap<u64, ConnId>,
-    /// Connection of the live timewait socket of each namespace and tuple,
-    /// by a 64-bit fingerprint of them (checked against the socket's own).
+    /// Where the kernel gave no cookie: the connection of the live timewait
+    /// socket of each namespace and tuple, by a 64-bit fingerprint of them
+    /// (checked against the connection's own).
     pub(super) by_tuple: HashMap<u64, ConnId>,
     /// Recently dead (address, fingerprint), newest last.
     dead: VecDeque<(u64, u64)>,
@@ -66,12 +68,13 @@ impl Timewait {
     }
 
     /// Forgets where connection `id`'s timewait socket was.
-    pub(super) fn unindex(&mut self, tw: &TwSocket, id: ConnId) {
-        if self.by_addr.get(&tw.addr) == Some(&id) {
-            self.by_addr.remove(&tw.addr);
+    pub(super) fn unindex(&mut self, tw: &TwSocket, id: ConnId, conn: &Conn) {
+        if self.by_addr.get(&tw.addr()) == Some(&id) {
+            self.by_addr.remove(&tw.addr());
         }
-        if self.by_tuple.get(&tw.fingerprint) == Some(&id) {
-            self.by_tuple.remove(&tw.fingerprint);
+        let fingerprint = fingerprint(conn.netns, &conn.tuple);
+        if tw.cookie == 0 && self.by_tuple.get(&fingerprint) == Some(&id) {
+            self.by_tuple.remove(&fingerprint);
         }
     }
 
@@ -91,10 +94,14 @@ impl Timewait {
 
 /// What a probe read of a dying socket: its substate, and when its timer was
 /// last armed for TIME_WAIT.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct LastWord {
     substate: Option<TcpState>,
-    armed_ns: Option<u64>,
+    armed: At,
+}
+
+impl LastWord {
+    const NOTHING: LastWord = LastWord { substate: None, armed: At::NONE };
 }
 
 impl ConnTable {
@@ -104,12 +111,15 @@ impl ConnTable {
             self.raw_probe(ev, what, substate, out);
             return;
         }
+        if ev.skaddr == 0 {
+            return;
+        }
         match what {
             TwEvent::Born => self.tw_born(ev, substate, false, out),
             TwEvent::Armed => self.tw_armed(ev, substate, out),
             TwEvent::Cancelled => self.tw_cancelled(ev, substate, out),
             TwEvent::Expired | TwEvent::Freed => {
-                let word = LastWord { substate: Some(substate), armed_ns: ev.tw_armed_ns };
+                let word = LastWord { substate: Some(substate), armed: At::from(ev.tw_armed_ns) };
                 self.tw_died_or_unknown(ev, word, out);
             }
         }
@@ -118,11 +128,11 @@ impl ConnTable {
     /// `--raw`: the event as the probe saw it, with its connection's id and
     /// side where the connection is known.
     fn raw_probe(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut Vec<Record>) {
-        let known = Some(ev.cookie).filter(|&c| c != 0).and_then(|c| self.conns.get(self.id_of_cookie(c)));
-        let side = known.map_or_else(|| decide_side_alone(ev), |c| c.side);
+        let id = if ev.cookie == 0 { 0 } else { self.id_of_cookie(ev.cookie) };
+        let side = self.conns.get(id).map_or_else(|| decide_side(ev.server_rule, None, &ev.tuple).0, |c| c.side);
         out.push(Record::Probe(RawProbe {
             ts_ns: ev.ts_ns,
-            conn_id: if ev.cookie == 0 { 0 } else { self.id_of_cookie(ev.cookie) },
+            conn_id: id,
             side,
             what,
             substate,
@@ -136,7 +146,7 @@ impl ConnTable {
     fn tw_born(&mut self, ev: &ProbeEvent, substate: TcpState, late: bool, out: &mut Vec<Record>) {
         if self.tw.by_addr.contains_key(&ev.skaddr) {
             // Its death was lost: the address is a new socket now.
-            self.tw_died(ev.skaddr, ev.ts_ns, LastWord::default(), out);
+            self.tw_died(ev.skaddr, ev.ts_ns, LastWord::NOTHING, out);
         }
         // The connection it continues: the one with its cookie, if we know
         // it, else one known only through this socket for now.
@@ -144,60 +154,65 @@ impl ConnTable {
             0 => self.local_id(),
             cookie => self.id_of_cookie(cookie),
         };
-        let fingerprint = fingerprint(ev.netns, &ev.tuple);
-        if let Some(old) = self.live_by_tuple(fingerprint, ev.netns, &ev.tuple).filter(|&old| old != id) {
-            // A tuple has one timewait socket at a time: the previous one
-            // died, at its pending cancel if it had one (tw_reuse).
-            if let Some(tw) = self.conns.get(old).and_then(|c| c.tw) {
-                let ts = tw.cancel.map_or(ev.ts_ns, |c| c.ts_ns);
-                self.tw_died(tw.addr, ts, LastWord::default(), out);
+        if ev.cookie == 0 {
+            if let Some(old) = self.live_by_tuple(ev.netns, &ev.tuple) {
+                // A tuple has one timewait socket at a time: the previous one
+                // died, at its pending cancel if it had one (tw_reuse).
+                // (With cookies, its own cancel tells.)
+                if let Some(tw) = self.conns.get(old).and_then(|c| c.tw) {
+                    let ts = tw.cancel.get().unwrap_or(ev.ts_ns);
+                    self.tw_died(tw.addr(), ts, LastWord::NOTHING, out);
+                }
             }
+            self.tw.by_tuple.insert(fingerprint(ev.netns, &ev.tuple), id);
         }
+        let Some(addr) = NonZeroU64::new(ev.skaddr) else { return };
         let tw = TwSocket {
-            addr: ev.skaddr,
+            addr,
             cookie: ev.cookie,
             substate,
             handed_off: false,
-            born_ns: if late { 0 } else { ev.ts_ns },
+            born: if late { At::NONE } else { At::of(ev.ts_ns) },
             last_ns: ev.ts_ns,
-            fingerprint,
-            cancel: None,
-            rearm_cancel_ns: None,
+            cancel: At::NONE,
+            cancel_substate: substate,
+            cancel_armed: At::NONE,
+            rearm_cancel: At::NONE,
         };
-        let conn = match self.conns.get_mut(id) {
-            Some(conn) => conn,
-            None => self.insert(Conn::new(id, ev, substate)),
-        };
+        if self.conns.get(id).is_none() {
+            self.insert(Conn::new(id, ev, substate));
+        }
+        let Some(conn) = self.conns.get_mut(id) else { return };
         if let Some(old) = conn.tw.replace(tw) {
             // One timewait socket per connection: only a lost death gets here.
-            self.tw.unindex(&old, id);
+            if self.tw.by_addr.get(&old.addr()) == Some(&id) {
+                self.tw.by_addr.remove(&old.addr());
+            }
         }
-        let conn = self.conns.get_mut(id).expect("present");
         if conn.state == substate {
             conn.seen_ns = ev.ts_ns;
         }
         self.tw.by_addr.insert(ev.skaddr, id);
-        self.tw.by_tuple.insert(fingerprint, id);
     }
 
     /// Timer armed: a birth, or a re-arm of a live socket (whose substate
     /// may have moved from FIN_WAIT2 to TIME_WAIT).
     fn tw_armed(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
-        let Some(tw) = self.tw_at(ev.skaddr) else {
+        let Some((tw, conn_key)) = self.tw_at(ev.skaddr) else {
             self.tw_born(ev, substate, false, out);
             return;
         };
         let same = if tw.cookie != 0 && ev.cookie != 0 {
             tw.cookie == ev.cookie
         } else {
-            tw.fingerprint == fingerprint(ev.netns, &ev.tuple)
-                && tw.cancel.is_none_or(|c| ev.ts_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS)
+            conn_key == (ev.netns, ev.tuple)
+                && tw.cancel.get().is_none_or(|c| ev.ts_ns.saturating_sub(c) <= REARM_WINDOW_NS)
         };
         if same {
             self.tw_moved(ev, substate, out);
         } else {
-            let ts = tw.cancel.map_or(ev.ts_ns, |c| c.ts_ns);
-            self.tw_died(ev.skaddr, ts, LastWord::default(), out);
+            let ts = tw.cancel.get().unwrap_or(ev.ts_ns);
+            self.tw_died(ev.skaddr, ts, LastWord::NOTHING, out);
             self.tw_born(ev, substate, false, out);
         }
     }
@@ -207,7 +222,7 @@ impl ConnTable {
         let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
         let Some(conn) = self.conns.get_mut(id) else { return };
         let Some(tw) = conn.tw.as_mut() else { return };
-        tw.rearm_cancel_ns = tw.cancel.take().map(|c| c.ts_ns);
+        (tw.rearm_cancel, tw.cancel) = (tw.cancel, At::NONE);
         tw.last_ns = ev.ts_ns;
         tw.substate = substate;
         // Until its full socket hands the connection over, the hand-off
@@ -223,7 +238,7 @@ impl ConnTable {
         let mut t = conn.transition(ev.ts_ns, conn.state, substate, ev.skaddr);
         t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
         conn.enter(substate, ev.ts_ns);
-        self.report(id, t, out);
+        self.reports.report(conn, t, out);
     }
 
     fn tw_cancelled(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
@@ -237,8 +252,8 @@ impl ConnTable {
         }
         let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
         let Some(tw) = self.conns.get_mut(id).and_then(|c| c.tw.as_mut()) else { return };
-        if tw.cancel.is_none() {
-            tw.cancel = Some(Cancel { ts_ns: ev.ts_ns, substate, armed_ns: ev.tw_armed_ns });
+        if tw.cancel == At::NONE {
+            (tw.cancel, tw.cancel_substate, tw.cancel_armed) = (At::of(ev.ts_ns), substate, At::from(ev.tw_armed_ns));
             self.tw.cancels.push_back((ev.ts_ns, ev.skaddr));
         }
         tw.last_ns = ev.ts_ns;
@@ -256,17 +271,13 @@ impl ConnTable {
             return;
         }
         self.tw.remember_death(ev.skaddr, fingerprint);
-        if self.cfg.pid.is_some() {
-            // Nobody is known to own it.
-            return;
-        }
         let id = match ev.cookie {
             0 => self.local_id(),
-            cookie => cookie,
+            cookie => self.id_of_cookie(cookie),
         };
         let substate = word.substate.unwrap_or(TcpState::TIME_WAIT);
         let conn = Conn::new(id, ev, substate);
-        out.push(Record::Transition(conn.transition(ev.ts_ns, substate, TcpState::CLOSE, ev.skaddr)));
+        self.reports.report_unfollowed(conn.transition(ev.ts_ns, substate, TcpState::CLOSE, ev.skaddr), out);
     }
 
     /// The socket at `addr` died at `ts_ns`; `word` is what the probe that
@@ -274,8 +285,7 @@ impl ConnTable {
     fn tw_died(&mut self, addr: u64, ts_ns: u64, word: LastWord, out: &mut Vec<Record>) {
         let Some(&id) = self.tw.by_addr.get(&addr) else { return };
         let Some(conn) = self.conns.get_mut(id) else { return };
-        let Some(tw) = conn.tw else { return };
-        self.tw.remember_death(addr, tw.fingerprint);
+        self.tw.remember_death(addr, fingerprint(conn.netns, &conn.tuple));
         if word.substate == Some(TcpState::TIME_WAIT) && conn.state == TcpState::FIN_WAIT2 {
             // A parked FIN_WAIT2 that the peer's FIN turned into TIME_WAIT
             // with no event to show it (the timer kind: the kernel re-armed
@@ -283,17 +293,15 @@ impl ConnTable {
             // when it was re-armed for TIME_WAIT; without that, when it died
             // is all that is known.
             let earliest = conn.seen_ns;
-            let entered = word.armed_ns.filter(|&a| a >= earliest && a <= ts_ns);
+            let entered = word.armed.get().filter(|&a| a >= earliest && a <= ts_ns);
             let mut t = conn.transition(entered.unwrap_or(ts_ns), TcpState::FIN_WAIT2, TcpState::TIME_WAIT, addr);
             t.inferred = Some(Inferred { earliest_ns: earliest });
-            conn.state = TcpState::TIME_WAIT;
-            conn.since_ns = entered;
-            self.report(id, t, out);
+            (conn.state, conn.since) = (TcpState::TIME_WAIT, At::from(entered));
+            self.reports.report(conn, t, out);
         }
-        let Some(conn) = self.conns.get_mut(id) else { return };
         let mut t = conn.transition(ts_ns, conn.state, TcpState::CLOSE, addr);
         t.time_in_old_ns = conn.time_in_state(ts_ns);
-        self.report(id, t, out);
+        self.reports.report(conn, t, out);
         self.remove(id);
     }
 
@@ -301,47 +309,47 @@ impl ConnTable {
     /// socket with this namespace and tuple, born just before and not yet
     /// claimed, continues connection `id`.
     pub(super) fn claim_by_tuple(&mut self, id: ConnId, ev: &ProbeEvent, out: &mut Vec<Record>) -> bool {
-        let fingerprint = fingerprint(ev.netns, &ev.tuple);
-        let Some(owner_id) = self.live_by_tuple(fingerprint, ev.netns, &ev.tuple) else { return false };
-        if owner_id == id {
-            return false;
-        }
+        let Some(owner_id) = self.live_by_tuple(ev.netns, &ev.tuple).filter(|&o| o != id) else { return false };
         let Some(tw) = self.conns.get(owner_id).and_then(|c| c.tw) else { return false };
         if tw.handed_off {
             // Its connection was handed over already, so this is a new
             // connection with the same tuple whose birth looked like a
             // re-arm: the old life ended at that cancel.
-            let Some(cancel) = tw.rearm_cancel_ns else { return false };
-            self.tw_died(tw.addr, cancel, LastWord::default(), out);
-            let reborn = ProbeEvent { ts_ns: cancel, skaddr: tw.addr, cookie: 0, ..*ev };
+            let Some(cancel) = tw.rearm_cancel.get() else { return false };
+            self.tw_died(tw.addr(), cancel, LastWord::NOTHING, out);
+            let reborn = ProbeEvent { ts_ns: cancel, skaddr: tw.addr(), cookie: 0, ..*ev };
             self.tw_born(&reborn, tw.substate, false, out);
             return self.claim_by_tuple(id, ev, out);
         }
-        if tw.born_ns == 0 || tw.born_ns + CLAIM_WINDOW_NS < ev.ts_ns {
+        match tw.born.get() {
             // A timewait socket older than this hand-off is not its own.
-            return false;
+            Some(born) if born + CLAIM_WINDOW_NS >= ev.ts_ns => {}
+            _ => return false,
         }
         // Move it to the claiming connection.
         let Some(mut standalone) = self.remove(owner_id) else { return false };
         let tw = standalone.tw.take().expect("checked");
-        self.tw.by_addr.insert(tw.addr, id);
-        self.tw.by_tuple.insert(tw.fingerprint, id);
+        self.tw.by_addr.insert(tw.addr(), id);
+        self.tw.by_tuple.insert(fingerprint(ev.netns, &ev.tuple), id);
         if let Some(conn) = self.conns.get_mut(id) {
             conn.tw = Some(tw);
         }
         true
     }
 
-    /// The connection whose live timewait socket has this namespace and tuple.
-    fn live_by_tuple(&self, fingerprint: u64, netns: u32, tuple: &Tuple) -> Option<ConnId> {
-        let id = *self.tw.by_tuple.get(&fingerprint)?;
+    /// The connection whose live timewait socket (one without a cookie) has
+    /// this namespace and tuple.
+    fn live_by_tuple(&self, netns: u32, tuple: &Tuple) -> Option<ConnId> {
+        let id = *self.tw.by_tuple.get(&fingerprint(netns, tuple))?;
         let conn = self.conns.get(id)?;
         (conn.netns == netns && conn.tuple == *tuple).then_some(id)
     }
 
-    /// The timewait socket at `addr`, if live.
-    fn tw_at(&self, addr: u64) -> Option<TwSocket> {
-        self.conns.get(*self.tw.by_addr.get(&addr)?)?.tw
+    /// The timewait socket at `addr`, if live, with its connection's
+    /// namespace and tuple.
+    fn tw_at(&self, addr: u64) -> Option<(TwSocket, (u32, Tuple))> {
+        let conn = self.conns.get(*self.tw.by_addr.get(&addr)?)?;
+        Some((conn.tw?, (conn.netns, conn.tuple)))
     }
 
     /// Timer cancels that waited out their hold are deaths; sockets silent
@@ -353,8 +361,8 @@ impl ConnTable {
             }
             self.tw.cancels.pop_front();
             // Still the same pending cancel: no re-arm or expiry came.
-            if let Some(cancel) = self.tw_at(addr).and_then(|tw| tw.cancel).filter(|c| c.ts_ns == ts) {
-                let word = LastWord { substate: Some(cancel.substate), armed_ns: cancel.armed_ns };
+            if let Some((tw, _)) = self.tw_at(addr).filter(|(tw, _)| tw.cancel == At::of(ts)) {
+                let word = LastWord { substate: Some(tw.cancel_substate), armed: tw.cancel_armed };
                 self.tw_died(addr, ts, word, out);
             }
         }
@@ -369,7 +377,7 @@ impl ConnTable {
                 .collect();
             for id in stale {
                 self.remove(id);
-                self.stats.tw_forgotten += 1;
+                self.reports.stats.tw_forgotten += 1;
             }
         }
         shrink_if_sparse(&mut self.tw.by_addr);
@@ -378,11 +386,6 @@ impl ConnTable {
             self.tw.cancels.shrink_to_fit();
         }
     }
-}
-
-/// A side for an event of a connection we do not know.
-fn decide_side_alone(ev: &ProbeEvent) -> Side {
-    super::decide_side(ev.server_rule, None, &ev.tuple).0
 }
 
 fn fingerprint(netns: u32, tuple: &Tuple) -> u64 {
