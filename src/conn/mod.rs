@@ -351,8 +351,8 @@ impl ConnTable {
     }
 
     /// A new connection (its id not in the table), evicting the quietest
-    /// ones when the table is full.
-    fn insert(&mut self, conn: Conn) -> &mut Conn {
+    /// ones when the table is full; returns its slot in the store.
+    fn insert(&mut self, conn: Conn) -> usize {
         if self.conns.len() >= self.cfg.capacity {
             self.evict_quietest();
         }

@@ -38,8 +38,8 @@ impl ConnTable {
             self.settle(ev, out);
         }
         let listener = if accepted { self.listeners.get(ev.netns, ev.tuple.sport) } else { None };
-        let id = self.full_socket(ev, old, born);
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let (id, slot) = self.full_socket(ev, old, born);
+        let conn = self.conns.at(slot);
         if provisional && !conn.provisional {
             conn.provisional = true;
             self.provisional += 1;
@@ -59,11 +59,16 @@ impl ConnTable {
             (conn.state, conn.since, conn.seen_ns) = (old, At::NONE, ev.ts_ns);
             self.reports.report(conn, gap, out);
         }
-        let timewait_takes_over = new == TcpState::CLOSE && !self.cfg.raw;
-        if timewait_takes_over && self.hand_off(id, ev, old, out) {
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let conn = if new == TcpState::CLOSE && !self.cfg.raw {
+            if self.hand_off(id, ev, old, out) {
+                return;
+            }
+            // (The claim may have moved connections in the store.)
+            let Some(conn) = self.conns.get_mut(id) else { return };
+            conn
+        } else {
+            conn
+        };
         let mut t = conn.transition(ev.ts_ns, old, new, ev.skaddr);
         t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
         conn.enter(new, ev.ts_ns);
@@ -77,9 +82,10 @@ impl ConnTable {
         }
     }
 
-    /// The connection of a full socket's event: found by its cookie (or, on
-    /// kernels without cookies, by its address), or new.
-    fn full_socket(&mut self, ev: &ProbeEvent, old: TcpState, born: bool) -> ConnId {
+    /// The connection of a full socket's event, and its slot in the store:
+    /// found by its cookie (or, on kernels without cookies, by its address),
+    /// or new.
+    fn full_socket(&mut self, ev: &ProbeEvent, old: TcpState, born: bool) -> (ConnId, usize) {
         let at_addr = if born || ev.cookie == 0 { self.by_sock.get(&ev.skaddr).copied() } else { None };
         let id = match (ev.cookie, at_addr) {
             (0, Some(id)) if !born => id,
@@ -96,23 +102,21 @@ impl ConnTable {
             self.remove(id);
         }
         let sock = NonZeroU64::new(ev.skaddr);
-        match self.conns.get_mut(id) {
-            // Known so far only through its timewait socket: its full
-            // socket's history before this event was not seen.
-            Some(conn) if conn.sock.is_none() && conn.tw.is_some_and(|tw| !tw.handed_off) => {
+        let slot = match self.conns.slot(id) {
+            Some(slot) => slot,
+            None => self.insert(Conn::new(id, ev, old)),
+        };
+        let conn = self.conns.at(slot);
+        if conn.sock != sock {
+            if conn.sock.is_none() && conn.tw.is_some_and(|tw| !tw.handed_off) {
+                // Known so far only through its timewait socket: its full
+                // socket's history before this event was not seen.
                 (conn.state, conn.since) = (old, At::NONE);
             }
-            Some(conn) if conn.sock == sock => return id,
-            Some(_) => {}
-            None => {
-                self.insert(Conn::new(id, ev, old));
-            }
-        }
-        if let Some(conn) = self.conns.get_mut(id) {
             conn.sock = sock;
             self.by_sock.insert(ev.skaddr, id);
         }
-        id
+        (id, slot)
     }
 
     /// The next event of an accepted socket whose identity was provisional:

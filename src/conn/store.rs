@@ -29,17 +29,27 @@ impl Store {
         self.index.get(&id).map(|&i| &mut self.records[i as usize])
     }
 
+    /// Where connection `id` is, until the store next changes: the hot path
+    /// looks a connection up once per event.
+    pub(super) fn slot(&self, id: ConnId) -> Option<usize> {
+        self.index.get(&id).map(|&i| i as usize)
+    }
+
+    pub(super) fn at(&mut self, slot: usize) -> &mut Conn {
+        &mut self.records[slot]
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = &Conn> {
         self.records.iter()
     }
 
-    /// Adds a connection whose id is not in the store.
-    pub(super) fn insert(&mut self, conn: Conn) -> &mut Conn {
+    /// Adds a connection whose id is not in the store; returns its slot.
+    pub(super) fn insert(&mut self, conn: Conn) -> usize {
         debug_assert!(!self.index.contains_key(&conn.id));
         let i = self.records.len();
         self.index.insert(conn.id, i as u32);
         self.records.push(conn);
-        &mut self.records[i]
+        i
     }
 
     /// Removes a connection; the last record takes its place.
@@ -47,7 +57,9 @@ impl Store {
         let i = self.index.remove(&id)? as usize;
         let conn = self.records.swap_remove(i);
         if let Some(moved) = self.records.get(i) {
-            self.index.insert(moved.id, i as u32);
+            if let Some(slot) = self.index.get_mut(&moved.id) {
+                *slot = i as u32;
+            }
         }
         Some(conn)
     }

@@ -55,9 +55,9 @@ pub(super) struct Timewait {
     pub(super) by_tuple: HashMap<u64, ConnId>,
     /// Recently dead (address, fingerprint), newest last.
     dead: VecDeque<(u64, u64)>,
-    /// Timer cancels awaiting their verdict, (time, address), oldest first:
-    /// tick() looks at these only, not at every live socket.
-    pub(super) cancels: VecDeque<(u64, u64)>,
+    /// Timer cancels awaiting their verdict, (time, connection), oldest
+    /// first: tick() looks at these only, not at every live socket.
+    pub(super) cancels: VecDeque<(u64, ConnId)>,
     /// When tick() last looked for sockets gone silent.
     last_sweep_ns: u64,
 }
@@ -179,10 +179,11 @@ impl ConnTable {
             cancel_armed: At::NONE,
             rearm_cancel: At::NONE,
         };
-        if self.conns.get(id).is_none() {
-            self.insert(Conn::new(id, ev, substate));
-        }
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let slot = match self.conns.slot(id) {
+            Some(slot) => slot,
+            None => self.insert(Conn::new(id, ev, substate)),
+        };
+        let conn = self.conns.at(slot);
         if let Some(old) = conn.tw.replace(tw) {
             // One timewait socket per connection: only a lost death gets here.
             if self.tw.by_addr.get(&old.addr()) == Some(&id) {
@@ -242,19 +243,21 @@ impl ConnTable {
     }
 
     fn tw_cancelled(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
-        if !self.tw.by_addr.contains_key(&ev.skaddr) {
-            if self.tw.recently_dead(ev.skaddr, fingerprint(ev.netns, &ev.tuple)) {
-                return;
+        let id = match self.tw.by_addr.get(&ev.skaddr) {
+            Some(&id) => id,
+            None if self.tw.recently_dead(ev.skaddr, fingerprint(ev.netns, &ev.tuple)) => return,
+            None => {
+                // Born before we started (or not ours): track it so that its
+                // death is told. Too old to be claimed by a hand-off.
+                self.tw_born(ev, substate, true, out);
+                let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
+                id
             }
-            // Born before we started (or not ours): track it so that its
-            // death is told. Too old to be claimed by a hand-off.
-            self.tw_born(ev, substate, true, out);
-        }
-        let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
+        };
         let Some(tw) = self.conns.get_mut(id).and_then(|c| c.tw.as_mut()) else { return };
         if tw.cancel == At::NONE {
             (tw.cancel, tw.cancel_substate, tw.cancel_armed) = (At::of(ev.ts_ns), substate, At::from(ev.tw_armed_ns));
-            self.tw.cancels.push_back((ev.ts_ns, ev.skaddr));
+            self.tw.cancels.push_back((ev.ts_ns, id));
         }
         tw.last_ns = ev.ts_ns;
     }
@@ -283,7 +286,13 @@ impl ConnTable {
     /// The socket at `addr` died at `ts_ns`; `word` is what the probe that
     /// said so read, if any.
     fn tw_died(&mut self, addr: u64, ts_ns: u64, word: LastWord, out: &mut Vec<Record>) {
-        let Some(&id) = self.tw.by_addr.get(&addr) else { return };
+        if let Some(&id) = self.tw.by_addr.get(&addr) {
+            self.tw_died_of(id, addr, ts_ns, word, out);
+        }
+    }
+
+    /// The same, for connection `id` whose timewait socket is at `addr`.
+    fn tw_died_of(&mut self, id: ConnId, addr: u64, ts_ns: u64, word: LastWord, out: &mut Vec<Record>) {
         let Some(conn) = self.conns.get_mut(id) else { return };
         self.tw.remember_death(addr, fingerprint(conn.netns, &conn.tuple));
         if word.substate == Some(TcpState::TIME_WAIT) && conn.state == TcpState::FIN_WAIT2 {
@@ -355,15 +364,16 @@ impl ConnTable {
     /// Timer cancels that waited out their hold are deaths; sockets silent
     /// for STALE_NS are forgotten (and counted).
     pub(super) fn tw_tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
-        while let Some(&(ts, addr)) = self.tw.cancels.front() {
+        while let Some(&(ts, id)) = self.tw.cancels.front() {
             if ts + CANCEL_HOLD_NS > now_ns {
                 break;
             }
             self.tw.cancels.pop_front();
             // Still the same pending cancel: no re-arm or expiry came.
-            if let Some((tw, _)) = self.tw_at(addr).filter(|(tw, _)| tw.cancel == At::of(ts)) {
+            let pending = self.conns.get(id).and_then(|c| c.tw).filter(|tw| tw.cancel == At::of(ts));
+            if let Some(tw) = pending {
                 let word = LastWord { substate: Some(tw.cancel_substate), armed: tw.cancel_armed };
-                self.tw_died(addr, ts, word, out);
+                self.tw_died_of(id, tw.addr(), ts, word, out);
             }
         }
         // Sockets whose death was lost: rare, so looked for rarely.
