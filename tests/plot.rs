@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use resvg::tiny_skia::Pixmap;
 use tcpstate::plot::model::{GroupKind, Lane, Role};
 use tcpstate::plot::{
-    build_timeline, parse_trace, render_png, render_svg, run, Conn, PlotArgs, PlotEvent, PlotOptions, PlotSide,
+    build_timeline, parse_trace, render_png, render_svg, run, PlotArgs, PlotEvent, PlotOptions, Side, Tuple,
 };
 use tcpstate::state::TcpState;
 
@@ -375,14 +375,14 @@ fn plot_event() -> impl Strategy<Value = PlotEvent> {
     let state = prop_oneof![3 => (1u8..=13).prop_map(TcpState), 1 => any::<u8>().prop_map(TcpState)];
     let port = prop_oneof![Just(0u16), Just(80), 40000u16..40004, any::<u16>()];
     let conn =
-        (ip(), port.clone(), ip(), port).prop_map(|(saddr, sport, daddr, dport)| Conn { saddr, sport, daddr, dport });
+        (ip(), port.clone(), ip(), port).prop_map(|(saddr, sport, daddr, dport)| Tuple { saddr, sport, daddr, dport });
     let ts = prop_oneof![0u64..2_000, 1_000_000_000_000u64..1_000_100_000_000, any::<u64>()];
     // A few addresses, so that sockets share them and the reuse rules run.
     let socket = proptest::option::of(prop_oneof![0u64..4, any::<u64>()]);
     (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), socket, any::<bool>()).prop_map(
         |(ts_ns, server, old, new, conn, socket, inferred)| PlotEvent {
             ts_ns,
-            side: if server { PlotSide::Server } else { PlotSide::Client },
+            side: if server { Side::Server } else { Side::Client },
             old,
             new,
             conn,

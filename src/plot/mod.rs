@@ -46,12 +46,12 @@ mod png;
 mod select;
 mod style;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::conn::{Record, Transition};
+pub use crate::model::{Side, Tuple};
 use crate::output::{Sink, Status};
 use crate::state::TcpState;
 
@@ -68,12 +68,12 @@ pub use self::png::{fonts_available, render_png};
 pub struct PlotEvent {
     /// Nanoseconds on any clock; only differences are drawn.
     pub ts_ns: u64,
-    pub side: PlotSide,
+    pub side: Side,
     pub old: TcpState,
     pub new: TcpState,
     /// The 4-tuple as seen from the event's own socket; `None` when the trace
     /// has no addresses (the original tool's lines).
-    pub conn: Option<Conn>,
+    pub conn: Option<Tuple>,
     /// Which socket's life the event belongs to: tells sockets with the same
     /// 4-tuple apart and gives connect()'s first event, which has local port
     /// 0, its connection. The connection id (`conn_id` in JSON), the same
@@ -84,40 +84,6 @@ pub struct PlotEvent {
     pub socket: Option<u64>,
     /// The transition was deduced rather than seen; drawn with a hollow marker.
     pub inferred: bool,
-}
-
-/// Which end of the connection the socket is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PlotSide {
-    Server,
-    Client,
-}
-
-impl PlotSide {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PlotSide::Server => "server",
-            PlotSide::Client => "client",
-        }
-    }
-
-    /// The spelling the tracer writes (`server`, `client`), nothing else.
-    pub fn from_name(name: &str) -> Option<PlotSide> {
-        match name {
-            "server" => Some(PlotSide::Server),
-            "client" => Some(PlotSide::Client),
-            _ => None,
-        }
-    }
-}
-
-/// A socket's 4-tuple from its own point of view: `s*` is the local end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Conn {
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
 }
 
 /// What to draw and how big. `Default` is what `tcpstate plot` uses without
@@ -159,13 +125,10 @@ impl From<&Transition> for PlotEvent {
     fn from(t: &Transition) -> PlotEvent {
         PlotEvent {
             ts_ns: t.ts_ns,
-            side: match t.side {
-                crate::model::Side::Server => PlotSide::Server,
-                crate::model::Side::Client => PlotSide::Client,
-            },
+            side: t.side,
             old: t.old,
             new: t.new,
-            conn: Some(Conn { saddr: t.tuple.saddr, sport: t.tuple.sport, daddr: t.tuple.daddr, dport: t.tuple.dport }),
+            conn: Some(t.tuple),
             socket: Some(t.conn_id),
             inferred: t.inferred.is_some(),
         }

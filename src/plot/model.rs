@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Result};
 
 use super::select::select;
-use super::{Conn, PlotEvent, PlotOptions, PlotSide};
+use super::{PlotEvent, PlotOptions, Side, Tuple};
 use crate::state::TcpState;
 
 /// Everything one picture shows.
@@ -188,8 +188,8 @@ impl Key {
                 let local = SocketAddr::new(c.saddr, c.sport);
                 let peer = SocketAddr::new(c.daddr, c.dport);
                 Key::Conn(Some(match ev.side {
-                    PlotSide::Server => (local, peer),
-                    PlotSide::Client => (peer, local),
+                    Side::Server => (local, peer),
+                    Side::Client => (peer, local),
                 }))
             }
             None if into_or_out_of_listen => Key::Listener(None),
@@ -210,8 +210,8 @@ impl Key {
     }
 }
 
-fn canonical(c: Conn) -> Conn {
-    Conn { saddr: c.saddr.to_canonical(), daddr: c.daddr.to_canonical(), ..c }
+fn canonical(c: Tuple) -> Tuple {
+    Tuple { saddr: c.saddr.to_canonical(), daddr: c.daddr.to_canonical(), ..c }
 }
 
 /// A group being filled: its lanes' events, absolute times.
@@ -266,11 +266,11 @@ fn lane(role: Role, events: &[PlotEvent], t0_ns: u64) -> Lane {
     Lane { role, marks, segments }
 }
 
-fn role(key: Key, side: PlotSide) -> Role {
+fn role(key: Key, side: Side) -> Role {
     match (key, side) {
         (Key::Listener(_), _) => Role::Listener,
-        (Key::Conn(_), PlotSide::Server) => Role::Server,
-        (Key::Conn(_), PlotSide::Client) => Role::Client,
+        (Key::Conn(_), Side::Server) => Role::Server,
+        (Key::Conn(_), Side::Client) => Role::Client,
     }
 }
 
@@ -353,9 +353,9 @@ fn other_socket(last: &PlotEvent, ev: &PlotEvent) -> bool {
 /// event leaves SYN_SENT. An event left without a match keeps port 0.
 fn give_ports(events: &mut [PlotEvent]) {
     let unported = |e: &PlotEvent| {
-        e.side == PlotSide::Client && e.new != TcpState::CLOSE && e.conn.is_some_and(|c| c.sport == 0 && c.dport != 0)
+        e.side == Side::Client && e.new != TcpState::CLOSE && e.conn.is_some_and(|c| c.sport == 0 && c.dport != 0)
     };
-    let same_peer = |a: Conn, b: Conn| {
+    let same_peer = |a: Tuple, b: Tuple| {
         let (a, b) = (canonical(a), canonical(b));
         a.daddr == b.daddr
             && a.dport == b.dport
@@ -393,7 +393,7 @@ fn give_ports(events: &mut [PlotEvent]) {
         let Some(c) = ev.conn.map(canonical) else {
             continue;
         };
-        if ev.side != PlotSide::Client || c.sport == 0 {
+        if ev.side != Side::Client || c.sport == 0 {
             continue;
         }
         let tuple = (SocketAddr::new(c.saddr, c.sport), SocketAddr::new(c.daddr, c.dport));
@@ -434,17 +434,17 @@ fn continue_unaddressed(drafts: &[Draft], candidates: &[usize], ev: &PlotEvent, 
 mod tests {
     use super::*;
 
-    fn ev(ts: u64, side: PlotSide, old: TcpState, new: TcpState, conn: Option<Conn>) -> PlotEvent {
+    fn ev(ts: u64, side: Side, old: TcpState, new: TcpState, conn: Option<Tuple>) -> PlotEvent {
         PlotEvent { ts_ns: ts, side, old, new, conn, socket: None, inferred: false }
     }
 
-    fn conn(local: &str, peer: &str) -> Option<Conn> {
+    fn conn(local: &str, peer: &str) -> Option<Tuple> {
         let l: SocketAddr = local.parse().unwrap();
         let p: SocketAddr = peer.parse().unwrap();
-        Some(Conn { saddr: l.ip(), sport: l.port(), daddr: p.ip(), dport: p.port() })
+        Some(Tuple { saddr: l.ip(), sport: l.port(), daddr: p.ip(), dport: p.port() })
     }
 
-    use PlotSide::{Client, Server};
+    use Side::{Client, Server};
     use TcpState as S;
 
     #[test]

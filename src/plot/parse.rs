@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
-use super::{Conn, PlotEvent, PlotSide};
+use super::{PlotEvent, Side, Tuple};
 use crate::state::TcpState;
 
 /// What one line of input turned out to be.
@@ -145,12 +145,12 @@ fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
 /// The 4-tuple when all four keys are there; `None` when any is missing or
 /// null (older traces, other producers). A value of the wrong kind is an error
 /// because it means the line is not what it claims to be.
-fn json_conn(obj: &Map<String, Value>) -> Result<Option<Conn>, String> {
+fn json_conn(obj: &Map<String, Value>) -> Result<Option<Tuple>, String> {
     let keys = ["saddr", "sport", "daddr", "dport"];
     if keys.iter().any(|k| present(obj, k).is_none()) {
         return Ok(None);
     }
-    Ok(Some(Conn {
+    Ok(Some(Tuple {
         saddr: addr(obj, "saddr")?,
         sport: port(obj, "sport")?,
         daddr: addr(obj, "daddr")?,
@@ -216,8 +216,8 @@ fn port(obj: &Map<String, Value>, key: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("\"{key}\" is not a port number (0 to 65535)"))
 }
 
-fn side_from(name: &str) -> Result<PlotSide, String> {
-    PlotSide::from_name(name).ok_or_else(|| format!("side '{}' is neither 'server' nor 'client'", clip(name)))
+fn side_from(name: &str) -> Result<Side, String> {
+    Side::from_name(name).ok_or_else(|| format!("side '{}' is neither 'server' nor 'client'", clip(name)))
 }
 
 fn state_from(name: &str) -> Result<TcpState, String> {
@@ -250,7 +250,7 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].ts_ns, 5);
-        assert_eq!(events[0].side, PlotSide::Server);
+        assert_eq!(events[0].side, Side::Server);
         assert_eq!(events[0].new, TcpState::SYN_RECV);
         assert_eq!(events[1].new, TcpState(42));
         assert!(events.iter().all(|e| e.conn.is_none() && !e.inferred));
