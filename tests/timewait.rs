@@ -21,6 +21,9 @@ fn wait_for_transitions(tracer: &Tracer, what: &str, n: usize, limit: Duration) 
     wait_for(limit, &format!("{n} {what}"), || count_in(&tracer.stdout_now(), what) >= n);
 }
 
+/// Three curl requests in a namespace that is then deleted: each client
+/// connection enters and leaves TIME_WAIT exactly once, and every event of
+/// one connection carries its conn_id.
 #[test]
 fn namespace_exit_ends_time_wait_once_per_connection() {
     if !require_root() {
@@ -28,6 +31,7 @@ fn namespace_exit_ends_time_wait_once_per_connection() {
     }
     let port = free_port();
     let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let raw = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--raw"]);
     let ns = Netns::new("nsexit");
     let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
     for _ in 0..3 {
@@ -40,7 +44,7 @@ fn namespace_exit_ends_time_wait_once_per_connection() {
     wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 3, Duration::from_secs(20));
     // Nothing more may come for these connections.
     std::thread::sleep(Duration::from_millis(200));
-    let out = tracer.stop();
+    let (out, raw) = (tracer.stop(), raw.stop());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let conns = client_connections(&out.stdout);
     assert_eq!(conns.len(), 3);
@@ -50,35 +54,17 @@ fn namespace_exit_ends_time_wait_once_per_connection() {
         assert_eq!(c.last().unwrap()["comm"], "curl");
     }
     assert_eq!(count_in(&out.stdout, "FIN_WAIT2:CLOSE"), 0, "the hand-off is not shown");
+    assert_one_conn_id_per_connection(&out.stdout, &raw.stdout);
 }
 
 /// Every event of one connection carries the same conn_id, connect()'s
 /// (local port 0) and TIME_WAIT's end (another kernel address) included,
 /// and no two connections share one. The timewait socket carries its full
 /// socket's cookie: with --raw, the probe events show it.
-#[test]
-fn one_conn_id_per_connection_from_connect_to_the_end_of_time_wait() {
-    if !require_root() {
-        return;
-    }
-    let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
-    let raw = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--raw"]);
-    let ns = Netns::new("connid");
-    let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
-    for _ in 0..3 {
-        let ok = ns.cmd("curl").args(["-sS", "-o", "/dev/null", &nginx.url()]).status().unwrap();
-        assert!(ok.success());
-    }
-    wait_for_transitions(&tracer, "FIN_WAIT2:TIME_WAIT", 3, Duration::from_secs(5));
-    drop(nginx);
-    ns.delete();
-    wait_for_transitions(&tracer, "TIME_WAIT:CLOSE", 3, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(200));
-    let (out, raw) = (tracer.stop(), raw.stop());
+fn assert_one_conn_id_per_connection(stdout: &str, raw_stdout: &str) {
     let id = |e: &serde_json::Value| e["conn_id"].as_u64().unwrap_or_else(|| panic!("no conn_id in {e}"));
     let mut seen = std::collections::BTreeSet::new();
-    let (clients, servers) = (client_connections(&out.stdout), server_connections(&out.stdout));
+    let (clients, servers) = (client_connections(stdout), server_connections(stdout));
     assert_eq!((clients.len(), servers.len()), (3, 3));
     for c in clients.iter().chain(&servers) {
         let ids: std::collections::BTreeSet<u64> = c.iter().map(id).collect();
@@ -91,7 +77,7 @@ fn one_conn_id_per_connection_from_connect_to_the_end_of_time_wait() {
     }
     // The raw probe events of each client's timewait socket (its tuple)
     // carry the cookie of its full socket's events.
-    let raw_events = json_events(&raw.stdout);
+    let raw_events = json_events(raw_stdout);
     for c in &clients {
         let tuple = |e: &serde_json::Value| (e["sport"].clone(), e["dport"].clone(), e["netns"].clone());
         let tw: Vec<&serde_json::Value> =
