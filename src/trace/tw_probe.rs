@@ -70,7 +70,7 @@ impl TwPlan {
                     bail!("{ALLOC_FN} is not a kernel symbol");
                 }
                 if kind == TwProbe::Fentry {
-                    kernel.fexit_loads(ALLOC_FN)?;
+                    kernel.fentry_loads(ALLOC_FN)?;
                 }
                 plan.free_fn = candidates
                     .iter()
