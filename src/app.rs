@@ -19,7 +19,7 @@ use crate::plot::{self, PlotEvent, PlotOptions};
 use crate::sockets::Sockets;
 use crate::summary::Summary;
 use crate::trace::TwProbe;
-use crate::trace::{self, libbpf_log, preflight, Config, NestedGuard, Tracer};
+use crate::trace::{self, libbpf_log, preflight, Config, Tracer};
 
 /// How often the ring is drained when nothing forces a wake-up: events are
 /// queued without waking us (a wake-up per event costs an interrupt each).
@@ -350,11 +350,7 @@ fn report_probes(args: &TraceArgs, tracer: &Tracer<'_>, described: &str) {
     let refused: Vec<String> =
         tracer.refused.iter().map(|(kind, why)| format!("{} refused: {why}", kind.name())).collect();
     if args.verbose {
-        let guard = match tracer.nested_guard {
-            NestedGuard::ProgActive => "the main program's recursion guard",
-            NestedGuard::Flag => "a flag (misses the few that land outside the main program's body)",
-        };
-        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state, and a backup for nested events keyed on {guard}");
+        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state{}", tracer.nested.describe());
         eprintln!("tcpstate: TIME_WAIT probes: {described}");
         for line in &refused {
             eprintln!("tcpstate:   {line}");
