@@ -215,6 +215,7 @@ int find_main_prog(struct bpf_iter__bpf_prog *ctx)
 		*cpu_offset_slot(cpu) = offset;
 	if (!prog || !kernel_has_guard() || BPF_CORE_READ(prog, aux, id) != main_prog_id)
 		return 0;
+	barrier_var(prog); /* keeps the guarded read behind its check */
 	main_guard_pcpu = (__u64)BPF_CORE_READ((struct bpf_prog___guard *)prog, active);
 	return 0;
 }

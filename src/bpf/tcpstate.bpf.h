@@ -40,6 +40,18 @@ static __always_inline void fold_v4_mapped(struct tuple *t)
 }
 
 /*
+ * Kernels built without network namespaces have no possible_net_t.net (the
+ * netns is then reported as 0), and kernels without IPv6 no skc_v6_*: the
+ * readers below touch those fields only where this kernel has them, so that
+ * the object still loads there. libbpf poisons a relocation that fails, and
+ * the verifier accepts it only on a path it can prove dead, so each guarded
+ * access sits behind a barrier: the compiler would otherwise hoist the load
+ * above its check.
+ */
+#define HAS_NETNS bpf_core_field_exists(possible_net_t, net)
+#define HAS_IPV6 bpf_core_field_exists(struct sock_common, skc_v6_daddr)
+
+/*
  * The tuple of a socket the verifier knows the type of (a tracepoint's
  * argument, or a bpf_core_cast() view), read with plain loads: the state
  * program runs this on every state change. The local port is the caller's:
@@ -52,12 +64,17 @@ static __always_inline void read_tuple_typed(const struct sock_common *skc, __be
 	t->family = skc->skc_family;
 	t->sport = bpf_ntohs(sport);
 	t->dport = bpf_ntohs(skc->skc_dport);
-	t->netns = skc->skc_net.net->ns.inum;
 	if (t->family == AF_INET) {
 		t->saddr[0] = skc->skc_rcv_saddr;
 		t->daddr[0] = skc->skc_daddr;
-		return;
 	}
+	if (HAS_NETNS) {
+		barrier_var(skc);
+		t->netns = skc->skc_net.net->ns.inum;
+	}
+	if (t->family == AF_INET || !HAS_IPV6)
+		return;
+	barrier_var(skc);
 	for (int i = 0; i < 4; i++) {
 		t->saddr[i] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
 		t->daddr[i] = skc->skc_v6_daddr.in6_u.u6_addr32[i];
@@ -73,12 +90,17 @@ static __always_inline void read_tuple_probed(const struct sock_common *skc, __b
 	t->family = BPF_CORE_READ(skc, skc_family);
 	t->sport = bpf_ntohs(sport);
 	t->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
-	t->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (t->family == AF_INET) {
 		t->saddr[0] = BPF_CORE_READ(skc, skc_rcv_saddr);
 		t->daddr[0] = BPF_CORE_READ(skc, skc_daddr);
-		return;
 	}
+	if (HAS_NETNS) {
+		barrier_var(skc);
+		t->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	}
+	if (t->family == AF_INET || !HAS_IPV6)
+		return;
+	barrier_var(skc);
 	BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr32);
 	BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr32);
 	fold_v4_mapped(t);
