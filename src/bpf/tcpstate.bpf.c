@@ -95,7 +95,8 @@ static __always_inline int report_state_change(const struct sock *sk, int oldsta
 	e = reserve_record(CNT_RINGBUF_FULL);
 	if (!e)
 		return 0;
-	e->cookie = bpf_get_socket_cookie((void *)sk);
+	/* The cookie once generated is a plain load; the helper generates it. */
+	e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
 	e->skaddr = (__u64)sk;
 	fill_tuple(e, &t);
 	if (in_owner_context(oldstate, newstate)) {
