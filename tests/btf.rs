@@ -85,7 +85,7 @@ fn trace_with_btf_without(tag: &str, members: &[(&str, &str)]) -> Vec<serde_json
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains("lost 0:"), "{}", out.stderr);
     let events = json_events(&out.stdout);
-    assert_eq!(events.len(), 11, "listener and both sides: {}", out.stdout);
+    assert_eq!(events.len(), 11, "listener and both sides: {}{}", out.stdout, out.stderr);
     let clients = client_connections(&out.stdout);
     assert_eq!(clients.len(), 1);
     assert_eq!(transitions(&clients[0]), CLIENT_SEQ, "TIME_WAIT entered, through the timewait readers");

@@ -308,10 +308,15 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thre
     })
 }
 
-/// Attached tracing programs show up as bpf_link file descriptors.
+/// Attached tracing programs show up as bpf_link file descriptors; not the
+/// iterator's, which tcpstate runs during set-up, before it attaches.
 pub fn has_bpf_link(pid: u32) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link"))
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link")
+            && fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
+                .is_ok_and(|info| !info.lines().any(|l| l.split_whitespace().eq(["link_type:", "iter"])))
+    })
 }
 
 /// The `ts:` lines of the original format, as (side, "OLD:NEW").
