@@ -119,7 +119,8 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 }
 
 /* ---- TIME_WAIT programs (timewait.bpf.h). User space loads one kind:
- * fentry, kprobe or timer. ---- */
+ * fentry, kprobe or timer (whose tracepoints' arguments past the timer
+ * differ between kernels: only the first is used). ---- */
 
 /* Mirrors inet_twsk_hashdance_schedule() (6.10+) or inet_twsk_hashdance(). */
 SEC("fentry")
@@ -163,8 +164,7 @@ int BPF_KPROBE(tw_free_kprobe, struct inet_timewait_sock *tw)
 	return report_tw_free(tw);
 }
 
-/* Mirrors enqueue_timer() (kernel/time/timer.c): a timer armed or re-armed.
- * Only the first argument is used: 6.1 passes three, 6.18 two. */
+/* Mirrors enqueue_timer() (kernel/time/timer.c): a timer armed or re-armed. */
 SEC("tp_btf/timer_start")
 int BPF_PROG(tw_timer_start, struct timer_list *timer)
 {
@@ -185,10 +185,11 @@ int BPF_PROG(tw_timer_expire, struct timer_list *timer)
 	return report_tw_timer(timer, SRC_TW_EXPIRE);
 }
 
-/* ---- The nested-event backup (nested.bpf.h) ---- */
+/* ---- The nested-event backup (nested.bpf.h). find_main_prog runs once, then
+ * once on each CPU: it finds the main program's prog->active and learns each
+ * CPU's per-CPU offset. ---- */
 
-/* Mirrors inet_sk_state_store()/inet_sk_set_state(), for the runs the
- * kernel skipped the main program for. */
+/* Mirrors inet_sk_state_store()/inet_sk_set_state() when the main run was skipped. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state_nested, const struct sock *sk, const int oldstate,
 	     const int newstate)
@@ -199,9 +200,7 @@ int BPF_PROG(inet_sock_set_state_nested, const struct sock *sk, const int oldsta
 	return report_state_change(sk, oldstate, newstate);
 }
 
-/* Mirrors bpf_prog_seq_show() (kernel/bpf/prog_iter.c): run by user space
- * once, then once on each CPU, to find the main program's prog->active and
- * learn each CPU's per-CPU offset. */
+/* Mirrors bpf_prog_seq_show() (kernel/bpf/prog_iter.c), run by user space. */
 SEC("iter/bpf_prog")
 int find_main_prog(struct bpf_iter__bpf_prog *ctx)
 {

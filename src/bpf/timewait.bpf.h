@@ -39,14 +39,16 @@ static __always_inline bool is_tcp(const struct sock_common *skc)
 /*
  * When a timewait socket in TIME_WAIT last had its timer armed, in
  * bpf_ktime_get_ns() time; 0 in FIN_WAIT2, or when HZ is not known or the
- * result makes no sense. (HZ comes from user space: a __kconfig extern would
- * make libbpf refuse the object where the system has no kernel config file.) In TIME_WAIT the timer is always (re)armed for
+ * result makes no sense. In TIME_WAIT the timer is always (re)armed for
  * TCP_TIMEWAIT_LEN, so it was armed at jiffy expires - TCP_TIMEWAIT_LEN.
  * The timer kind needs this: when the FIN that turns a parked FIN_WAIT2 into
  * TIME_WAIT re-arms the timer into the same timer-wheel bucket, __mod_timer()
- * (kernel/time/timer.c) only updates timer->expires in place ("If the timer
- * ends up in the same bucket, then we just update the expiry time") and
- * fires no timer tracepoint; this time is then the only trace of the change.
+ * (kernel/time/timer.c, checked in 6.12) only updates timer->expires in
+ * place ("If the timer ends up in the same bucket, then we just update the
+ * expiry time") and fires no timer tracepoint; this time is then the only
+ * trace of the change. HZ comes from user space (.rodata): a __kconfig
+ * extern makes libbpf refuse the object where the system has no kernel
+ * config file.
  */
 static __always_inline __u64 tw_armed_ns(__u8 substate, unsigned long expires, __u64 now_ns)
 {
