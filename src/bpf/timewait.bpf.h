@@ -23,9 +23,14 @@
  * the hashdance, __inet_twsk_schedule(), tw_timer_handler() and
  * inet_twsk_free() with TCP. sk_protocol lies beyond struct sock_common, so a
  * timewait socket has none; its proto's name ("TCP", "TCPv6"; DCCP's are
- * "DCCP", "DCCPv6") is what full and timewait sockets both carry. Two probe
- * reads, on timewait events only.
+ * "DCCP", "DCCPv6") is what full and timewait sockets both carry. On
+ * timewait events only: plain loads through a typed view, or two probe reads.
  */
+static __always_inline bool is_tcp_name(const char *name)
+{
+	return name[0] == 'T' && name[1] == 'C' && name[2] == 'P';
+}
+
 static __always_inline bool is_tcp(const struct sock_common *skc)
 {
 	const struct proto *prot = BPF_CORE_READ(skc, skc_prot);
@@ -33,7 +38,7 @@ static __always_inline bool is_tcp(const struct sock_common *skc)
 
 	if (!prot || bpf_probe_read_kernel(name, sizeof(name), &prot->name))
 		return false;
-	return name[0] == 'T' && name[1] == 'C' && name[2] == 'P';
+	return is_tcp_name(name);
 }
 
 /*
@@ -116,15 +121,17 @@ static __always_inline int report_tw(const struct inet_timewait_sock *tw, __u8 s
 	__u64 cookie;
 	__u8 substate;
 
-	if (!is_tcp(&tw->__tw_common))
-		return 0;
 	if (bpf_ksym_exists(bpf_rdonly_cast)) {
 		typed = bpf_core_cast(tw, struct inet_timewait_sock);
+		if (!is_tcp_name(typed->__tw_common.skc_prot->name))
+			return 0;
 		read_tuple_typed(&typed->__tw_common, typed->tw_sport, &t);
 		substate = typed->tw_substate;
 		cookie = typed->__tw_common.skc_cookie.counter;
 		expires = typed->tw_timer.expires;
 	} else {
+		if (!is_tcp(&tw->__tw_common))
+			return 0;
 		read_tuple_probed(&tw->__tw_common, BPF_CORE_READ(tw, tw_sport), &t);
 		substate = BPF_CORE_READ(tw, tw_substate);
 		cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
