@@ -69,19 +69,27 @@ fn without_members(btf: &[u8], members: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// A file removed when dropped, a failed test's too.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Traces one curl -> nginx request with the BTF of a kernel that lacks
 /// `members`; returns the JSON events.
 fn trace_with_btf_without(tag: &str, members: &[(&str, &str)]) -> Vec<serde_json::Value> {
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
-    let path = std::env::temp_dir().join(format!("tcpstate-btf-{tag}-{}", std::process::id()));
-    std::fs::write(&path, without_members(&btf, members)).unwrap();
+    let path = TempFile(std::env::temp_dir().join(format!("tcpstate-btf-{tag}-{}", std::process::id())));
+    std::fs::write(&path.0, without_members(&btf, members)).unwrap();
     let port = free_port();
-    let tracer = Tracer::start(&["--btf", path.to_str().unwrap(), "127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["--btf", path.0.to_str().unwrap(), "127.0.0.1", &port.to_string(), "-o", "json"]);
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     assert_eq!(curl(&nginx.url()), 0);
     wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
     let out = tracer.stop();
-    let _ = std::fs::remove_file(&path);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains("lost 0:"), "{}", out.stderr);
     let events = json_events(&out.stdout);
