@@ -7,11 +7,12 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages: build (clang, libelf, zlib, pkg-config), vmlinux.h and
 # leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2),
-# stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock),
-# a font for PNG pictures, bpftrace (a peer in make bench).
+# stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock, and
+# gcc with a static libc for the guest's socket helper), a font for PNG
+# pictures, bpftrace (a peer in make bench).
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               nginx-light curl iproute2 ca-certificates \
-              qemu-system-x86 busybox-static cpio xz-utils util-linux \
+              qemu-system-x86 busybox-static cpio xz-utils util-linux gcc libc6-dev \
               fonts-dejavu-core bpftrace
 
 .PHONY: all deps build run test lint test-kernels demo bench soak install uninstall vmlinux clean

@@ -20,7 +20,14 @@ fn main() {
             .unwrap_or_else(|e| panic!("compiling {src} (needs clang: run `make deps`): {e}"));
         println!("cargo:rerun-if-changed={src}");
     }
-    for file in ["src/bpf/tcpstate.h", "src/bpf/vmlinux.h"] {
+    // The headers tcpstate.bpf.c includes: one object, one skeleton.
+    for file in [
+        "src/bpf/tcpstate.h",
+        "src/bpf/tcpstate.bpf.h",
+        "src/bpf/timewait.bpf.h",
+        "src/bpf/nested.bpf.h",
+        "src/bpf/vmlinux.h",
+    ] {
         println!("cargo:rerun-if-changed={file}");
     }
 }

@@ -20,7 +20,7 @@ use crate::cli::TraceArgs;
 use crate::conn::{existing_listeners, ConnTable, Record, CANCEL_HOLD_NS};
 use crate::output::{monotonic_ns, Clock, Printer, Sink, Status, Summary};
 use crate::trace::ring::{Batch, Pacer, TICK};
-use crate::trace::{libbpf_log, preflight, Lost, NestedGuard, Tracer, TwProbe};
+use crate::trace::{libbpf_log, preflight, Lost, Tracer, TwProbe};
 
 /// Runs the tracer. A closed output ends it quietly: see [`is_broken_pipe`].
 pub fn run(args: &TraceArgs) -> Result<()> {
@@ -221,11 +221,7 @@ fn report_probes(args: &TraceArgs, tracer: &Tracer<'_>, described: &str) {
     let refused: Vec<String> =
         tracer.refused.iter().map(|(kind, why)| format!("{} refused: {why}", kind.name())).collect();
     if args.verbose {
-        let guard = match tracer.nested_guard {
-            NestedGuard::ProgActive => "the main program's recursion guard",
-            NestedGuard::Flag => "a flag (misses the few that land outside the main program's body)",
-        };
-        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state, and a backup for nested events keyed on {guard}");
+        eprintln!("tcpstate: attached tp_btf/inet_sock_set_state{}", tracer.nested.describe());
         eprintln!("tcpstate: TIME_WAIT probes: {described}");
         for line in &refused {
             eprintln!("tcpstate:   {line}");

@@ -103,7 +103,7 @@ fn refused_probe_kinds_name_the_program_and_reason() {
     let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
     let r = run(&mut tcpstate(&["--tw-probe", "fentry"]));
     if r.code == Some(1) {
-        assert_one_line(&r, 1, "the kernel refuses fexit/inet_twsk_alloc: Operation not permitted");
+        assert_one_line(&r, 1, "the kernel refuses fentry/inet_twsk_hashdance_schedule: Operation not permitted");
     }
     if !kprobes {
         let r = run(&mut tcpstate(&["--tw-probe", "kprobe"]));

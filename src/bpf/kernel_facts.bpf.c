@@ -1,25 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Kernel facts the TIME_WAIT probes need before tcpstate.bpf.c is loaded:
- * the address of a few functions (the timer kind compares timer callbacks
- * with tw_timer_handler) and their BTF ids (fentry needs the function in
- * BTF, and a two-instruction fexit program tells whether this kernel lets
- * fentry/fexit load at all).
+ * Kernel facts tcpstate.bpf.c's set-up needs before it is loaded: the
+ * address of a few functions (the timer kind compares timer callbacks with
+ * tw_timer_handler; bpf_prog_inc_misses_counter tells whether the kernel
+ * skips nested raw tracepoint runs) and their BTF ids (fentry needs the
+ * function in BTF, and a two-instruction fentry program tells whether this
+ * kernel lets fentry/fexit load at all). And, where the system has no
+ * kernel config to read CONFIG_HZ from, the length of a jiffy, measured.
  *
  * A syscall program asks the kernel directly, by name:
  * bpf_kallsyms_lookup_name() and bpf_btf_find_by_name_kind(). The
  * alternative, reading /proc/kallsyms, makes the kernel format over a
  * hundred thousand lines and was half of tcpstate's start-up CPU. Kernels
  * without these helpers (before 5.16) refuse this program; user space then
- * falls back to /proc/kallsyms (src/kernel.rs).
+ * falls back to /proc/kallsyms (src/trace/kernel.rs).
  */
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define MAX_NAMES 8
+#define MAX_NAMES 12
 #define NAME_LEN 64
+#define MAX_SPINS (1 << 23) /* bpf_loop's limit: far more than two jiffies */
 
 /* Written by user space before the run: NUL-terminated names, and each
  * name's length including the NUL (the helpers want it exact). */
@@ -30,9 +34,45 @@ __u32 name_sizes[MAX_NAMES] = {};
 __u64 addrs[MAX_NAMES] = {};
 __s64 btf_ids[MAX_NAMES] = {};
 
+/* Set by user space to measure a jiffy; read back: its length in ns, 0 when
+ * not measured. */
+bool measure_jiffy = false;
+__u64 jiffy_ns = 0;
+
+struct jiffy_edges {
+	__u64 jiffies;
+	__u64 first_jiffies;
+	__u64 first_ns;
+};
+
+/* One spin: when jiffies moves, an edge; the time between two edges over
+ * the jiffies between them is a jiffy. */
+static long watch_jiffies(__u64 i, struct jiffy_edges *e)
+{
+	__u64 now = bpf_jiffies64();
+
+	if (now == e->jiffies)
+		return 0;
+	e->jiffies = now;
+	if (!e->first_ns) {
+		e->first_jiffies = now;
+		e->first_ns = bpf_ktime_get_ns();
+		return 0;
+	}
+	jiffy_ns = (bpf_ktime_get_ns() - e->first_ns) / (now - e->first_jiffies);
+	return 1;
+}
+
 SEC("syscall")
 int lookup(void *ctx)
 {
+	struct jiffy_edges edges = {};
+
+	/* bpf_loop() is 5.17+; this program loads on 5.16+. */
+	if (measure_jiffy && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		edges.jiffies = bpf_jiffies64();
+		bpf_loop(MAX_SPINS, watch_jiffies, &edges, 0);
+	}
 	for (int i = 0; i < MAX_NAMES; i++) {
 		__u32 size = name_sizes[i];
 

@@ -49,7 +49,9 @@ struct event {
 			      timewait socket carries its full socket's); 0: none */
 	__u64 skaddr;      /* kernel address of the sock or timewait sock */
 	__u64 tw_armed_ns; /* timewait records in TIME_WAIT: when the timer was
-			      last armed for TCP_TIMEWAIT_LEN; 0: not known */
+			      last armed for TCP_TIMEWAIT_LEN (a timer kind
+			      cancel that is part of a re-arm: the previous
+			      arming); 0: not known */
 	__u32 pid;         /* the acting process (tgid) when the change runs in
 			      the owner's own system call; else 0 */
 	__u32 netns;       /* network namespace inode; 0: not known */

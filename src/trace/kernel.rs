@@ -1,13 +1,14 @@
-//! What the running kernel offers the TIME_WAIT probes: function addresses,
-//! whether a function is in BTF, whether fentry/fexit may load, and kprobe
-//! support. Names differ across kernel versions, so they are looked up,
-//! never assumed.
+//! What the running kernel offers the probes: function addresses, whether a
+//! function is in BTF, whether fentry may load, kprobe support, whether it
+//! skips a raw tracepoint program that fires while it runs, and its tick rate
+//! (HZ). Names differ across kernel versions, so they are looked up, never
+//! assumed.
 //!
 //! Asked of the kernel by a small syscall program (src/bpf/kernel_facts.bpf.c)
 //! where the kernel has its helpers (5.16+); /proc/kallsyms otherwise.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::mem::MaybeUninit;
@@ -20,7 +21,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use crate::facts_skel::KernelFactsSkelBuilder;
 
 /// What the kernel_facts program can look up in one run (MAX_NAMES, NAME_LEN).
-const MAX_NAMES: usize = 8;
+const MAX_NAMES: usize = 12;
 const NAME_LEN: usize = 64;
 
 /// The functions the probes may need, as this kernel has them.
@@ -29,15 +30,29 @@ pub struct Kernel {
     /// vmlinux BTF ids of the functions found there; `None` when only
     /// /proc/kallsyms could be read (then fentry is simply tried).
     btf_ids: Option<HashMap<String, u32>>,
+    hz: Option<u32>,
 }
 
 impl Kernel {
-    /// Looks up `names` (at most eight when asked of the kernel).
+    /// Looks up `names` (at most MAX_NAMES when asked of the kernel).
     pub fn inspect(names: &[&str]) -> Kernel {
-        ask_the_kernel(names).unwrap_or_else(|_| Kernel {
-            symbols: File::open("/proc/kallsyms").map(|f| find_symbols(BufReader::new(f), names)).unwrap_or_default(),
-            btf_ids: None,
-        })
+        let config_hz = config_hz();
+        match ask_the_kernel(names, config_hz.is_none()) {
+            Ok(kernel) => Kernel { hz: config_hz.or(kernel.hz), ..kernel },
+            Err(_) => Kernel {
+                symbols: File::open("/proc/kallsyms")
+                    .map(|f| find_symbols(BufReader::new(f), names))
+                    .unwrap_or_default(),
+                btf_ids: None,
+                hz: config_hz,
+            },
+        }
+    }
+
+    /// The tick rate, CONFIG_HZ: from the kernel's config where the system
+    /// has it (where libbpf would look), else measured; `None` if neither.
+    pub fn hz(&self) -> Option<u32> {
+        self.hz
     }
 
     /// Address of a function, `None` if absent or hidden (kptr_restrict).
@@ -50,20 +65,35 @@ impl Kernel {
         Path::new("/sys/bus/event_source/devices/kprobe").exists()
     }
 
-    /// Whether an fexit program on `function` may load: a two-instruction
+    /// Whether an fentry program on `function` may load: a two-instruction
     /// program, so that a kernel refusing fentry/fexit (a lockdown or LSM
     /// policy says EPERM) costs microseconds rather than a full load of the
     /// tracer. `Ok` too when it cannot be told (no BTF ids known).
-    pub fn fexit_loads(&self, function: &str) -> Result<()> {
+    pub fn fentry_loads(&self, function: &str) -> Result<()> {
         let Some(ids) = &self.btf_ids else { return Ok(()) };
         let id = *ids.get(function).ok_or_else(|| anyhow!("{function} is not in the kernel's BTF"))?;
-        load_empty_fexit(id).map_err(|e| anyhow!("the kernel refuses fexit/{function}: {e}"))
+        load_empty_fentry(id).map_err(|e| anyhow!("the kernel refuses fentry/{function}: {e}"))
+    }
+
+    /// Whether this kernel skips a raw tracepoint program that fires while
+    /// the same program runs on the CPU: since 6.1 (commit 05b24ff9b2cf)
+    /// __bpf_trace_run() checks prog->active, and that commit introduced
+    /// [`RECURSION_CHECK_FN`]. `None` when it cannot be told (only
+    /// /proc/kallsyms was read, and found nothing).
+    pub fn skips_nested_runs(&self) -> Option<bool> {
+        let found = self.symbol(RECURSION_CHECK_FN).is_some()
+            || self.btf_ids.as_ref().is_some_and(|ids| ids.contains_key(RECURSION_CHECK_FN));
+        (found || self.btf_ids.is_some()).then_some(found)
     }
 }
 
+/// Made global by the commit that made raw tracepoints skip nested runs.
+pub const RECURSION_CHECK_FN: &str = "bpf_prog_inc_misses_counter";
+
 /// Runs kernel_facts.bpf.c: one bpf_kallsyms_lookup_name() and one
-/// bpf_btf_find_by_name_kind() per name.
-fn ask_the_kernel(names: &[&str]) -> Result<Kernel> {
+/// bpf_btf_find_by_name_kind() per name, and with `measure_jiffy` a spin of
+/// at most two jiffies that measures one.
+fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<Kernel> {
     if names.len() > MAX_NAMES || names.iter().any(|n| n.len() >= NAME_LEN) {
         return Err(anyhow!("too many or too long names to ask the kernel for"));
     }
@@ -77,6 +107,7 @@ fn ask_the_kernel(names: &[&str]) -> Result<Kernel> {
         }
         bss.name_sizes[i] = name.len() as u32 + 1;
     }
+    bss.measure_jiffy = measure_jiffy;
     skel.progs.lookup.test_run(Default::default()).context("running kernel_facts")?;
     let bss = skel.maps.bss_data.as_deref().ok_or_else(|| anyhow!("kernel_facts has no .bss"))?;
     let (mut symbols, mut btf_ids) = (HashMap::new(), HashMap::new());
@@ -95,22 +126,70 @@ fn ask_the_kernel(names: &[&str]) -> Result<Kernel> {
             btf_ids.insert(name.to_string(), id);
         }
     }
-    Ok(Kernel { symbols, btf_ids: Some(btf_ids) })
+    Ok(Kernel { symbols, btf_ids: Some(btf_ids), hz: hz_of_jiffy(bss.jiffy_ns) })
 }
 
-/// `r0 = 0; exit` as an fexit program on BTF function `btf_id`.
-fn load_empty_fexit(btf_id: u32) -> io::Result<()> {
+/// The usual tick rates; a measured one this close to one of them is it.
+const COMMON_HZ: [u32; 4] = [100, 250, 300, 1000];
+
+/// The tick rate of a measured jiffy.
+fn hz_of_jiffy(jiffy_ns: u64) -> Option<u32> {
+    let hz = 1_000_000_000u64.checked_div(jiffy_ns)? as u32;
+    COMMON_HZ.into_iter().find(|&c| c.abs_diff(hz) * 20 <= c).or(Some(hz)).filter(|hz| (10..=10_000).contains(hz))
+}
+
+/// CONFIG_HZ from the kernel's config, read where libbpf reads it:
+/// /boot/config-RELEASE, else /proc/config.gz.
+fn config_hz() -> Option<u32> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    [format!("/boot/config-{}", release.trim()), "/proc/config.gz".to_string()]
+        .iter()
+        .find_map(|path| read_maybe_gzipped(path))
+        .and_then(|config| config.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")?.trim().parse().ok()))
+}
+
+// zlib, which libbpf already links for the same job.
+extern "C" {
+    fn gzopen(path: *const c_char, mode: *const c_char) -> *mut c_void;
+    fn gzread(file: *mut c_void, buf: *mut c_void, len: c_uint) -> c_int;
+    fn gzclose(file: *mut c_void) -> c_int;
+}
+
+/// A file's text, gunzipped if it is gzip (zlib reads plain files as is).
+fn read_maybe_gzipped(path: &str) -> Option<String> {
+    let (path, mode) = (CString::new(path).ok()?, CString::new("rb").ok()?);
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let file = unsafe { gzopen(path.as_ptr(), mode.as_ptr()) };
+    if file.is_null() {
+        return None;
+    }
+    let (mut text, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
+        // SAFETY: an open file and a buffer of the length given.
+        let n = unsafe { gzread(file, buf.as_mut_ptr().cast(), buf.len() as c_uint) };
+        if n <= 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n as usize]);
+    }
+    // SAFETY: the file opened above, closed once.
+    unsafe { gzclose(file) };
+    String::from_utf8(text).ok()
+}
+
+/// `r0 = 0; exit` as an fentry program on BTF function `btf_id`.
+fn load_empty_fentry(btf_id: u32) -> io::Result<()> {
     let mut mov = sys::bpf_insn { code: (sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K) as u8, ..Default::default() };
     mov.set_dst_reg(0);
     let exit = sys::bpf_insn { code: (sys::BPF_JMP | sys::BPF_EXIT) as u8, ..Default::default() };
     let insns = [mov, exit];
     let mut opts = sys::bpf_prog_load_opts {
         sz: std::mem::size_of::<sys::bpf_prog_load_opts>() as _,
-        expected_attach_type: sys::BPF_TRACE_FEXIT,
+        expected_attach_type: sys::BPF_TRACE_FENTRY,
         attach_btf_id: btf_id,
         ..Default::default()
     };
-    let (name, license) = (CString::new("fexit_probe")?, CString::new("GPL")?);
+    let (name, license) = (CString::new("fentry_probe")?, CString::new("GPL")?);
     // SAFETY: valid instructions, NUL-terminated strings and options that
     // live across the call.
     let fd = unsafe {
@@ -175,17 +254,56 @@ mod tests {
     }
 
     #[test]
-    fn fexit_probe_tells_what_this_kernel_allows() {
+    fn fentry_probe_tells_what_this_kernel_allows() {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
-        let k = Kernel::inspect(&["inet_twsk_alloc"]);
+        let k = Kernel::inspect(&["inet_twsk_free"]);
         // Refused here (EPERM); the QEMU kernels of tests/kernels allow it
         // (their auto kind must pick fentry, which needs this Ok).
-        if let Err(e) = k.fexit_loads("inet_twsk_alloc") {
-            assert!(e.to_string().starts_with("the kernel refuses fexit/inet_twsk_alloc: "), "{e}");
+        if let Err(e) = k.fentry_loads("inet_twsk_free") {
+            assert!(e.to_string().starts_with("the kernel refuses fentry/inet_twsk_free: "), "{e}");
         }
-        let err = k.fexit_loads("not_a_function").unwrap_err().to_string();
+        let err = k.fentry_loads("not_a_function").unwrap_err().to_string();
         assert_eq!(err, "not_a_function is not in the kernel's BTF");
+    }
+
+    #[test]
+    fn tick_rates_come_from_the_config_or_a_measured_jiffy() {
+        assert_eq!(hz_of_jiffy(4_000_000), Some(250));
+        assert_eq!(hz_of_jiffy(4_100_000), Some(250), "close enough");
+        assert_eq!(hz_of_jiffy(3_333_333), Some(300));
+        assert_eq!(hz_of_jiffy(1_003_000), Some(1000));
+        assert_eq!(hz_of_jiffy(8_000_000), Some(125), "uncommon, but a tick rate");
+        assert_eq!(hz_of_jiffy(0), None);
+        assert_eq!(hz_of_jiffy(1_000_000_000), None, "no kernel ticks once a second");
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // A measured jiffy agrees with the config, where there is one.
+        let measured = ask_the_kernel(&["tw_timer_handler"], true).unwrap().hz;
+        assert!(measured.is_some());
+        if let Some(hz) = config_hz() {
+            assert_eq!(Some(hz), measured);
+        }
+        assert_eq!(Kernel::inspect(&["tw_timer_handler"]).hz(), measured);
+    }
+
+    #[test]
+    fn nested_runs_are_skipped_where_the_recursion_check_is() {
+        let kernel = |symbols: &[&str], btf: Option<&[&str]>| Kernel {
+            symbols: symbols.iter().map(|s| (s.to_string(), 1)).collect(),
+            btf_ids: btf.map(|names| names.iter().map(|s| (s.to_string(), 1)).collect()),
+            hz: None,
+        };
+        assert_eq!(kernel(&[RECURSION_CHECK_FN], Some(&[])).skips_nested_runs(), Some(true));
+        assert_eq!(kernel(&[], Some(&[RECURSION_CHECK_FN])).skips_nested_runs(), Some(true));
+        assert_eq!(kernel(&["tw_timer_handler"], Some(&[])).skips_nested_runs(), Some(false));
+        // Only /proc/kallsyms, and nothing there: cannot be told.
+        assert_eq!(kernel(&[], None).skips_nested_runs(), None);
+        if nix::unistd::geteuid().is_root() {
+            // 6.18 here: it skips.
+            assert_eq!(Kernel::inspect(&[RECURSION_CHECK_FN]).skips_nested_runs(), Some(true));
+        }
     }
 }

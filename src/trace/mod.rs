@@ -19,9 +19,9 @@ pub mod ring;
 mod tw_probe;
 
 pub use self::decode::{Probe, ProbeEvent, TwEvent};
-use self::kernel::Kernel;
+use self::kernel::{Kernel, RECURSION_CHECK_FN};
 pub use self::tw_probe::TwProbe;
-use self::tw_probe::{TwPlan, ALLOC_FN, FREE_FNS, TIMER_FN};
+use self::tw_probe::{TwPlan, BIRTH_FNS, FREE_FNS, REARM_FN, TIMER_FN};
 
 use crate::skel::{types, OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
 
@@ -64,7 +64,9 @@ pub struct Tracer<'obj> {
     pub tw_probe: TwProbe,
     /// Kinds tried before it, with why each was refused.
     pub refused: Vec<(TwProbe, String)>,
-    pub nested_guard: NestedGuard,
+    /// Whether state changes the kernel skips the main program for are
+    /// caught, and why (or why not).
+    pub nested: NestedBackup,
 }
 
 /// Attached programs: dropping it detaches them.
@@ -80,7 +82,8 @@ pub struct Lost {
     /// State changes the kernel skipped the main program for, because it was
     /// already running on that CPU (its bpf_prog_info.recursion_misses).
     pub skipped: u64,
-    /// Of those, the ones the backup program caught.
+    /// Of those, the ones the backup program caught (0 without a backup:
+    /// every skip is then lost).
     pub recovered: u64,
     /// The same count for the TIME_WAIT probe programs; the timer kind's
     /// include skipped timers of every kind, not only timewait sockets'.
@@ -94,14 +97,36 @@ impl Lost {
     }
 }
 
-/// How the backup program knows the main one was skipped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NestedGuard {
-    /// Reads the main program's own recursion guard (prog->active): exact.
-    ProgActive,
-    /// A flag the main program's body sets: misses a nested event that lands
-    /// while the kernel counts the main program active outside its body.
-    Flag,
+/// The backup program for state changes the kernel skips the main program
+/// for (a softirq on top of a tcp_set_state() on the same CPU).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NestedBackup {
+    /// Attached, reporting exactly when the main program's own recursion
+    /// guard (prog->active) is raised on the CPU.
+    MainGuard,
+    /// Not loaded: this kernel never skips a raw tracepoint program.
+    NotNeeded,
+    /// Not attached, for the reason given: the kernel's skips are lost, and
+    /// counted as lost.
+    Unavailable(String),
+}
+
+impl NestedBackup {
+    /// What -v says about it, after "attached tp_btf/inet_sock_set_state".
+    pub fn describe(&self) -> String {
+        match self {
+            NestedBackup::MainGuard => ", and a backup for nested events keyed on the main program's recursion \
+                                        guard (this kernel skips a tracepoint program that fires while it runs)"
+                .into(),
+            NestedBackup::NotNeeded => format!(
+                "; no backup for nested events: this kernel never skips a raw tracepoint program \
+                 (no {RECURSION_CHECK_FN}: before Linux 6.1)"
+            ),
+            NestedBackup::Unavailable(why) => {
+                format!("; no backup for nested events ({why}): the runs the kernel skips are counted as lost")
+            }
+        }
+    }
 }
 
 impl<'obj> Tracer<'obj> {
@@ -109,10 +134,15 @@ impl<'obj> Tracer<'obj> {
     /// for, or with `auto` the first of fentry, kprobe, timer this kernel
     /// accepts, and none rather than no tracing at all.
     pub fn start(cfg: &Config, slots: &'obj mut Slots) -> Result<(Tracer<'obj>, Links, String)> {
-        let mut wanted = vec![ALLOC_FN, TIMER_FN];
+        let mut wanted = BIRTH_FNS.to_vec();
+        wanted.extend([REARM_FN, TIMER_FN, RECURSION_CHECK_FN]);
         wanted.extend(FREE_FNS);
         wanted.extend(cfg.tw_free_fn.as_deref());
         let kernel = Kernel::inspect(&wanted);
+        // Where it cannot be told, the backup is loaded: keyed on prog->active
+        // it reports nothing on a kernel that never raises it for tracepoints.
+        let backup = kernel.skips_nested_runs() != Some(false);
+        let hz = kernel.hz().unwrap_or(0);
         let kinds = match cfg.tw_probe {
             TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
             kind => vec![kind],
@@ -122,14 +152,15 @@ impl<'obj> Tracer<'obj> {
         for kind in kinds {
             let attempt = TwPlan::new(kind, &kernel, cfg.tw_free_fn.as_deref()).and_then(|plan| {
                 let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
-                let mut skel = load(cfg, &plan, slot)?;
-                let guard = find_main_guard(&mut skel);
-                let links = plan.attach(&skel)?;
-                Ok((skel, links, plan.describe(), guard))
+                let mut skel = load(cfg, &plan, backup, hz, slot)?;
+                let nested = if backup { find_main_guard(&mut skel) } else { NestedBackup::NotNeeded };
+                let mut links = attach_state_programs(&skel, &nested)?;
+                links.extend(plan.attach(&skel)?);
+                Ok((skel, Links(links), plan.describe(), nested))
             });
             match attempt {
-                Ok((skel, links, described, nested_guard)) => {
-                    return Ok((Tracer { skel, tw_probe: kind, refused, nested_guard }, links, described));
+                Ok((skel, links, described, nested)) => {
+                    return Ok((Tracer { skel, tw_probe: kind, refused, nested }, links, described));
                 }
                 // Without TIME_WAIT probes this is the tracer itself failing.
                 Err(e) if kind == TwProbe::Off => return Err(e),
@@ -180,13 +211,11 @@ impl<'obj> Tracer<'obj> {
     }
 }
 
-/// Runs the find_main_prog iterator, which looks up the main program's
-/// recursion guard for the backup program, once on each CPU this process may
-/// use, so that it also learns each CPU's per-CPU offset (the backup then
-/// saves a probe read a run). Without it (an iterator the kernel refuses, a
-/// struct bpf_prog without `active`) the backup falls back to the main
-/// program's flag.
-fn find_main_guard(skel: &mut TcpstateSkel<'_>) -> NestedGuard {
+/// Runs the find_main_prog iterator once, which finds the main program's
+/// recursion guard for the backup, then once on each CPU this process may
+/// use, so that it learns each CPU's per-CPU offset (the backup then saves
+/// a map lookup and a probe read a run).
+fn find_main_guard(skel: &mut TcpstateSkel<'_>) -> NestedBackup {
     let found = (|| -> Result<bool> {
         let id = libbpf_rs::Program::id_from_fd(skel.progs.inet_sock_set_state.as_fd())?;
         let bss = skel.maps.bss_data.as_deref_mut().ok_or_else(|| anyhow!("no .bss"))?;
@@ -199,12 +228,23 @@ fn find_main_guard(skel: &mut TcpstateSkel<'_>) -> NestedGuard {
         };
         run()?;
         on_each_cpu(run);
-        Ok(skel.maps.bss_data.as_deref().is_some_and(|b| b.main_active != 0))
+        Ok(skel.maps.bss_data.as_deref().is_some_and(|b| b.main_guard_pcpu != 0))
     })();
     match found {
-        Ok(true) => NestedGuard::ProgActive,
-        _ => NestedGuard::Flag,
+        Ok(true) => NestedBackup::MainGuard,
+        Ok(false) => NestedBackup::Unavailable("struct bpf_prog has no per-CPU int pointer 'active' here".into()),
+        Err(e) => NestedBackup::Unavailable(format!("finding the main program's guard failed: {e:#}")),
     }
+}
+
+/// The state tracepoint, and its backup where it has a guard to read.
+fn attach_state_programs(skel: &TcpstateSkel<'_>, nested: &NestedBackup) -> Result<Vec<Link>> {
+    let p = &skel.progs;
+    let mut links = vec![p.inet_sock_set_state.attach().context("attaching tp_btf/inet_sock_set_state")?];
+    if *nested == NestedBackup::MainGuard {
+        links.push(p.inet_sock_set_state_nested.attach().context("attaching tp_btf/inet_sock_set_state (backup)")?);
+    }
+    Ok(links)
 }
 
 /// Runs `f` on each CPU this thread may use, then restores its affinity.
@@ -222,8 +262,15 @@ fn on_each_cpu(f: impl Fn() -> Result<()>) {
     let _ = sched_setaffinity(Pid::from_raw(0), &allowed);
 }
 
-/// Opens a fresh copy of the object, configures it for `plan`, loads it.
-fn load<'obj>(cfg: &Config, plan: &TwPlan, slot: &'obj mut MaybeUninit<OpenObject>) -> Result<TcpstateSkel<'obj>> {
+/// Opens a fresh copy of the object, configures it for `plan`, the nested
+/// backup (when this kernel needs one) and the kernel's tick rate, loads it.
+fn load<'obj>(
+    cfg: &Config,
+    plan: &TwPlan,
+    backup: bool,
+    hz: u32,
+    slot: &'obj mut MaybeUninit<OpenObject>,
+) -> Result<TcpstateSkel<'obj>> {
     let mut builder = TcpstateSkelBuilder::default();
     builder.obj_builder.name("tcpstate").context("naming the BPF object")?;
     if cfg.btf != Path::new(preflight::KERNEL_BTF) {
@@ -231,7 +278,10 @@ fn load<'obj>(cfg: &Config, plan: &TwPlan, slot: &'obj mut MaybeUninit<OpenObjec
     }
     let mut open = builder.open(slot).context("opening the BPF object")?;
     configure(&mut open, cfg)?;
+    rodata(&mut open)?.hz = hz;
     plan.apply(&mut open)?;
+    open.progs.inet_sock_set_state_nested.set_autoload(backup);
+    open.progs.find_main_prog.set_autoload(backup);
     libbpf_log::clear();
     open.load().map_err(load_error)
 }

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::Link;
 
 use super::kernel::Kernel;
-use super::{rodata, Links};
+use super::rodata;
 use crate::skel::{OpenTcpstateSkel, TcpstateSkel};
 
 /// How TIME_WAIT sockets are followed (the kernel has no state tracepoint
@@ -16,9 +16,9 @@ pub enum TwProbe {
     /// fentry, else kprobe, else timer, else off
     #[default]
     Auto,
-    /// fexit/inet_twsk_alloc and fentry on the function that frees timewait sockets
+    /// fentry on the hashdance (birth), __inet_twsk_schedule (re-arm) and the freeing function
     Fentry,
-    /// kretprobe/inet_twsk_alloc and a kprobe on the freeing function
+    /// kprobes on the same three functions
     Kprobe,
     /// tp_btf timer_start/timer_cancel/timer_expire_entry on the timewait timer
     Timer,
@@ -41,16 +41,22 @@ impl TwProbe {
 /// How one TIME_WAIT probe kind will be set up on this kernel.
 pub(super) struct TwPlan {
     kind: TwProbe,
+    /// Where tcp_time_wait() hands the connection to the timewait socket.
+    birth_fn: &'static str,
     /// The function whose entry means "timewait socket freed".
     free_fn: String,
     /// Address of tw_timer_handler, for the timer kind.
     timer_fn: u64,
 }
 
+/// The function that has both the full and the timewait socket, as this
+/// kernel names it (6.10 renamed it when it took over arming the timer).
+pub(super) const BIRTH_FNS: [&str; 2] = ["inet_twsk_hashdance_schedule", "inet_twsk_hashdance"];
+/// Arms or re-arms a timewait socket's timer; re-arms are reported.
+pub(super) const REARM_FN: &str = "__inet_twsk_schedule";
 /// Preferred first: the function that frees a timewait socket whatever
 /// ended it; inet_twsk_put (every reference drop) when that is not a symbol.
 pub(super) const FREE_FNS: [&str; 2] = ["inet_twsk_free", "inet_twsk_put"];
-pub(super) const ALLOC_FN: &str = "inet_twsk_alloc";
 /// Every timewait socket's timer callback.
 pub(super) const TIMER_FN: &str = "tw_timer_handler";
 
@@ -58,7 +64,7 @@ impl TwPlan {
     /// Checks the kernel has what `kind` needs, before any load is tried.
     pub(super) fn new(kind: TwProbe, kernel: &Kernel, free_fn: Option<&str>) -> Result<TwPlan> {
         let candidates: Vec<&str> = free_fn.map_or(FREE_FNS.to_vec(), |f| vec![f]);
-        let mut plan = TwPlan { kind, free_fn: String::new(), timer_fn: 0 };
+        let mut plan = TwPlan { kind, birth_fn: BIRTH_FNS[0], free_fn: String::new(), timer_fn: 0 };
         match kind {
             TwProbe::Fentry | TwProbe::Kprobe => {
                 if kind == TwProbe::Kprobe && !kernel.has_kprobes() {
@@ -66,11 +72,15 @@ impl TwPlan {
                 }
                 // A function must exist (and not be inlined away) to be
                 // probed; fentry also needs it in BTF.
-                if kernel.symbol(ALLOC_FN).is_none() {
-                    bail!("{ALLOC_FN} is not a kernel symbol");
+                plan.birth_fn = BIRTH_FNS
+                    .into_iter()
+                    .find(|f| kernel.symbol(f).is_some())
+                    .ok_or_else(|| anyhow!("no kernel symbol named {}", BIRTH_FNS.join(" or ")))?;
+                if kernel.symbol(REARM_FN).is_none() {
+                    bail!("{REARM_FN} is not a kernel symbol");
                 }
                 if kind == TwProbe::Fentry {
-                    kernel.fexit_loads(ALLOC_FN)?;
+                    kernel.fentry_loads(plan.birth_fn)?;
                 }
                 plan.free_fn = candidates
                     .iter()
@@ -90,63 +100,63 @@ impl TwPlan {
     pub(super) fn apply(&self, open: &mut OpenTcpstateSkel<'_>) -> Result<()> {
         let ro = rodata(open)?;
         ro.tw_timer_fn = self.timer_fn;
-        ro.tw_free_checks_ref = self.free_fn == "inet_twsk_put";
+        ro.tw_free_on_put = self.free_fn == "inet_twsk_put";
         let p = &mut open.progs;
         let fentry = self.kind == TwProbe::Fentry;
         let kprobe = self.kind == TwProbe::Kprobe;
         let timer = self.kind == TwProbe::Timer;
-        p.tw_alloc_fexit.set_autoload(fentry);
-        p.tw_free_fentry.set_autoload(fentry);
-        p.tw_alloc_kprobe.set_autoload(kprobe);
-        p.tw_alloc_kretprobe.set_autoload(kprobe);
-        p.tw_free_kprobe.set_autoload(kprobe);
-        p.tw_timer_start.set_autoload(timer);
-        p.tw_timer_cancel.set_autoload(timer);
-        p.tw_timer_expire.set_autoload(timer);
+        for prog in [&mut p.tw_birth_fentry, &mut p.tw_rearm_fentry, &mut p.tw_free_fentry] {
+            prog.set_autoload(fentry);
+        }
+        for prog in [&mut p.tw_birth_kprobe, &mut p.tw_rearm_kprobe, &mut p.tw_free_kprobe] {
+            prog.set_autoload(kprobe);
+        }
+        for prog in [&mut p.tw_timer_start, &mut p.tw_timer_cancel, &mut p.tw_timer_expire] {
+            prog.set_autoload(timer);
+        }
         if fentry {
-            p.tw_free_fentry
-                .set_attach_target(0, Some(self.free_fn.clone()))
-                .context("pointing the fentry probe at its function")?;
+            let target = |what| format!("pointing the fentry probe at {what}");
+            p.tw_birth_fentry
+                .set_attach_target(0, Some(self.birth_fn.into()))
+                .with_context(|| target(self.birth_fn))?;
+            p.tw_free_fentry.set_attach_target(0, Some(self.free_fn.clone())).with_context(|| target(&self.free_fn))?;
         }
         Ok(())
     }
 
-    /// Attaches the state tracepoint, its backup and this kind's programs.
-    pub(super) fn attach(&self, skel: &TcpstateSkel<'_>) -> Result<Links> {
+    /// Attaches this kind's programs.
+    pub(super) fn attach(&self, skel: &TcpstateSkel<'_>) -> Result<Vec<Link>> {
         let p = &skel.progs;
-        let named = |what: &str, r: libbpf_rs::Result<Link>| r.with_context(|| format!("attaching {what}"));
-        let mut links = vec![
-            named("tp_btf/inet_sock_set_state", p.inet_sock_set_state.attach())?,
-            named("tp_btf/inet_sock_set_state (backup)", p.inet_sock_set_state_nested.attach())?,
-        ];
-        match self.kind {
-            TwProbe::Fentry => {
-                links.push(named("fexit/inet_twsk_alloc", p.tw_alloc_fexit.attach())?);
-                links.push(named(&format!("fentry/{}", self.free_fn), p.tw_free_fentry.attach())?);
-            }
-            TwProbe::Kprobe => {
-                links.push(named("kprobe/inet_twsk_alloc", p.tw_alloc_kprobe.attach_kprobe(false, ALLOC_FN))?);
-                links.push(named("kretprobe/inet_twsk_alloc", p.tw_alloc_kretprobe.attach_kprobe(true, ALLOC_FN))?);
-                links.push(named(
-                    &format!("kprobe/{}", self.free_fn),
-                    p.tw_free_kprobe.attach_kprobe(false, &self.free_fn),
-                )?);
-            }
-            TwProbe::Timer => {
-                links.push(named("tp_btf/timer_start", p.tw_timer_start.attach())?);
-                links.push(named("tp_btf/timer_cancel", p.tw_timer_cancel.attach())?);
-                links.push(named("tp_btf/timer_expire_entry", p.tw_timer_expire.attach())?);
-            }
-            TwProbe::Off | TwProbe::Auto => {}
-        }
-        Ok(Links(links))
+        let named = |what: String, r: libbpf_rs::Result<Link>| r.with_context(|| format!("attaching {what}"));
+        let links = match self.kind {
+            TwProbe::Fentry => vec![
+                named(format!("fentry/{}", self.birth_fn), p.tw_birth_fentry.attach())?,
+                named(format!("fentry/{REARM_FN}"), p.tw_rearm_fentry.attach())?,
+                named(format!("fentry/{}", self.free_fn), p.tw_free_fentry.attach())?,
+            ],
+            TwProbe::Kprobe => vec![
+                named(format!("kprobe/{}", self.birth_fn), p.tw_birth_kprobe.attach_kprobe(false, self.birth_fn))?,
+                named(format!("kprobe/{REARM_FN}"), p.tw_rearm_kprobe.attach_kprobe(false, REARM_FN))?,
+                named(format!("kprobe/{}", self.free_fn), p.tw_free_kprobe.attach_kprobe(false, &self.free_fn))?,
+            ],
+            TwProbe::Timer => vec![
+                named("tp_btf/timer_start".into(), p.tw_timer_start.attach())?,
+                named("tp_btf/timer_cancel".into(), p.tw_timer_cancel.attach())?,
+                named("tp_btf/timer_expire_entry".into(), p.tw_timer_expire.attach())?,
+            ],
+            TwProbe::Off | TwProbe::Auto => Vec::new(),
+        };
+        Ok(links)
     }
 
-    /// What -v says about the choice.
+    /// What -v says about the choice: exactly what is attached.
     pub(super) fn describe(&self) -> String {
+        let (birth, free) = (self.birth_fn, &self.free_fn);
         match self.kind {
-            TwProbe::Fentry => format!("fentry (fexit/{ALLOC_FN}, fentry/{})", self.free_fn),
-            TwProbe::Kprobe => format!("kprobe (kretprobe/{ALLOC_FN}, kprobe/{})", self.free_fn),
+            TwProbe::Fentry | TwProbe::Kprobe => {
+                let k = self.kind.name();
+                format!("{k} ({k}/{birth}, {k}/{REARM_FN}, {k}/{free})")
+            }
             TwProbe::Timer => "timer (tp_btf/timer_start, timer_cancel, timer_expire_entry)".into(),
             TwProbe::Off | TwProbe::Auto => "off".into(),
         }

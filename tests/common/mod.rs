@@ -308,7 +308,8 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thre
     })
 }
 
-/// Attached tracing programs show up as bpf_link file descriptors.
+/// Any bpf_link file descriptor, the iterator's included: what a stopped
+/// tracer must leave none of.
 pub fn has_bpf_link(pid: u32) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
     fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf_link"))

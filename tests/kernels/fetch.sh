@@ -10,6 +10,8 @@
 # Cache layout (.kernels/VERSION/):
 #   vmlinuz   the kernel image          config    its .config
 #   veth.ko   the veth module, uncompressed (load it in the guest with insmod)
+#   dccp.ko, dccp_ipv4.ko  DCCP (before 6.16), uncompressed; insmod in that order
+#   modules   the modules above that this kernel has, one a line
 #   release   the kernel release (uname -r)
 #   package   "NAME VERSION" of the Debian package it came from
 #
@@ -45,8 +47,11 @@ export DEBIAN_FRONTEND=noninteractive
 apt_opts=()
 [ "$(id -u)" -eq 0 ] && apt_opts=(-o APT::Sandbox::User=root)
 
+# The modules taken from the package (each may be missing from a kernel).
+modules=(veth dccp dccp_ipv4)
+
 cache_ok() {
-    [ -s "$dir/vmlinuz" ] && [ -s "$dir/package" ] && [ -s "$dir/release" ]
+    [ -s "$dir/vmlinuz" ] && [ -s "$dir/package" ] && [ -s "$dir/release" ] && [ -e "$dir/modules" ]
 }
 
 # Resolves the meta package to "IMAGE_PACKAGE VERSION" on stdout, or fails
@@ -106,10 +111,12 @@ t1=$(date +%s.%N)
 deb=$(find "$work" -maxdepth 1 -name '*.deb' -print -quit)
 [ -n "$deb" ] || { log "ERROR: apt-get download produced no .deb"; exit 1; }
 
-# Only the few files we need: the image, its config and the veth module.
+# Only the few files we need: the image, its config and the modules.
 mkdir -p "$work/x"
 dpkg-deb --fsys-tarfile "$deb" \
-    | tar -x -C "$work/x" --wildcards './boot/vmlinuz-*' './boot/config-*' '*/drivers/net/veth.ko*'
+    | tar -x -C "$work/x" --wildcards './boot/vmlinuz-*' './boot/config-*' \
+          '*/drivers/net/veth.ko*' '*/net/dccp/dccp.ko*' '*/net/dccp/dccp_ipv4.ko*' 2>/dev/null \
+    || true   # a kernel without DCCP has no such files: tar then complains
 
 vmlinuz=$(find "$work/x/boot" -name 'vmlinuz-*' -print -quit)
 [ -n "$vmlinuz" ] || { log "ERROR: no boot/vmlinuz-* in $deb"; exit 1; }
@@ -118,13 +125,17 @@ release=${vmlinuz##*/vmlinuz-}
 mkdir -p "$work/out"
 mv "$vmlinuz" "$work/out/vmlinuz"
 mv "$work/x/boot/config-$release" "$work/out/config"
-veth=$(find "$work/x" -name 'veth.ko*' -print -quit)
-case "$veth" in
-    *.ko.xz) xz -dc "$veth" > "$work/out/veth.ko" ;;
-    *.ko.zst) zstd -qdc "$veth" > "$work/out/veth.ko" ;;
-    *.ko)    mv "$veth" "$work/out/veth.ko" ;;
-    *)       log "warning: no veth module in $pkg" ;;
-esac
+: > "$work/out/modules"
+for m in "${modules[@]}"; do
+    ko=$(find "$work/x" -name "$m.ko*" -print -quit)
+    case "$ko" in
+        *.ko.xz) xz -dc "$ko" > "$work/out/$m.ko" ;;
+        *.ko.zst) zstd -qdc "$ko" > "$work/out/$m.ko" ;;
+        *.ko)    mv "$ko" "$work/out/$m.ko" ;;
+        *)       log "note: no $m module in $pkg"; continue ;;
+    esac
+    echo "$m" >> "$work/out/modules"
+done
 echo "$release" > "$work/out/release"
 echo "$want" > "$work/out/package"
 

@@ -1,14 +1,36 @@
 #!/bin/sh
-# Guest payload of tests/kernels.rs: for each TIME_WAIT probe kind in $KINDS
-# (KIND, or KIND:FUNC to make the fentry/kprobe kinds watch FUNC for frees),
-# trace three curl -> nginx requests made in a private network namespace,
-# then leave the namespace so that the kernel ends their timewait sockets.
-# Prints each kind's JSON output between @@BEGIN <kind>@@ and @@END <kind>@@,
-# its stderr prefixed with "stderr: "; the Rust test asserts on them.
+# Guest payload of tests/kernels.rs. For each run in $RUNS, written
+# KIND[:FUNC][+SCENARIO] (FUNC makes the fentry/kprobe kinds watch FUNC for
+# frees; SCENARIO defaults to nginx), traces one scenario in a private network
+# namespace with `--tw-probe KIND`, then leaves the namespace so that the
+# kernel ends its timewait sockets:
+#   nginx     three curl -> nginx requests (JSON)
+#   parallel  two loops of $PARALLEL connections at once, one per vCPU, to
+#             twhelper's two server processes (JSON)
+#   dccp      one DCCP connection that keeps its own TIME_WAIT on the traced
+#             port (--raw JSON: nothing may show); prints "note: dccp
+#             timewaited N", the namespace's TcpExt TW count, which DCCP's
+#             timewait sockets raise too
+#   parked    a client parked in FIN_WAIT2 that the server's FIN turns into
+#             TIME_WAIT 300 ms later (--raw JSON)
+# Prints each run's output between @@BEGIN <run>@@ and @@END <run>@@, its
+# stderr prefixed with "stderr: "; the Rust test asserts on them.
 set -eu
 
 port=8080
-kinds=${KINDS:-fentry kprobe timer auto fentry:inet_twsk_put kprobe:inet_twsk_put}
+PARALLEL=${PARALLEL:-40}
+runs=${RUNS:-"fentry fentry+parallel fentry+dccp fentry+parked
+               kprobe kprobe+parallel kprobe+dccp kprobe+parked
+               timer timer+dccp timer+parked
+               auto fentry:inet_twsk_put kprobe:inet_twsk_put"}
+
+for m in dccp dccp_ipv4; do
+    if [ -e /lib/modules/$m.ko ]; then insmod /lib/modules/$m.ko; fi
+done
+# The TW column of TcpExt in /proc/net/netstat: timewait sockets scheduled.
+cat > /tmp/tw-count.awk <<'AWK'
+/^TcpExt:/ { if (!col) { for (i = 2; i <= NF; i++) if ($i == "TW") col = i } else print $col }
+AWK
 
 # wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s.
 wait_until() {
@@ -24,18 +46,8 @@ wait_until() {
 attached() { grep -q 'TIME_WAIT probes:' "$1"; }
 deaths_seen() { [ "$(grep -c '"old":"TIME_WAIT","new":"CLOSE"' "$1")" -ge "$2" ]; }
 
-for kind in $kinds; do
-    out=/tmp/out.$kind
-    err=/tmp/err.$kind
-    set -- --tw-probe "${kind%%:*}"
-    case $kind in *:*) set -- "$@" --tw-free-fn "${kind#*:}" ;; esac
-    tcpstate 127.0.0.1 "$port" -o json -v "$@" >"$out" 2>"$err" &
-    tracer=$!
-    # Attaching takes seconds under software emulation: wait for -v's line.
-    if ! wait_until 60 attached "$err"; then
-        echo "tcpstate --tw-probe $kind did not attach:"; cat "$err"; exit 1
-    fi
-    # The namespace dies with its last process, and its timewait sockets with it.
+# Each scenario runs in a namespace that dies with its last process.
+scenario_nginx() {
     unshare -n sh -c "
         ip link set lo up
         pid=\$(nginx-guest $port)
@@ -43,12 +55,67 @@ for kind in $kinds; do
         kill \$pid
         while kill -0 \$pid 2>/dev/null; do sleep 0.05; done
     "
-    wait_until 30 deaths_seen "$out" 3 || echo "timed out waiting for TIME_WAIT:CLOSE"
+    wait_until 30 deaths_seen "$1" 3 || echo "timed out waiting for TIME_WAIT:CLOSE"
+}
+
+scenario_parallel() {
+    unshare -n sh -c "
+        ip link set lo up
+        twhelper tcp-serve $port 2 &
+        server=\$!
+        sleep 0.3
+        taskset -c 0 twhelper tcp-clients $port $PARALLEL &
+        taskset -c 1 twhelper tcp-clients $port $PARALLEL
+        wait \$!
+        sleep 0.5
+        kill \$server
+        wait \$server || true
+    "
+    wait_until 60 deaths_seen "$1" $((2 * PARALLEL)) || echo "timed out waiting for TIME_WAIT:CLOSE"
+}
+
+scenario_dccp() {
+    unshare -n sh -c "
+        ip link set lo up
+        twhelper dccp-serve $port &
+        sleep 0.3
+        twhelper dccp-client $port
+        wait
+        echo \"note: dccp timewaited \$(awk -f /tmp/tw-count.awk /proc/net/netstat)\"
+    "
+    sleep 1.5
+}
+
+scenario_parked() {
+    unshare -n sh -c "
+        ip link set lo up
+        twhelper tcp-parked $port
+    "
+    sleep 1.5
+}
+
+for run in $runs; do
+    kind=${run%%+*}
+    scenario=nginx
+    case $run in *+*) scenario=${run#*+} ;; esac
+    out=/tmp/out.$run
+    err=/tmp/err.$run
+    set -- --tw-probe "${kind%%:*}"
+    case $kind in *:*) set -- "$@" --tw-free-fn "${kind#*:}" ;; esac
+    case $scenario in dccp|parked) set -- "$@" --raw ;; esac
+    tcpstate 127.0.0.1 "$port" -o json -v "$@" >"$out" 2>"$err" &
+    tracer=$!
+    # Attaching takes seconds under software emulation: wait for -v's line.
+    if ! wait_until 60 attached "$err"; then
+        echo "tcpstate --tw-probe $kind did not attach:"; cat "$err"; exit 1
+    fi
+    note=$(scenario_"$scenario" "$out")
     sleep 0.3
     kill -INT "$tracer"
     wait "$tracer" || echo "tcpstate exited with $?"
-    echo "@@BEGIN $kind@@"
+    echo "@@BEGIN $run@@"
     cat "$out"
     sed 's/^/stderr: /' "$err"
-    echo "@@END $kind@@"
+    [ -n "$note" ] && echo "$note"
+    echo "@@END $run@@"
 done

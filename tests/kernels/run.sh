@@ -4,12 +4,14 @@
 # Runs PAYLOAD_SCRIPT as root in a stock Debian bookworm cloud kernel
 # (VERSION = 6.1 | 6.12) under QEMU: fetch.sh, then initramfs.sh, then
 # boot.sh. FILEs are put in the guest as initramfs.sh describes (binaries in
-# /usr/local/bin, with their libraries). The kernel's veth module is always in
-# the guest as /lib/modules/veth.ko (`insmod /lib/modules/veth.ko`).
+# /usr/local/bin, with their libraries). The kernel's modules that fetch.sh
+# extracted (veth, and DCCP's before 6.16) are in the guest as
+# /lib/modules/NAME.ko (`insmod /lib/modules/veth.ko`).
 #
 # stdout: the guest's console. stderr: progress and timings.
 # Exit code: the payload's, or non-zero with a message when the guest did not
-# get to report one (download failure, panic, timeout).
+# get to report one (download failure, panic, timeout). A guest that fails
+# before its payload starts is booted once more.
 # Environment: BOOT_TIMEOUT (QEMU limit, default 300 s), PAYLOAD_TIMEOUT
 # (default 240 s), PAYLOAD_ENV, BOOT_LOG, TCPSTATE_KERNEL_CACHE,
 # TCPSTATE_QEMU_PARALLEL (see the other scripts).
@@ -26,12 +28,25 @@ vmlinuz=$("$here/fetch.sh" "$version")
 kdir=$(dirname "$vmlinuz")
 
 extra=()
-[ -s "$kdir/veth.ko" ] && extra+=("$kdir/veth.ko=/lib/modules/veth.ko")
+while read -r m; do
+    [ -s "$kdir/$m.ko" ] && extra+=("$kdir/$m.ko=/lib/modules/$m.ko")
+done < "$kdir/modules"
 
 initrd=$(mktemp "${TMPDIR:-/tmp}/tcpstate-initrd.XXXXXX.cpio")   # uncompressed: boots faster
 trap 'rm -f "$initrd"' EXIT
 "$here/initramfs.sh" "$initrd" "$payload" "${extra[@]}" "$@"
 
-rc=0
-"$here/boot.sh" "$vmlinuz" "$initrd" "${BOOT_TIMEOUT:-300}" || rc=$?
+# A kernel that dies before the payload starts (a boot-time oops, seen once
+# in a while under software emulation) gets one more boot.
+log=$(mktemp "${TMPDIR:-/tmp}/tcpstate-boot-log.XXXXXX")
+trap 'rm -f "$initrd" "$log"' EXIT
+for attempt in 1 2; do
+    rc=0
+    BOOT_LOG=$log "$here/boot.sh" "$vmlinuz" "$initrd" "${BOOT_TIMEOUT:-300}" || rc=$?
+    if [ "$rc" -eq 0 ] || grep -aq '@@PAYLOAD_START@@' "$log" || [ "$attempt" -eq 2 ]; then
+        break
+    fi
+    echo "run.sh: the kernel failed before the payload started; booting once more" >&2
+done
+[ -n "${BOOT_LOG:-}" ] && cp "$log" "$BOOT_LOG"
 exit "$rc"
