@@ -156,6 +156,9 @@ impl Pipeline {
     pub fn emit(&mut self, lost: &Lost, all: bool) -> Result<bool> {
         let now = monotonic_ns();
         self.table.tick(now, &mut self.pending);
+        if all {
+            self.table.flush(&mut self.pending);
+        }
         // Stable and adaptive: cheap on the nearly sorted queue, and keeps a
         // socket's same-timestamp records in arrival order.
         if !self.pending.is_sorted_by_key(Record::ts_ns) {
@@ -164,7 +167,9 @@ impl Pipeline {
         let ready = if all {
             self.pending.len()
         } else {
-            let horizon = now.saturating_sub(REORDER_NS);
+            // Nothing newer than what the table still holds back.
+            let held = self.table.held_since().map_or(u64::MAX, |ts| ts.saturating_sub(1));
+            let horizon = now.saturating_sub(REORDER_NS).min(held);
             self.pending.partition_point(|r| r.ts_ns() <= horizon)
         };
         let mut done = false;

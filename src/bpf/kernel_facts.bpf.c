@@ -39,39 +39,45 @@ __s64 btf_ids[MAX_NAMES] = {};
 bool measure_jiffy = false;
 __u64 jiffy_ns = 0;
 
-struct jiffy_edges {
-	__u64 jiffies;
-	__u64 first_jiffies;
-	__u64 first_ns;
-};
+/* Read back: jiffies and CLOCK_MONOTONIC at one moment (user space tells
+ * the tick rate from them where it can, without spinning). */
+__u64 jiffies_now = 0;
+__u64 mono_now = 0;
+
+/* The watch's state. Globals rather than the callback's context: on 6.1 a
+ * timestamp stored through that context read back as 0, and no measurement
+ * ever came out. */
+static __u64 last_jiffies, first_jiffies, first_ns;
+static bool seen_edge;
 
 /* One spin: when jiffies moves, an edge; the time between two edges over
  * the jiffies between them is a jiffy. */
-static long watch_jiffies(__u64 i, struct jiffy_edges *e)
+static long watch_jiffies(__u64 i, void *ctx)
 {
 	__u64 now = bpf_jiffies64();
 
-	if (now == e->jiffies)
+	if (now == last_jiffies)
 		return 0;
-	e->jiffies = now;
-	if (!e->first_ns) {
-		e->first_jiffies = now;
-		e->first_ns = bpf_ktime_get_ns();
+	last_jiffies = now;
+	if (!seen_edge) {
+		seen_edge = true;
+		first_jiffies = now;
+		first_ns = bpf_ktime_get_ns();
 		return 0;
 	}
-	jiffy_ns = (bpf_ktime_get_ns() - e->first_ns) / (now - e->first_jiffies);
+	jiffy_ns = (bpf_ktime_get_ns() - first_ns) / (now - first_jiffies);
 	return 1;
 }
 
 SEC("syscall")
 int lookup(void *ctx)
 {
-	struct jiffy_edges edges = {};
-
+	jiffies_now = bpf_jiffies64();
+	mono_now = bpf_ktime_get_ns();
 	/* bpf_loop() is 5.17+; this program loads on 5.16+. */
 	if (measure_jiffy && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
-		edges.jiffies = bpf_jiffies64();
-		bpf_loop(MAX_SPINS, watch_jiffies, &edges, 0);
+		last_jiffies = bpf_jiffies64();
+		bpf_loop(MAX_SPINS, watch_jiffies, NULL, 0);
 	}
 	for (int i = 0; i < MAX_NAMES; i++) {
 		__u32 size = name_sizes[i];

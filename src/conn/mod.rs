@@ -273,6 +273,8 @@ pub struct ConnTable {
     reports: Reports,
     /// Connections whose id is still provisional.
     provisional: usize,
+    /// The latest event time seen: the table's own clock.
+    latest_ns: u64,
 }
 
 impl ConnTable {
@@ -288,6 +290,7 @@ impl ConnTable {
             tw: Timewait::default(),
             reports: Reports { pid: cfg.pid, ..Reports::default() },
             provisional: 0,
+            latest_ns: 0,
         }
     }
 
@@ -302,6 +305,7 @@ impl ConnTable {
     /// Events must come in each socket's own order (they do: a socket's
     /// changes are serialised by its lock and take their ring slot inside it).
     pub fn push(&mut self, ev: ProbeEvent, out: &mut Vec<Record>) {
+        self.latest_ns = self.latest_ns.max(ev.ts_ns);
         match ev.probe {
             Probe::SetState { old, new } => self.set_state(&ev, old, new, out),
             Probe::Timewait { what, substate } => self.timewait(&ev, what, substate, out),
@@ -312,10 +316,21 @@ impl ConnTable {
     /// cancels become deaths), forgets timewait sockets gone silent, and
     /// gives back memory after bursts.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
-        self.release_held(now_ns, out);
+        self.release_held(Some(now_ns), out);
         self.tw_tick(now_ns, out);
         self.conns.shrink_if_sparse();
         shrink_if_sparse(&mut self.by_sock);
+    }
+
+    /// Hands out everything still held back (tracing ended).
+    pub fn flush(&mut self, out: &mut Vec<Record>) {
+        self.release_held(None, out);
+    }
+
+    /// The oldest timestamp of a record the table still holds back: records
+    /// after it must wait for it, to leave in time order.
+    pub fn held_since(&self) -> Option<u64> {
+        self.held.front().map(|(_, t)| t.ts_ns)
     }
 
     /// What is known about connection `id`.

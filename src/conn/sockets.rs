@@ -15,6 +15,11 @@ use super::{decide_side, At, Conn, ConnId, ConnTable, Inferred, Record, CANCEL_H
 use crate::model::{Side, TcpState};
 use crate::trace::ProbeEvent;
 
+/// An accept held back for its socket's identity goes out after this much
+/// wall-clock time even if no event came since (the next one normally comes
+/// within microseconds).
+const HELD_MAX_NS: u64 = 1_000_000_000;
+
 impl ConnTable {
     /// A full socket's transition.
     pub(super) fn set_state(&mut self, ev: &ProbeEvent, old: TcpState, new: TcpState, out: &mut Vec<Record>) {
@@ -159,10 +164,17 @@ impl ConnTable {
         self.conns.insert(conn);
     }
 
-    /// Accepts held back longer than a timer cancel is (so that output
-    /// stays in time order) go out under tcpstate's id.
-    pub(super) fn release_held(&mut self, now_ns: u64, out: &mut Vec<Record>) {
-        while self.held.front().is_some_and(|(_, t)| t.ts_ns + CANCEL_HOLD_NS <= now_ns) {
+    /// Accepts whose socket's next event should have come by now go out
+    /// under tcpstate's id: once later events have come (the event stream
+    /// moved a cancel hold past them; a reader lagging behind the ring does
+    /// not count), or after a second of wall-clock time (`now_ns`) without
+    /// any; all of them when `now_ns` is `None` (tracing ended).
+    pub(super) fn release_held(&mut self, now_ns: Option<u64>, out: &mut Vec<Record>) {
+        let due = |ts: u64| match now_ns {
+            Some(now) => ts + CANCEL_HOLD_NS <= self.latest_ns || ts + HELD_MAX_NS <= now,
+            None => true,
+        };
+        while self.held.front().is_some_and(|(_, t)| due(t.ts_ns)) {
             let (id, t) = self.held.pop_front().expect("looked at");
             match self.conns.get_mut(id) {
                 Some(conn) => self.reports.report(conn, t, out),

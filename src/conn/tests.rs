@@ -396,18 +396,41 @@ fn an_accept_reported_before_the_socket_is_its_own_takes_its_next_events_identit
 
 #[test]
 fn a_slow_accept_keeps_tcpstates_id_and_its_cookie_names_it_too() {
-    // The next event came after the hold: the accept went out first.
+    // Other events came a cancel hold past the accept before the socket's
+    // next one: the accept went out first, under tcpstate's id.
     let mut t = table();
-    let mut events = accept_then(100 + CANCEL_HOLD_NS + 1);
+    let mut events = accept_then(200 + CANCEL_HOLD_NS);
+    let elsewhere =
+        ProbeEvent { cookie: 99, tuple: tuple(41000, 80), ..state(101 + CANCEL_HOLD_NS, 9, CLOSE, SYN_SENT) };
+    events.insert(2, elsewhere);
     events.push(ProbeEvent {
         cookie: 20,
         server_rule: Some(Side::Server),
-        ..tw(200 + CANCEL_HOLD_NS, TwEvent::Born, TW)
+        ..tw(300 + CANCEL_HOLD_NS, TwEvent::Born, TW)
     });
-    let out = transitions(&run_on(&mut t, events, 300 + CANCEL_HOLD_NS));
+    let out = transitions(&run_on(&mut t, events, 400 + CANCEL_HOLD_NS));
     let ids: Vec<_> = out.iter().map(|t| t.conn_id).collect();
-    assert_eq!(ids, [10, LOCAL_IDS + 1, LOCAL_IDS + 1, LOCAL_IDS + 1]);
+    assert_eq!(ids, [10, 99, LOCAL_IDS + 1, LOCAL_IDS + 1, LOCAL_IDS + 1]);
     assert_eq!(t.get(LOCAL_IDS + 1).and_then(|c| c.tw).map(|tw| tw.cookie), Some(20), "the timewait socket found it");
+}
+
+#[test]
+fn an_accept_waits_for_its_socket_however_late_the_reader_is() {
+    // The reader can lag the ring by more than a hold (a busy or emulated
+    // machine): wall-clock time alone does not release the accept.
+    let mut t = table();
+    let mut out = Vec::new();
+    let events = accept_then(110);
+    for ev in &events[..2] {
+        t.push(*ev, &mut out);
+    }
+    t.tick(110 + 100 * CANCEL_HOLD_NS, &mut out);
+    assert_eq!(t.held_since(), Some(100), "still held");
+    for ev in &events[2..] {
+        t.push(*ev, &mut out);
+    }
+    assert_eq!(transitions(&out).iter().map(|t| t.conn_id).collect::<Vec<_>>(), [10, 20, 20, 20]);
+    assert_eq!(t.held_since(), None);
 }
 
 // ---------------------------------------------------------------------------

@@ -31,20 +31,31 @@ pub struct Kernel {
     /// /proc/kallsyms could be read (then fentry is simply tried).
     btf_ids: Option<HashMap<String, u32>>,
     hz: Option<u32>,
+    /// The kernel's config file gave `hz` (else it was measured).
+    hz_configured: bool,
 }
 
 impl Kernel {
     /// Looks up `names` (at most MAX_NAMES when asked of the kernel).
     pub fn inspect(names: &[&str]) -> Kernel {
         let config_hz = config_hz();
-        match ask_the_kernel(names, config_hz.is_none()) {
-            Ok(kernel) => Kernel { hz: config_hz.or(kernel.hz), ..kernel },
+        let hz_configured = config_hz.is_some();
+        match ask_the_kernel(names, false) {
+            Ok((kernel, clocks)) => {
+                // Without a config file, jiffies' start tells the tick rate;
+                // only within seconds of its wrap must it be measured.
+                let hz = config_hz
+                    .or_else(|| hz_of_clocks(clocks))
+                    .or_else(|| ask_the_kernel(&[], true).ok().and_then(|(measured, _)| measured.hz));
+                Kernel { hz, hz_configured, ..kernel }
+            }
             Err(_) => Kernel {
                 symbols: File::open("/proc/kallsyms")
                     .map(|f| find_symbols(BufReader::new(f), names))
                     .unwrap_or_default(),
                 btf_ids: None,
                 hz: config_hz,
+                hz_configured,
             },
         }
     }
@@ -53,6 +64,15 @@ impl Kernel {
     /// has it (where libbpf would look), else measured; `None` if neither.
     pub fn hz(&self) -> Option<u32> {
         self.hz
+    }
+
+    /// What -v says of the tick rate.
+    pub fn describe_hz(&self) -> String {
+        match (self.hz, self.hz_configured) {
+            (Some(hz), true) => format!("HZ {hz} (the kernel's config)"),
+            (Some(hz), false) => format!("HZ {hz} (measured)"),
+            (None, _) => "HZ unknown".into(),
+        }
     }
 
     /// Address of a function, `None` if absent or hidden (kptr_restrict).
@@ -90,10 +110,13 @@ impl Kernel {
 /// Made global by the commit that made raw tracepoints skip nested runs.
 pub const RECURSION_CHECK_FN: &str = "bpf_prog_inc_misses_counter";
 
+/// Jiffies and CLOCK_MONOTONIC (ns) read at one moment.
+type Clocks = (u64, u64);
+
 /// Runs kernel_facts.bpf.c: one bpf_kallsyms_lookup_name() and one
 /// bpf_btf_find_by_name_kind() per name, and with `measure_jiffy` a spin of
 /// at most two jiffies that measures one.
-fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<Kernel> {
+fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<(Kernel, Clocks)> {
     if names.len() > MAX_NAMES || names.iter().any(|n| n.len() >= NAME_LEN) {
         return Err(anyhow!("too many or too long names to ask the kernel for"));
     }
@@ -126,10 +149,34 @@ fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<Kernel> {
             btf_ids.insert(name.to_string(), id);
         }
     }
-    Ok(Kernel { symbols, btf_ids: Some(btf_ids), hz: hz_of_jiffy(bss.jiffy_ns) })
+    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: hz_of_jiffy(bss.jiffy_ns), hz_configured: false };
+    Ok((kernel, (bss.jiffies_now, bss.mono_now)))
 }
 
-/// The usual tick rates; a measured one this close to one of them is it.
+/// The tick rate from jiffies and CLOCK_MONOTONIC read at one moment. The
+/// kernel starts jiffies at INITIAL_JIFFIES, 2^32 - 300 * HZ on 64-bit (so
+/// that it wraps five minutes after boot, include/linux/jiffies.h), and
+/// counts HZ a second of monotonic time from there. The usual tick rate
+/// (x86 and arm64 offer no other) that predicts the jiffies read is it, when
+/// it does so by far the best: not within a minute or so of the wrap, where
+/// every rate predicts about the same.
+fn hz_of_clocks((jiffies, mono_ns): (u64, u64)) -> Option<u32> {
+    let secs = mono_ns as f64 / 1e9;
+    let mut errors: Vec<(f64, u32)> = COMMON_HZ
+        .iter()
+        .map(|&hz| {
+            let predicted = (1u64 << 32) as f64 + f64::from(hz) * (secs - 300.0);
+            ((jiffies as f64 - predicted).abs() / f64::from(hz), hz)
+        })
+        .collect();
+    errors.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let ((best_err, hz), (next_err, _)) = (errors[0], errors[1]);
+    // Errors in seconds: the tick starts a little after the clock at boot.
+    (best_err < 5.0 && next_err > best_err + 10.0).then_some(hz)
+}
+
+/// The usual tick rates (x86's and arm64's choices); a measured one this
+/// close to one of them is it.
 const COMMON_HZ: [u32; 4] = [100, 250, 300, 1000];
 
 /// The tick rate of a measured jiffy.
@@ -280,13 +327,39 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
-        // A measured jiffy agrees with the config, where there is one.
-        let measured = ask_the_kernel(&["tw_timer_handler"], true).unwrap().hz;
+        // A measured jiffy, and jiffies' start, agree with the config,
+        // where there is one.
+        let (kernel, clocks) = ask_the_kernel(&["tw_timer_handler"], true).unwrap();
+        let measured = kernel.hz;
         assert!(measured.is_some());
         if let Some(hz) = config_hz() {
             assert_eq!(Some(hz), measured);
+            let uptime = clocks.1 / 1_000_000_000;
+            if !(240..=360).contains(&uptime) {
+                assert_eq!(hz_of_clocks(clocks), Some(hz), "{clocks:?}");
+            }
         }
         assert_eq!(Kernel::inspect(&["tw_timer_handler"]).hz(), measured);
+    }
+
+    #[test]
+    fn jiffies_start_tells_the_tick_rate() {
+        let at = |hz: u64, secs: f64| {
+            let jiffies = (1u64 << 32) - 300 * hz + (hz as f64 * secs) as u64;
+            (jiffies, (secs * 1e9) as u64)
+        };
+        // Ten seconds after boot (a test guest), a day after.
+        for hz in [100, 250, 300, 1000] {
+            assert_eq!(hz_of_clocks(at(hz, 10.0)), Some(hz as u32));
+            assert_eq!(hz_of_clocks(at(hz, 86_400.0)), Some(hz as u32));
+        }
+        // The tick starting half a second late does not fool it.
+        let (jiffies, mono) = at(250, 12.0);
+        assert_eq!(hz_of_clocks((jiffies - 125, mono)), Some(250));
+        // Near the wrap, every rate predicts about the same: not told.
+        assert_eq!(hz_of_clocks(at(250, 301.0)), None);
+        // Nonsense is no rate.
+        assert_eq!(hz_of_clocks((5, 10_000_000_000)), None);
     }
 
     #[test]
@@ -295,6 +368,7 @@ mod tests {
             symbols: symbols.iter().map(|s| (s.to_string(), 1)).collect(),
             btf_ids: btf.map(|names| names.iter().map(|s| (s.to_string(), 1)).collect()),
             hz: None,
+            hz_configured: false,
         };
         assert_eq!(kernel(&[RECURSION_CHECK_FN], Some(&[])).skips_nested_runs(), Some(true));
         assert_eq!(kernel(&[], Some(&[RECURSION_CHECK_FN])).skips_nested_runs(), Some(true));

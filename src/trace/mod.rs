@@ -153,10 +153,17 @@ impl<'obj> Tracer<'obj> {
             let attempt = TwPlan::new(kind, &kernel, cfg.tw_free_fn.as_deref()).and_then(|plan| {
                 let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
                 let mut skel = load(cfg, &plan, backup, hz, slot)?;
+                // The state program first: until it is attached nothing is
+                // traced, and a watcher that sees tcpstate's first link must
+                // be able to count on that (the iterator's comes next).
+                let mut links = vec![attach_named(&skel.progs.inet_sock_set_state, "tp_btf/inet_sock_set_state")?];
                 let nested = if backup { find_main_guard(&mut skel) } else { NestedBackup::NotNeeded };
-                let mut links = attach_state_programs(&skel, &nested)?;
+                if nested == NestedBackup::MainGuard {
+                    let backup = &skel.progs.inet_sock_set_state_nested;
+                    links.push(attach_named(backup, "tp_btf/inet_sock_set_state (backup)")?);
+                }
                 links.extend(plan.attach(&skel)?);
-                Ok((skel, Links(links), plan.describe(), nested))
+                Ok((skel, Links(links), format!("{}; {}", plan.describe(), kernel.describe_hz()), nested))
             });
             match attempt {
                 Ok((skel, links, described, nested)) => {
@@ -238,13 +245,8 @@ fn find_main_guard(skel: &mut TcpstateSkel<'_>) -> NestedBackup {
 }
 
 /// The state tracepoint, and its backup where it has a guard to read.
-fn attach_state_programs(skel: &TcpstateSkel<'_>, nested: &NestedBackup) -> Result<Vec<Link>> {
-    let p = &skel.progs;
-    let mut links = vec![p.inet_sock_set_state.attach().context("attaching tp_btf/inet_sock_set_state")?];
-    if *nested == NestedBackup::MainGuard {
-        links.push(p.inet_sock_set_state_nested.attach().context("attaching tp_btf/inet_sock_set_state (backup)")?);
-    }
-    Ok(links)
+fn attach_named(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<Link> {
+    prog.attach().with_context(|| format!("attaching {what}"))
 }
 
 /// Runs `f` on each CPU this thread may use, then restores its affinity.
