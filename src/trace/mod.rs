@@ -3,34 +3,30 @@
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, RingBuffer, RingBufferBuilder};
 
 pub mod abi;
 mod decode;
 pub mod kernel;
 pub mod libbpf_log;
+mod lost;
 pub mod preflight;
 pub mod ring;
 mod tw_probe;
 
+use self::abi::{AF_INET, AF_INET6};
 pub use self::decode::{Probe, ProbeEvent, TwEvent};
 use self::kernel::{Kernel, RECURSION_CHECK_FN};
+pub use self::lost::Lost;
 pub use self::tw_probe::TwProbe;
 use self::tw_probe::{TwPlan, BIRTH_FNS, FREE_FNS, REARM_FN, TIMER_FN};
 
 use crate::skel::{types, OpenTcpstateSkel, TcpstateSkel, TcpstateSkelBuilder};
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-/// Indexes in the `counters` map (enum counter in src/bpf/tcpstate.h).
-const CNT_RINGBUF_FULL: u32 = 0;
-const CNT_RECOVERED: u32 = 1;
-const CNT_TW_RINGBUF_FULL: u32 = 2;
 
 /// What to trace: the kernel-side filters and the TIME_WAIT probe wanted.
 #[derive(Clone, Debug, Default)]
@@ -71,31 +67,6 @@ pub struct Tracer<'obj> {
 
 /// Attached programs: dropping it detaches them.
 pub struct Links(#[allow(dead_code)] Vec<Link>);
-
-/// Events the kernel side could not deliver, and those it recovered.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Lost {
-    /// State changes dropped because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// TIME_WAIT probe events dropped because the ring buffer was full.
-    pub tw_ringbuf_full: u64,
-    /// State changes the kernel skipped the main program for, because it was
-    /// already running on that CPU (its bpf_prog_info.recursion_misses).
-    pub skipped: u64,
-    /// Of those, the ones the backup program caught (0 without a backup:
-    /// every skip is then lost).
-    pub recovered: u64,
-    /// The same count for the TIME_WAIT probe programs; the timer kind's
-    /// include skipped timers of every kind, not only timewait sockets'.
-    pub tw_skipped: Vec<(String, u64)>,
-}
-
-impl Lost {
-    /// State transitions lost for good.
-    pub fn total(&self) -> u64 {
-        self.ringbuf_full + self.skipped.saturating_sub(self.recovered)
-    }
-}
 
 /// The backup program for state changes the kernel skips the main program
 /// for (a softirq on top of a tcp_set_state() on the same CPU).
@@ -190,31 +161,9 @@ impl<'obj> Tracer<'obj> {
         builder.build().context("setting up the ring buffer")
     }
 
-    /// Reads the drop counters and each loaded program's recursion misses.
+    /// What the kernel side could not deliver so far.
     pub fn lost(&self) -> Result<Lost> {
-        let mut lost = Lost {
-            ringbuf_full: self.counter(CNT_RINGBUF_FULL)?,
-            tw_ringbuf_full: self.counter(CNT_TW_RINGBUF_FULL)?,
-            recovered: self.counter(CNT_RECOVERED)?,
-            skipped: recursion_misses_of(&self.skel.progs.inet_sock_set_state)?,
-            tw_skipped: Vec::new(),
-        };
-        for prog in self.skel.object().progs().filter(|p| p.autoload()) {
-            let name = prog.name().to_string_lossy().into_owned();
-            if name.starts_with("tw_") {
-                lost.tw_skipped.push((name, recursion_misses_of(&prog)?));
-            }
-        }
-        Ok(lost)
-    }
-
-    /// A kernel-side counter, read from the mapped .bss (no system call).
-    fn counter(&self, index: u32) -> Result<u64> {
-        let bss = self.skel.maps.bss_data.as_deref().ok_or_else(|| anyhow!("BPF object has no .bss"))?;
-        let slot = bss.counters.get(index as usize).ok_or_else(|| anyhow!("no counter {index}"))?;
-        // SAFETY: an aligned u64 in the mapped .bss that BPF programs update
-        // atomically; a volatile read sees their latest value.
-        Ok(unsafe { std::ptr::read_volatile(slot) })
+        lost::read(&self.skel)
     }
 }
 
@@ -351,19 +300,6 @@ fn load_error(err: libbpf_rs::Error) -> anyhow::Error {
     }
 }
 
-/// The kernel's count of runs it skipped for `prog`, from the program's
-/// /proc/self/fdinfo entry: unlike bpf_prog_get_info_by_fd() that needs no
-/// privilege, so it still works after --user.
-fn recursion_misses_of(prog: &libbpf_rs::Program<'_>) -> Result<u64> {
-    let path = format!("/proc/self/fdinfo/{}", prog.as_fd().as_raw_fd());
-    let info = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    fdinfo_field(&info, "recursion_misses").ok_or_else(|| anyhow!("{path} has no recursion_misses"))
-}
-
-fn fdinfo_field(info: &str, key: &str) -> Option<u64> {
-    info.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,14 +315,6 @@ mod tests {
         let (fam, w) = ip_words("::1".parse().unwrap());
         assert_eq!(fam, AF_INET6);
         assert_eq!(w[3].to_ne_bytes(), [0, 0, 0, 1]);
-    }
-
-    #[test]
-    fn reads_fdinfo_fields() {
-        let info = "pos:\t0\nprog_type:\t26\nrun_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t900\n";
-        assert_eq!(fdinfo_field(info, "recursion_misses"), Some(17));
-        assert_eq!(fdinfo_field(info, "run_cnt"), Some(0));
-        assert_eq!(fdinfo_field(info, "missing"), None);
     }
 
     #[test]
