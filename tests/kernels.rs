@@ -19,7 +19,7 @@ use common::*;
 /// Connections per loop of the parallel scenario (two loops, one per vCPU).
 const PARALLEL: usize = 40;
 
-/// One run of the guest payload: `KIND[:FUNC][+SCENARIO]`, its JSON lines,
+/// One run of the guest payload, `KIND[:FUNC][+SCENARIO]`: its JSON lines,
 /// its stderr lines and its notes.
 struct Section {
     run: String,
@@ -46,37 +46,14 @@ fn build_twhelper(here: &Path) -> PathBuf {
 fn boot(version: &str) -> Vec<Section> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels");
     let twhelper = build_twhelper(&here);
-    let out = Command::new(here.join("run.sh"))
-        .arg(version)
-        .arg(here.join("payload-timewait.sh"))
-        .arg(BIN)
-        .arg(format!("{}=/usr/local/bin/twhelper", twhelper.display()))
-        .env("PAYLOAD_ENV", format!("PARALLEL={PARALLEL}"))
-        .output()
-        .expect("running tests/kernels/run.sh");
+    let args = [BIN.to_string(), format!("{}=/usr/local/bin/twhelper", twhelper.display())];
+    let sections =
+        guest::boot(version, "payload-timewait.sh", &args, &[("PAYLOAD_ENV", format!("PARALLEL={PARALLEL}"))]);
     let _ = std::fs::remove_file(&twhelper);
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "guest {version} failed ({}):\n{console}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut sections = Vec::new();
-    let mut rest = console.as_str();
-    while let Some(start) = rest.find("@@BEGIN ") {
-        let after = &rest[start + 8..];
-        let run = &after[..after.find("@@").unwrap()];
-        let end = after.find(&format!("@@END {run}@@")).expect("section end");
-        let body = &after[run.len() + 2..end];
-        let lines = |prefix: &str| -> String {
-            body.lines().filter_map(|l| l.strip_prefix(prefix)).map(|l| format!("{l}\n")).collect()
-        };
-        let json = body.lines().filter(|l| l.starts_with('{')).map(|l| format!("{l}\n")).collect();
-        sections.push(Section { run: run.to_string(), json, stderr: lines("stderr: "), notes: lines("note: ") });
-        rest = &after[end..];
-    }
     sections
+        .into_iter()
+        .map(|s| Section { json: s.json(), stderr: s.lines("stderr: "), notes: s.lines("note: "), run: s.name })
+        .collect()
 }
 
 /// What -v says is attached for a kind on this kernel.

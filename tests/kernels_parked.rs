@@ -8,8 +8,6 @@
 mod common;
 mod parked;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use common::*;
@@ -28,46 +26,24 @@ struct Section {
 
 /// Boots `version` with the payload and returns each kind's section.
 fn boot(version: &str) -> Vec<Section> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels");
     let start = Instant::now();
-    let out = Command::new(here.join("run.sh"))
-        .arg(version)
-        .arg(here.join("payload-parked.sh"))
-        .arg(BIN)
-        .arg(parked::helper())
-        .output()
-        .expect("running tests/kernels/run.sh");
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "guest {version} failed ({}):\n{console}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sections =
+        guest::boot(version, "payload-parked.sh", &[BIN.to_string(), parked::helper().display().to_string()], &[]);
     eprintln!("{version}: guest ran in {:.1} s", start.elapsed().as_secs_f64());
-    let mut sections = Vec::new();
-    let mut rest = console.as_str();
-    while let Some(start) = rest.find("@@BEGIN ") {
-        let after = &rest[start + 8..];
-        let kind = &after[..after.find("@@").unwrap()];
-        let end = after.find(&format!("@@END {kind}@@")).expect("section end");
-        let body = &after[kind.len() + 2..end];
-        let pick = |prefix: &str| -> String {
-            body.lines().filter_map(|l| l.strip_prefix(prefix)).map(|l| format!("{l}\n")).collect()
-        };
-        let helpers = Variant::ALL
-            .iter()
-            .map(|&v| {
-                let text = pick(&format!("helper {}: ", v.arg()));
-                let exit = text.lines().rev().find_map(|l| l.strip_prefix("exit=")).and_then(|c| c.parse().ok());
-                (v, text, exit)
-            })
-            .collect();
-        let json = body.lines().filter(|l| l.starts_with('{')).map(|l| format!("{l}\n")).collect();
-        sections.push(Section { kind: kind.to_string(), json, stderr: pick("stderr: "), helpers });
-        rest = &after[end..];
-    }
     sections
+        .into_iter()
+        .map(|s| {
+            let helpers = Variant::ALL
+                .iter()
+                .map(|&v| {
+                    let text = s.lines(&format!("helper {}: ", v.arg()));
+                    let exit = text.lines().rev().find_map(|l| l.strip_prefix("exit=")).and_then(|c| c.parse().ok());
+                    (v, text, exit)
+                })
+                .collect();
+            Section { json: s.json(), stderr: s.lines("stderr: "), helpers, kind: s.name }
+        })
+        .collect()
 }
 
 fn check_kernel(version: &str) {

@@ -2,6 +2,8 @@
 //! tcpstate binary, and readers for what it prints.
 #![allow(dead_code)]
 
+pub mod guest;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
