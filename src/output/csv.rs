@@ -16,8 +16,8 @@ impl Csv {
     }
 }
 
-const HEADER: &str =
-    "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred";
+const HEADER: &str = "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,\
+                      inferred,earliest_ns,conn_id";
 
 /// Quotes a field only when it needs it (RFC 4180).
 fn field(s: &str) -> std::borrow::Cow<'_, str> {
@@ -90,7 +90,12 @@ mod tests {
         let unowned = with(sample(1, 4), |t| t.owner = None);
         let out = render(Box::new(Csv::new(Clock::relative())), &[sample(2, 1), odd, unowned]);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], HEADER);
+        assert_eq!(
+            lines[0],
+            "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred,\
+             earliest_ns,conn_id"
+        );
+        assert!(lines.iter().all(|l| l.split(',').count() >= 18), "a value for every column: {out}");
         assert_eq!(
             lines[1],
             "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,2.500000,false,,77"
