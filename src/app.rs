@@ -9,6 +9,7 @@
 //! metrics and the picture.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -120,8 +121,9 @@ const REORDER_NS: u64 = 2 * CANCEL_HOLD_NS;
 /// Decoded events → the connection table → records in time order → sinks.
 pub struct Pipeline {
     pub table: ConnTable,
-    /// Records not yet written, sorted by timestamp.
-    pending: Vec<Record>,
+    /// Records not yet written, sorted by timestamp (a deque: writing takes
+    /// from the front without moving what stays).
+    pending: VecDeque<Record>,
     sinks: Vec<Box<dyn Sink>>,
     /// Records written so far, and how many to write at most (-c).
     written: u64,
@@ -130,7 +132,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(table: ConnTable, sinks: Vec<Box<dyn Sink>>, limit: Option<u64>) -> Pipeline {
-        Pipeline { table, pending: Vec::new(), sinks, written: 0, limit }
+        Pipeline { table, pending: VecDeque::new(), sinks, written: 0, limit }
     }
 
     /// Hands a batch of decoded events to the table, in timestamp order.
@@ -161,8 +163,9 @@ impl Pipeline {
         }
         // Stable and adaptive: cheap on the nearly sorted queue, and keeps a
         // socket's same-timestamp records in arrival order.
-        if !self.pending.is_sorted_by_key(Record::ts_ns) {
-            self.pending.sort_by_key(Record::ts_ns);
+        let queue = self.pending.make_contiguous();
+        if !queue.is_sorted_by_key(Record::ts_ns) {
+            queue.sort_by_key(Record::ts_ns);
         }
         let ready = if all {
             self.pending.len()
@@ -187,7 +190,9 @@ impl Pipeline {
         for sink in &mut self.sinks {
             sink.batch_done(&status)?;
         }
-        shrink_after_burst(&mut self.pending);
+        if self.pending.capacity() > QUEUE_KEEP && self.pending.len() < QUEUE_KEEP / 2 {
+            self.pending.shrink_to(QUEUE_KEEP);
+        }
         Ok(done)
     }
 

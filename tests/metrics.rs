@@ -29,7 +29,7 @@ impl Feed {
     }
 
     fn push(&mut self, ev: ProbeEvent) {
-        let mut out = Vec::new();
+        let mut out = std::collections::VecDeque::new();
         self.table.push(ev, &mut out);
         for record in &out {
             self.sink.record(record).unwrap();

@@ -5,8 +5,9 @@
  * tw_timer_handler; bpf_prog_inc_misses_counter tells whether the kernel
  * skips nested raw tracepoint runs) and their BTF ids (fentry needs the
  * function in BTF, and a two-instruction fentry program tells whether this
- * kernel lets fentry/fexit load at all). And, where the system has no
- * kernel config to read CONFIG_HZ from, the length of a jiffy, measured.
+ * kernel lets fentry/fexit load at all); and jiffies and the monotonic
+ * clock at one moment, which tell the tick rate (CONFIG_HZ). A second
+ * program, loaded only where they cannot, measures a jiffy.
  *
  * A syscall program asks the kernel directly, by name:
  * bpf_kallsyms_lookup_name() and bpf_btf_find_by_name_kind(). The
@@ -23,7 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define MAX_NAMES 12
 #define NAME_LEN 64
-#define MAX_SPINS (1 << 23) /* bpf_loop's limit: far more than two jiffies */
+#define MAX_SPINS (1 << 23) /* bpf_loop's limit: far more than a few jiffies */
 
 /* Written by user space before the run: NUL-terminated names, and each
  * name's length including the NUL (the helpers want it exact). */
@@ -34,9 +35,7 @@ __u32 name_sizes[MAX_NAMES] = {};
 __u64 addrs[MAX_NAMES] = {};
 __s64 btf_ids[MAX_NAMES] = {};
 
-/* Set by user space to measure a jiffy; read back: its length in ns, 0 when
- * not measured. */
-bool measure_jiffy = false;
+/* Read back from measure_jiffy: a jiffy's length in ns, 0 when not measured. */
 __u64 jiffy_ns = 0;
 
 /* Read back: jiffies and CLOCK_MONOTONIC at one moment (user space tells
@@ -44,28 +43,39 @@ __u64 jiffy_ns = 0;
 __u64 jiffies_now = 0;
 __u64 mono_now = 0;
 
+/* A read gap longer than this means the spin was preempted or interrupted:
+ * the moment of that jiffies edge is not known. */
+#define MAX_GAP_NS 20000
+
 /* The watch's state. Globals rather than the callback's context: on 6.1 a
  * timestamp stored through that context read back as 0, and no measurement
  * ever came out. */
-static __u64 last_jiffies, first_jiffies, first_ns;
+static __u64 last_jiffies, last_ns, first_jiffies, first_ns;
 static bool seen_edge;
 
 /* One spin: when jiffies moves, an edge; the time between two edges over
- * the jiffies between them is a jiffy. */
+ * the jiffies between them is a jiffy. An edge counts only when the spin
+ * ran without a gap around it, so that its time is the tick's. */
 static long watch_jiffies(__u64 i, void *ctx)
 {
+	__u64 before = bpf_ktime_get_ns();
 	__u64 now = bpf_jiffies64();
+	__u64 after = bpf_ktime_get_ns();
+	bool timed = before - last_ns < MAX_GAP_NS && after - before < MAX_GAP_NS;
 
+	last_ns = after;
 	if (now == last_jiffies)
 		return 0;
 	last_jiffies = now;
+	if (!timed)
+		return 0;
 	if (!seen_edge) {
 		seen_edge = true;
 		first_jiffies = now;
-		first_ns = bpf_ktime_get_ns();
+		first_ns = after;
 		return 0;
 	}
-	jiffy_ns = (bpf_ktime_get_ns() - first_ns) / (now - first_jiffies);
+	jiffy_ns = (after - first_ns) / (now - first_jiffies);
 	return 1;
 }
 
@@ -74,11 +84,6 @@ int lookup(void *ctx)
 {
 	jiffies_now = bpf_jiffies64();
 	mono_now = bpf_ktime_get_ns();
-	/* bpf_loop() is 5.17+; this program loads on 5.16+. */
-	if (measure_jiffy && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
-		last_jiffies = bpf_jiffies64();
-		bpf_loop(MAX_SPINS, watch_jiffies, NULL, 0);
-	}
 	for (int i = 0; i < MAX_NAMES; i++) {
 		__u32 size = name_sizes[i];
 
@@ -87,5 +92,16 @@ int lookup(void *ctx)
 		bpf_kallsyms_lookup_name(names[i], size, 0, &addrs[i]);
 		btf_ids[i] = bpf_btf_find_by_name_kind(names[i], size, BTF_KIND_FUNC, 0);
 	}
+	return 0;
+}
+
+/* Spins until jiffies has moved twice (bpf_loop() is 5.17+: where it is
+ * missing, this program does not load and nothing is measured). */
+SEC("syscall")
+int measure_jiffy(void *ctx)
+{
+	last_jiffies = bpf_jiffies64();
+	last_ns = bpf_ktime_get_ns();
+	bpf_loop(MAX_SPINS, watch_jiffies, NULL, 0);
 	return 0;
 }

@@ -80,16 +80,14 @@ pub enum SideRule {
 }
 
 /// Everything known about one connection.
+///
+/// What every event touches comes first, in one cache line (`repr(C)` keeps
+/// the order): a table of tens of thousands of connections is mostly out of
+/// cache, and each cache line an event touches costs a miss.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct Conn {
     pub id: ConnId,
-    pub tuple: Tuple,
-    pub netns: u32,
-    pub side: Side,
-    pub side_rule: SideRule,
-    pub owner: Option<Owner>,
-    /// The state users see it in.
-    pub state: TcpState,
     /// Since when it is in `state` (none: its entry was not seen).
     since: At,
     /// When a probe last showed it in `state`: the earliest moment a change
@@ -97,8 +95,11 @@ pub struct Conn {
     seen_ns: u64,
     /// Its full socket's address while that is alive.
     sock: Option<NonZeroU64>,
-    /// The timewait socket that continues it, once there is one.
-    tw: Option<TwSocket>,
+    pub owner: Option<Owner>,
+    /// The state users see it in.
+    pub state: TcpState,
+    pub side: Side,
+    pub side_rule: SideRule,
     /// How it began, when that was seen (the [`SideRule::Origin`] rule).
     origin: Option<Side>,
     /// Where the census counts it: its side and state as last reported.
@@ -106,6 +107,10 @@ pub struct Conn {
     /// Its id is tcpstate's own until the socket shows the cookie it keeps
     /// (an accept the kernel reported before the socket had its own).
     provisional: bool,
+    pub tuple: Tuple,
+    pub netns: u32,
+    /// The timewait socket that continues it, once there is one.
+    tw: Option<TwSocket>,
 }
 
 /// The timewait socket of a connection.
@@ -229,7 +234,7 @@ struct Reports {
 impl Reports {
     /// Reports a transition of `conn` (when its owner passes `-p`) and moves
     /// the connection to the transition's new state in the census.
-    fn report(&mut self, conn: &mut Conn, t: Transition, out: &mut Vec<Record>) {
+    fn report(&mut self, conn: &mut Conn, t: Transition, out: &mut VecDeque<Record>) {
         if self.pid.is_some_and(|pid| conn.owner.map(|o| o.pid) != Some(pid)) {
             return;
         }
@@ -243,13 +248,13 @@ impl Reports {
         if t.inferred.is_some() {
             self.stats.inferred += 1;
         }
-        out.push(Record::Transition(t));
+        out.push_back(Record::Transition(t));
     }
 
     /// Reports a transition of a connection the table does not follow.
-    fn report_unfollowed(&mut self, t: Transition, out: &mut Vec<Record>) {
+    fn report_unfollowed(&mut self, t: Transition, out: &mut VecDeque<Record>) {
         if self.pid.is_none() {
-            out.push(Record::Transition(t));
+            out.push_back(Record::Transition(t));
         }
     }
 }
@@ -304,7 +309,7 @@ impl ConnTable {
     /// Takes one probe event; appends what users should see to `out`.
     /// Events must come in each socket's own order (they do: a socket's
     /// changes are serialised by its lock and take their ring slot inside it).
-    pub fn push(&mut self, ev: ProbeEvent, out: &mut Vec<Record>) {
+    pub fn push(&mut self, ev: ProbeEvent, out: &mut VecDeque<Record>) {
         self.latest_ns = self.latest_ns.max(ev.ts_ns);
         match ev.probe {
             Probe::SetState { old, new } => self.set_state(&ev, old, new, out),
@@ -315,7 +320,7 @@ impl ConnTable {
     /// Resolves what waited long enough as of kernel time `now_ns` (timer
     /// cancels become deaths), forgets timewait sockets gone silent, and
     /// gives back memory after bursts.
-    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+    pub fn tick(&mut self, now_ns: u64, out: &mut VecDeque<Record>) {
         self.release_held(Some(now_ns), out);
         self.tw_tick(now_ns, out);
         self.conns.shrink_if_sparse();
@@ -323,7 +328,7 @@ impl ConnTable {
     }
 
     /// Hands out everything still held back (tracing ended).
-    pub fn flush(&mut self, out: &mut Vec<Record>) {
+    pub fn flush(&mut self, out: &mut VecDeque<Record>) {
         self.release_held(None, out);
     }
 
@@ -425,8 +430,8 @@ impl ConnTable {
 
     /// Forgets that `sock` was connection `id`'s full socket.
     fn unindex_sock(&mut self, sock: u64, id: ConnId) {
-        if self.by_sock.get(&sock) == Some(&id) {
-            self.by_sock.remove(&sock);
+        if let Some(other) = self.by_sock.remove(&sock).filter(|&of| of != id) {
+            self.by_sock.insert(sock, other);
         }
     }
 }
@@ -466,14 +471,28 @@ impl Conn {
     /// A transition of this connection from `old` to `new` at `ts_ns`, made
     /// by the socket at `skaddr`.
     fn transition(&self, ts_ns: u64, old: TcpState, new: TcpState, skaddr: u64) -> Transition {
+        self.transition_of(ts_ns, old, new, skaddr, self.tuple, self.netns)
+    }
+
+    /// The same with the socket's tuple and namespace as its event gave them
+    /// (the full socket's events: its record's tuple is not read then).
+    fn transition_of(
+        &self,
+        ts_ns: u64,
+        old: TcpState,
+        new: TcpState,
+        skaddr: u64,
+        tuple: Tuple,
+        netns: u32,
+    ) -> Transition {
         Transition {
             ts_ns,
             conn_id: self.id,
             side: self.side,
             old,
             new,
-            tuple: self.tuple,
-            netns: self.netns,
+            tuple,
+            netns,
             owner: self.owner,
             skaddr,
             time_in_old_ns: None,

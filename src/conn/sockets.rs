@@ -9,6 +9,7 @@
 //! in softirq on top of whatever task was current, and for the connections a
 //! listener accepts, is done here.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU64;
 
 use super::{decide_side, At, Conn, ConnId, ConnTable, Inferred, Record, CANCEL_HOLD_NS};
@@ -22,7 +23,7 @@ const HELD_MAX_NS: u64 = 1_000_000_000;
 
 impl ConnTable {
     /// A full socket's transition.
-    pub(super) fn set_state(&mut self, ev: &ProbeEvent, old: TcpState, new: TcpState, out: &mut Vec<Record>) {
+    pub(super) fn set_state(&mut self, ev: &ProbeEvent, old: TcpState, new: TcpState, out: &mut VecDeque<Record>) {
         // A socket's first transition (connect, listen, accept) starts a new
         // life: nothing before it is ours.
         let accepted = old == TcpState::LISTEN && new == TcpState::SYN_RECV;
@@ -52,29 +53,31 @@ impl ConnTable {
         conn.owner = ev.actor.or(conn.owner).or(listener);
         conn.origin = conn.origin.or_else(|| origin_of(old, new));
         (conn.side, conn.side_rule) = decide_side(ev.server_rule, conn.origin, &ev.tuple);
-        // connect() enters SYN_SENT before it picks the local port: later
-        // events complete the tuple.
-        (conn.tuple, conn.netns) = (ev.tuple, ev.netns);
+        // connect() enters SYN_SENT before it picks the local port: its next
+        // event completes the tuple.
+        if old == TcpState::SYN_SENT {
+            conn.tuple = ev.tuple;
+        }
         self.listeners.learn(ev, old, new, conn.owner);
 
         if conn.state != old {
             // What happened between is unknown, and so is the time spent.
-            let mut gap = conn.transition(ev.ts_ns, conn.state, old, ev.skaddr);
+            let mut gap = conn.transition_of(ev.ts_ns, conn.state, old, ev.skaddr, ev.tuple, ev.netns);
             gap.inferred = Some(Inferred { earliest_ns: conn.seen_ns });
             (conn.state, conn.since, conn.seen_ns) = (old, At::NONE, ev.ts_ns);
             self.reports.report(conn, gap, out);
         }
         let conn = if new == TcpState::CLOSE && !self.cfg.raw {
-            if self.hand_off(id, ev, old, out) {
+            if self.hand_off(id, slot, ev, old, out) {
                 return;
             }
-            // (The claim may have moved connections in the store.)
+            // (A claim may have moved connections in the store.)
             let Some(conn) = self.conns.get_mut(id) else { return };
             conn
         } else {
             conn
         };
-        let mut t = conn.transition(ev.ts_ns, old, new, ev.skaddr);
+        let mut t = conn.transition_of(ev.ts_ns, old, new, ev.skaddr, ev.tuple, ev.netns);
         t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
         conn.enter(new, ev.ts_ns);
         if provisional {
@@ -91,37 +94,43 @@ impl ConnTable {
     /// found by its cookie (or, on kernels without cookies, by its address),
     /// or new.
     fn full_socket(&mut self, ev: &ProbeEvent, old: TcpState, born: bool) -> (ConnId, usize) {
-        let at_addr = if born || ev.cookie == 0 { self.by_sock.get(&ev.skaddr).copied() } else { None };
-        let id = match (ev.cookie, at_addr) {
-            (0, Some(id)) if !born => id,
-            (0, _) => self.local_id(),
-            (cookie, _) => self.id_of_cookie(cookie),
+        let id = match ev.cookie {
+            0 => match self.by_sock.get(&ev.skaddr) {
+                Some(&id) if !born => id,
+                _ => self.local_id(),
+            },
+            cookie => self.id_of_cookie(cookie),
         };
-        if born {
-            // A new socket at this address: the one that lived here is gone
-            // (its close was lost). And a socket that connects again after a
-            // failed connect() keeps its cookie: a new life all the same.
-            if let Some(gone) = at_addr {
-                self.remove(gone);
-            }
-            self.remove(id);
-        }
-        let sock = NonZeroU64::new(ev.skaddr);
         let slot = match self.conns.slot(id) {
+            // A socket that connects again after a failed connect() keeps
+            // its cookie: a new life all the same.
+            Some(_) if born => {
+                self.remove(id);
+                self.insert(Conn::new(id, ev, old))
+            }
             Some(slot) => slot,
             None => self.insert(Conn::new(id, ev, old)),
         };
         let conn = self.conns.at(slot);
-        if conn.sock != sock {
-            if conn.sock.is_none() && conn.tw.is_some_and(|tw| !tw.handed_off) {
-                // Known so far only through its timewait socket: its full
-                // socket's history before this event was not seen.
-                (conn.state, conn.since) = (old, At::NONE);
-            }
-            conn.sock = sock;
-            self.by_sock.insert(ev.skaddr, id);
+        let sock = NonZeroU64::new(ev.skaddr);
+        if conn.sock == sock {
+            return (id, slot);
         }
-        (id, slot)
+        if conn.sock.is_none() && conn.tw.is_some_and(|tw| !tw.handed_off) {
+            // Known so far only through its timewait socket: its full
+            // socket's history before this event was not seen.
+            (conn.state, conn.since) = (old, At::NONE);
+        }
+        conn.sock = sock;
+        match self.by_sock.insert(ev.skaddr, id) {
+            // A new socket at this address: the one that lived here is gone
+            // (its close was lost).
+            Some(gone) if gone != id => {
+                self.remove(gone);
+                (id, self.conns.slot(id).expect("just inserted"))
+            }
+            _ => (id, slot),
+        }
     }
 
     /// The next event of an accepted socket whose identity was provisional:
@@ -129,7 +138,7 @@ impl ConnTable {
     /// when its first record already went out: the cookie then names it
     /// too), and the accept held back for it goes out, with the socket's own
     /// peer.
-    fn settle(&mut self, ev: &ProbeEvent, out: &mut Vec<Record>) {
+    fn settle(&mut self, ev: &ProbeEvent, out: &mut VecDeque<Record>) {
         let Some(&id) = self.by_sock.get(&ev.skaddr) else { return };
         if !self.conns.get(id).is_some_and(|c| c.provisional) {
             return;
@@ -169,7 +178,7 @@ impl ConnTable {
     /// moved a cancel hold past them; a reader lagging behind the ring does
     /// not count), or after a second of wall-clock time (`now_ns`) without
     /// any; all of them when `now_ns` is `None` (tracing ended).
-    pub(super) fn release_held(&mut self, now_ns: Option<u64>, out: &mut Vec<Record>) {
+    pub(super) fn release_held(&mut self, now_ns: Option<u64>, out: &mut VecDeque<Record>) {
         let due = |ts: u64| match now_ns {
             Some(now) => ts + CANCEL_HOLD_NS <= self.latest_ns || ts + HELD_MAX_NS <= now,
             None => true,
@@ -188,31 +197,42 @@ impl ConnTable {
     /// entered (`FIN_WAIT2 -> TIME_WAIT`, `CLOSING -> TIME_WAIT`), or as
     /// nothing when the timewait socket holds a parked FIN_WAIT2, which the
     /// connection stays in. False when no timewait socket took over.
-    fn hand_off(&mut self, id: ConnId, ev: &ProbeEvent, old: TcpState, out: &mut Vec<Record>) -> bool {
-        let linked = self.conns.get(id).and_then(|c| c.tw).is_some_and(|tw| !tw.handed_off);
-        if !linked && !self.claim_by_tuple(id, ev, out) {
-            return false;
-        }
-        let Some(conn) = self.conns.get_mut(id) else { return false };
+    fn hand_off(
+        &mut self,
+        id: ConnId,
+        slot: usize,
+        ev: &ProbeEvent,
+        old: TcpState,
+        out: &mut VecDeque<Record>,
+    ) -> bool {
+        let linked = self.conns.at(slot).tw.is_some_and(|tw| !tw.handed_off);
+        let slot = match linked {
+            true => slot,
+            false if self.claim_by_tuple(id, ev, out) => match self.conns.slot(id) {
+                Some(slot) => slot,
+                None => return false,
+            },
+            false => return false,
+        };
+        let conn = self.conns.at(slot);
         let Some(tw) = conn.tw.as_mut() else { return false };
         tw.handed_off = true;
         let substate = tw.substate;
-        if let Some(sock) = conn.sock.take() {
-            if self.by_sock.get(&sock.get()) == Some(&id) {
-                self.by_sock.remove(&sock.get());
-            }
-        }
+        let sock = conn.sock.take();
         if substate == conn.state {
             // A FIN_WAIT2 parked in a timewait socket stays FIN_WAIT2, and
             // has been since the full socket entered it.
             conn.seen_ns = ev.ts_ns;
-            return true;
+        } else {
+            // Reported on the full socket, whose last transition this is.
+            let mut t = conn.transition_of(ev.ts_ns, old, substate, ev.skaddr, ev.tuple, ev.netns);
+            t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
+            conn.enter(substate, ev.ts_ns);
+            self.reports.report(conn, t, out);
         }
-        // Reported on the full socket, whose last transition this is.
-        let mut t = conn.transition(ev.ts_ns, old, substate, ev.skaddr);
-        t.time_in_old_ns = conn.time_in_state(ev.ts_ns);
-        conn.enter(substate, ev.ts_ns);
-        self.reports.report(conn, t, out);
+        if let Some(sock) = sock {
+            self.unindex_sock(sock.get(), id);
+        }
         true
     }
 }

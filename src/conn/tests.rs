@@ -1,7 +1,7 @@
 //! The connection table against the event sequences the kernel produces,
 //! including recorded ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
 use crate::model::Comm;
@@ -67,8 +67,8 @@ fn table() -> ConnTable {
 
 /// Feeds `events` as the tracer does (ticking at each event's time), then
 /// ticks at `end`.
-fn run_on(t: &mut ConnTable, events: Vec<ProbeEvent>, end: u64) -> Vec<Record> {
-    let mut out = Vec::new();
+fn run_on(t: &mut ConnTable, events: Vec<ProbeEvent>, end: u64) -> VecDeque<Record> {
+    let mut out = VecDeque::new();
     for ev in events {
         t.tick(ev.ts_ns, &mut out);
         t.push(ev, &mut out);
@@ -77,7 +77,7 @@ fn run_on(t: &mut ConnTable, events: Vec<ProbeEvent>, end: u64) -> Vec<Record> {
     out
 }
 
-fn transitions(out: &[Record]) -> Vec<Transition> {
+fn transitions(out: &VecDeque<Record>) -> Vec<Transition> {
     out.iter()
         .map(|r| match r {
             Record::Transition(t) => t.clone(),
@@ -86,12 +86,12 @@ fn transitions(out: &[Record]) -> Vec<Transition> {
         .collect()
 }
 
-fn names(out: &[Record]) -> Vec<String> {
+fn names(out: &VecDeque<Record>) -> Vec<String> {
     transitions(out).iter().map(|t| format!("{}:{}", t.old, t.new)).collect()
 }
 
 /// (OLD:NEW, ts, time in old, skaddr) of each transition.
-fn summary(out: &[Record]) -> Vec<(String, u64, Option<u64>, u64)> {
+fn summary(out: &VecDeque<Record>) -> Vec<(String, u64, Option<u64>, u64)> {
     transitions(out).iter().map(|t| (format!("{}:{}", t.old, t.new), t.ts_ns, t.time_in_old_ns, t.skaddr)).collect()
 }
 
@@ -419,7 +419,7 @@ fn an_accept_waits_for_its_socket_however_late_the_reader_is() {
     // The reader can lag the ring by more than a hold (a busy or emulated
     // machine): wall-clock time alone does not release the accept.
     let mut t = table();
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     let events = accept_then(110);
     for ev in &events[..2] {
         t.push(*ev, &mut out);
@@ -791,7 +791,7 @@ fn replay(file: &str) -> BTreeMap<u16, Vec<String>> {
     let end = events.last().unwrap().ts_ns + 1_000_000_000;
     let mut out = run_on(&mut table(), events, end);
     // In time order, as the tracer prints them.
-    out.sort_by_key(|r| r.ts_ns());
+    out.make_contiguous().sort_by_key(|r| r.ts_ns());
     let mut conns: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     for t in transitions(&out).iter().filter(|t| t.side == Side::Client && t.old != CLOSE) {
         conns.entry(t.tuple.sport).or_default().push(format!("{}:{}", t.old, t.new));
@@ -866,7 +866,7 @@ fn nonzero(t: &ConnTable) -> Vec<(Side, TcpState, u64)> {
 #[test]
 fn a_full_connection_leaves_only_the_listener() {
     let mut t = table();
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     for (i, ev) in connection().into_iter().enumerate() {
         t.push(ev, &mut out);
         match i {
@@ -922,7 +922,7 @@ fn a_time_wait_whose_death_never_comes_is_forgotten_but_a_fin_wait2_is_not() {
 #[test]
 fn the_table_is_bounded_and_evictions_are_counted() {
     let mut t = ConnTable::new(Config { server_configured: true, capacity: 2, ..Config::default() });
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     for i in 0..5 {
         t.push(state(i, 100 + i, CLOSE, SYN_SENT), &mut out);
     }
@@ -989,4 +989,6 @@ fn a_connection_stays_small() {
     // A storm leaves tens of thousands of connections in TIME_WAIT, each
     // held here for 60 s: the bench's RSS target counts every byte.
     assert!(std::mem::size_of::<Conn>() <= 176, "{}", std::mem::size_of::<Conn>());
+    // What every event touches fits the first cache line.
+    assert_eq!(std::mem::offset_of!(Conn, tuple), 64);
 }

@@ -72,9 +72,11 @@ impl Timewait {
         if self.by_addr.get(&tw.addr()) == Some(&id) {
             self.by_addr.remove(&tw.addr());
         }
-        let fingerprint = fingerprint(conn.netns, &conn.tuple);
-        if tw.cookie == 0 && self.by_tuple.get(&fingerprint) == Some(&id) {
-            self.by_tuple.remove(&fingerprint);
+        if tw.cookie == 0 {
+            let fingerprint = fingerprint(conn.netns, &conn.tuple);
+            if self.by_tuple.get(&fingerprint) == Some(&id) {
+                self.by_tuple.remove(&fingerprint);
+            }
         }
     }
 
@@ -106,7 +108,7 @@ impl LastWord {
 
 impl ConnTable {
     /// A timewait socket's event.
-    pub(super) fn timewait(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut Vec<Record>) {
+    pub(super) fn timewait(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut VecDeque<Record>) {
         if self.cfg.raw {
             self.raw_probe(ev, what, substate, out);
             return;
@@ -127,10 +129,10 @@ impl ConnTable {
 
     /// `--raw`: the event as the probe saw it, with its connection's id and
     /// side where the connection is known.
-    fn raw_probe(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut Vec<Record>) {
+    fn raw_probe(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut VecDeque<Record>) {
         let id = if ev.cookie == 0 { 0 } else { self.id_of_cookie(ev.cookie) };
         let side = self.conns.get(id).map_or_else(|| decide_side(ev.server_rule, None, &ev.tuple).0, |c| c.side);
-        out.push(Record::Probe(RawProbe {
+        out.push_back(Record::Probe(RawProbe {
             ts_ns: ev.ts_ns,
             conn_id: id,
             side,
@@ -143,7 +145,7 @@ impl ConnTable {
     }
 
     /// A timewait socket born, or first seen late (by its cancel).
-    fn tw_born(&mut self, ev: &ProbeEvent, substate: TcpState, late: bool, out: &mut Vec<Record>) {
+    fn tw_born(&mut self, ev: &ProbeEvent, substate: TcpState, late: bool, out: &mut VecDeque<Record>) {
         if self.tw.by_addr.contains_key(&ev.skaddr) {
             // Its death was lost: the address is a new socket now.
             self.tw_died(ev.skaddr, ev.ts_ns, LastWord::NOTHING, out);
@@ -198,7 +200,7 @@ impl ConnTable {
 
     /// Timer armed: a birth, or a re-arm of a live socket (whose substate
     /// may have moved from FIN_WAIT2 to TIME_WAIT).
-    fn tw_armed(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
+    fn tw_armed(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut VecDeque<Record>) {
         let Some((tw, conn_key)) = self.tw_at(ev.skaddr) else {
             self.tw_born(ev, substate, false, out);
             return;
@@ -219,7 +221,7 @@ impl ConnTable {
     }
 
     /// A live socket's timer was re-armed, maybe in a new substate.
-    fn tw_moved(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
+    fn tw_moved(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut VecDeque<Record>) {
         let Some(&id) = self.tw.by_addr.get(&ev.skaddr) else { return };
         let Some(conn) = self.conns.get_mut(id) else { return };
         let Some(tw) = conn.tw.as_mut() else { return };
@@ -242,7 +244,7 @@ impl ConnTable {
         self.reports.report(conn, t, out);
     }
 
-    fn tw_cancelled(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut Vec<Record>) {
+    fn tw_cancelled(&mut self, ev: &ProbeEvent, substate: TcpState, out: &mut VecDeque<Record>) {
         let id = match self.tw.by_addr.get(&ev.skaddr) {
             Some(&id) => id,
             None if self.tw.recently_dead(ev.skaddr, fingerprint(ev.netns, &ev.tuple)) => return,
@@ -264,7 +266,7 @@ impl ConnTable {
 
     /// A death reported by a probe: of a socket we follow, or of one that
     /// predates us (told once, without what came before).
-    fn tw_died_or_unknown(&mut self, ev: &ProbeEvent, word: LastWord, out: &mut Vec<Record>) {
+    fn tw_died_or_unknown(&mut self, ev: &ProbeEvent, word: LastWord, out: &mut VecDeque<Record>) {
         if self.tw.by_addr.contains_key(&ev.skaddr) {
             self.tw_died(ev.skaddr, ev.ts_ns, word, out);
             return;
@@ -285,14 +287,14 @@ impl ConnTable {
 
     /// The socket at `addr` died at `ts_ns`; `word` is what the probe that
     /// said so read, if any.
-    fn tw_died(&mut self, addr: u64, ts_ns: u64, word: LastWord, out: &mut Vec<Record>) {
+    fn tw_died(&mut self, addr: u64, ts_ns: u64, word: LastWord, out: &mut VecDeque<Record>) {
         if let Some(&id) = self.tw.by_addr.get(&addr) {
             self.tw_died_of(id, addr, ts_ns, word, out);
         }
     }
 
     /// The same, for connection `id` whose timewait socket is at `addr`.
-    fn tw_died_of(&mut self, id: ConnId, addr: u64, ts_ns: u64, word: LastWord, out: &mut Vec<Record>) {
+    fn tw_died_of(&mut self, id: ConnId, addr: u64, ts_ns: u64, word: LastWord, out: &mut VecDeque<Record>) {
         let Some(conn) = self.conns.get_mut(id) else { return };
         self.tw.remember_death(addr, fingerprint(conn.netns, &conn.tuple));
         if word.substate == Some(TcpState::TIME_WAIT) && conn.state == TcpState::FIN_WAIT2 {
@@ -317,7 +319,7 @@ impl ConnTable {
     /// A hand-off's claim, where the kernel gave no cookie: the timewait
     /// socket with this namespace and tuple, born just before and not yet
     /// claimed, continues connection `id`.
-    pub(super) fn claim_by_tuple(&mut self, id: ConnId, ev: &ProbeEvent, out: &mut Vec<Record>) -> bool {
+    pub(super) fn claim_by_tuple(&mut self, id: ConnId, ev: &ProbeEvent, out: &mut VecDeque<Record>) -> bool {
         let Some(owner_id) = self.live_by_tuple(ev.netns, &ev.tuple).filter(|&o| o != id) else { return false };
         let Some(tw) = self.conns.get(owner_id).and_then(|c| c.tw) else { return false };
         if tw.handed_off {
@@ -363,7 +365,7 @@ impl ConnTable {
 
     /// Timer cancels that waited out their hold are deaths; sockets silent
     /// for STALE_NS are forgotten (and counted).
-    pub(super) fn tw_tick(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+    pub(super) fn tw_tick(&mut self, now_ns: u64, out: &mut VecDeque<Record>) {
         while let Some(&(ts, id)) = self.tw.cancels.front() {
             if ts + CANCEL_HOLD_NS > now_ns {
                 break;

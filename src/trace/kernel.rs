@@ -38,15 +38,17 @@ pub struct Kernel {
 impl Kernel {
     /// Looks up `names` (at most MAX_NAMES when asked of the kernel).
     pub fn inspect(names: &[&str]) -> Kernel {
-        let config_hz = config_hz();
-        let hz_configured = config_hz.is_some();
-        match ask_the_kernel(names, false) {
+        match ask_the_kernel(names) {
             Ok((kernel, clocks)) => {
-                // Without a config file, jiffies' start tells the tick rate;
-                // only within seconds of its wrap must it be measured.
-                let hz = config_hz
-                    .or_else(|| hz_of_clocks(clocks))
-                    .or_else(|| ask_the_kernel(&[], true).ok().and_then(|(measured, _)| measured.hz));
+                // Jiffies' start tells the tick rate, but within a minute of
+                // its wrap: then the config file, else a jiffy measured.
+                let (hz, hz_configured) = match hz_of_clocks(clocks) {
+                    Some(hz) => (Some(hz), false),
+                    None => match config_hz() {
+                        Some(hz) => (Some(hz), true),
+                        None => (measure_hz(), false),
+                    },
+                };
                 Kernel { hz, hz_configured, ..kernel }
             }
             Err(_) => Kernel {
@@ -54,8 +56,8 @@ impl Kernel {
                     .map(|f| find_symbols(BufReader::new(f), names))
                     .unwrap_or_default(),
                 btf_ids: None,
-                hz: config_hz,
-                hz_configured,
+                hz: config_hz(),
+                hz_configured: true,
             },
         }
     }
@@ -113,15 +115,16 @@ pub const RECURSION_CHECK_FN: &str = "bpf_prog_inc_misses_counter";
 /// Jiffies and CLOCK_MONOTONIC (ns) read at one moment.
 type Clocks = (u64, u64);
 
-/// Runs kernel_facts.bpf.c: one bpf_kallsyms_lookup_name() and one
-/// bpf_btf_find_by_name_kind() per name, and with `measure_jiffy` a spin of
-/// at most two jiffies that measures one.
-fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<(Kernel, Clocks)> {
+/// Runs kernel_facts.bpf.c's lookup: one bpf_kallsyms_lookup_name() and
+/// one bpf_btf_find_by_name_kind() per name, and jiffies and the monotonic
+/// clock read at one moment.
+fn ask_the_kernel(names: &[&str]) -> Result<(Kernel, Clocks)> {
     if names.len() > MAX_NAMES || names.iter().any(|n| n.len() >= NAME_LEN) {
         return Err(anyhow!("too many or too long names to ask the kernel for"));
     }
     let mut storage = MaybeUninit::uninit();
-    let open = KernelFactsSkelBuilder::default().open(&mut storage).context("opening kernel_facts")?;
+    let mut open = KernelFactsSkelBuilder::default().open(&mut storage).context("opening kernel_facts")?;
+    open.progs.measure_jiffy.set_autoload(false);
     let mut skel = open.load().context("loading kernel_facts")?;
     let bss = skel.maps.bss_data.as_deref_mut().ok_or_else(|| anyhow!("kernel_facts has no .bss"))?;
     for (i, name) in names.iter().enumerate() {
@@ -130,7 +133,6 @@ fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<(Kernel, Clocks
         }
         bss.name_sizes[i] = name.len() as u32 + 1;
     }
-    bss.measure_jiffy = measure_jiffy;
     skel.progs.lookup.test_run(Default::default()).context("running kernel_facts")?;
     let bss = skel.maps.bss_data.as_deref().ok_or_else(|| anyhow!("kernel_facts has no .bss"))?;
     let (mut symbols, mut btf_ids) = (HashMap::new(), HashMap::new());
@@ -149,8 +151,19 @@ fn ask_the_kernel(names: &[&str], measure_jiffy: bool) -> Result<(Kernel, Clocks
             btf_ids.insert(name.to_string(), id);
         }
     }
-    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: hz_of_jiffy(bss.jiffy_ns), hz_configured: false };
+    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: None, hz_configured: false };
     Ok((kernel, (bss.jiffies_now, bss.mono_now)))
+}
+
+/// Measures a jiffy with kernel_facts.bpf.c's measure_jiffy (a spin of at
+/// most two jiffies, only where nothing else tells the tick rate).
+fn measure_hz() -> Option<u32> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = KernelFactsSkelBuilder::default().open(&mut storage).ok()?;
+    open.progs.lookup.set_autoload(false);
+    let skel = open.load().ok()?;
+    skel.progs.measure_jiffy.test_run(Default::default()).ok()?;
+    hz_of_jiffy(skel.maps.bss_data.as_deref()?.jiffy_ns)
 }
 
 /// The tick rate from jiffies and CLOCK_MONOTONIC read at one moment. The
@@ -329,8 +342,8 @@ mod tests {
         }
         // A measured jiffy, and jiffies' start, agree with the config,
         // where there is one.
-        let (kernel, clocks) = ask_the_kernel(&["tw_timer_handler"], true).unwrap();
-        let measured = kernel.hz;
+        let (_, clocks) = ask_the_kernel(&["tw_timer_handler"]).unwrap();
+        let measured = measure_hz();
         assert!(measured.is_some());
         if let Some(hz) = config_hz() {
             assert_eq!(Some(hz), measured);
