@@ -34,7 +34,9 @@ use std::num::NonZeroU64;
 use rustc_hash::FxHashMap as HashMap;
 
 pub use self::listeners::{existing_listeners, Listener};
-pub use self::record::{ConnId, Inferred, RawProbe, Record, Transition, LOCAL_IDS};
+pub use self::record::{
+    ConnId, ConnRecord, Counters, EndCause, Inferred, RawProbe, Record, Span, Transition, LOCAL_IDS,
+};
 use self::store::Store;
 use self::timewait::Timewait;
 pub use self::timewait::CANCEL_HOLD_NS;
@@ -77,6 +79,17 @@ pub enum SideRule {
     Origin,
     /// Its beginning was not seen: the lower port is taken for the server's.
     Ports,
+}
+
+impl SideRule {
+    /// The name JSON and CSV print (`side_by`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SideRule::Server => "server",
+            SideRule::Origin => "origin",
+            SideRule::Ports => "ports",
+        }
+    }
 }
 
 /// Everything known about one connection.

@@ -18,6 +18,9 @@ pub enum Record {
     Transition(Transition),
     /// With `--raw`: a timewait probe event, as the probe saw it.
     Probe(RawProbe),
+    /// With `--connections`: a connection that ended (or was still open
+    /// when tracing ended).
+    Connection(Box<ConnRecord>),
 }
 
 impl Record {
@@ -25,6 +28,7 @@ impl Record {
         match self {
             Record::Transition(t) => t.ts_ns,
             Record::Probe(p) => p.ts_ns,
+            Record::Connection(c) => c.end_ns,
         }
     }
 
@@ -32,6 +36,7 @@ impl Record {
         match self {
             Record::Transition(t) => t.side,
             Record::Probe(p) => p.side,
+            Record::Connection(c) => c.side,
         }
     }
 }
@@ -79,4 +84,161 @@ pub struct RawProbe {
     pub netns: u32,
     /// The timewait socket's address.
     pub skaddr: u64,
+}
+
+/// Everything known about one connection once it ended (`--connections`):
+/// its life from the first transition seen to the true end of TIME_WAIT.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnRecord {
+    pub conn_id: ConnId,
+    /// When its first state was entered (CLOCK_MONOTONIC ns), or, when that
+    /// was not seen, when it was first seen.
+    pub start_ns: u64,
+    /// When it ended, or for an open connection when tracing ended.
+    pub end_ns: u64,
+    pub side: Side,
+    /// Why it has that side.
+    pub side_rule: super::SideRule,
+    pub tuple: Tuple,
+    pub netns: u32,
+    pub owner: Option<Owner>,
+    /// The states it was in, in order, with the time spent in each.
+    pub states: Vec<Span>,
+    /// Its full socket's counters at its last moment as a full socket; none
+    /// when that moment was not seen (still open, or a full socket lost).
+    pub counters: Option<Counters>,
+    pub end: EndCause,
+}
+
+impl ConnRecord {
+    /// Time from start to end.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// Whether it was still open (or in TIME_WAIT) when tracing ended.
+    pub fn is_open(&self) -> bool {
+        self.end == EndCause::Open
+    }
+}
+
+/// Time in one state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub state: TcpState,
+    /// Time spent in it; `None` when its start was not seen (the first
+    /// state of a connection seen mid-life).
+    pub ns: Option<u64>,
+    /// It was entered by a transition no probe saw (see [`Inferred`]).
+    pub inferred: bool,
+}
+
+/// A full socket's counters (struct tcp_sock), read by the kernel side at
+/// its last moment as a full socket: its CLOSE, or its hand-off to the
+/// timewait socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Payload bytes sent, retransmissions included (bytes_sent).
+    pub bytes_sent: u64,
+    /// Payload bytes the peer acknowledged (bytes_acked).
+    pub bytes_acked: u64,
+    /// Payload bytes received in order (bytes_received).
+    pub bytes_received: u64,
+    /// Payload bytes retransmitted (bytes_retrans).
+    pub bytes_retrans: u64,
+    /// Segments received and sent, SYN, FIN and pure ACKs included.
+    pub segs_in: u32,
+    pub segs_out: u32,
+    /// Segments retransmitted over the connection's life (total_retrans).
+    pub retransmits: u32,
+    /// Smoothed RTT in µs; `None` before the first RTT sample.
+    pub srtt_us: Option<u32>,
+    /// Minimum RTT seen in µs (the windowed minimum, rtt_min); `None`
+    /// before the first sample.
+    pub min_rtt_us: Option<u32>,
+    /// The error that ended it (sk_err, an errno), 0 when none.
+    pub error: u32,
+}
+
+/// How a connection ended, for one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndCause {
+    /// It closed first (sent the first FIN) and left no TIME_WAIT (its
+    /// FIN_WAIT2 timed out, or the kernel had no room for a timewait socket).
+    ActiveClose,
+    /// The peer closed first: CLOSE_WAIT, LAST_ACK, CLOSE.
+    PassiveClose,
+    /// It sent a reset that ended it (the kernel's own decision: a
+    /// keepalive or retransmission limit, memory pressure, data after close…).
+    ResetSent,
+    /// The peer's reset ended it (ECONNRESET, or EPIPE in CLOSE_WAIT).
+    ResetReceived,
+    /// Its connect was answered by a reset (ECONNREFUSED).
+    Refused,
+    /// Retransmissions (of the SYN or of data) or keepalives ran out (ETIMEDOUT).
+    TimedOut,
+    /// An ICMP error ended it (EHOSTUNREACH, ENETUNREACH, …).
+    Unreachable,
+    /// The application aborted it: close() with SO_LINGER 0, close() with
+    /// unread data, or a disconnect (it sends a reset).
+    Aborted,
+    /// Its TIME_WAIT ran the full TCP_TIMEWAIT_LEN.
+    TimeWaitExpired,
+    /// Its TIME_WAIT ended early: a new connection reused the tuple.
+    TimeWaitReused,
+    /// Its TIME_WAIT ended early: the network namespace was deleted.
+    TimeWaitNetnsExit,
+    /// Its TIME_WAIT ended early for another reason: a reset received
+    /// (RFC 1337 off, the default), or the socket destroyed (`ss -K`).
+    TimeWaitKilled,
+    /// Its end was not seen: still open when tracing ended.
+    Open,
+}
+
+impl EndCause {
+    /// Every cause, in the order the summary and the metrics list them.
+    pub const ALL: [EndCause; 13] = [
+        EndCause::ActiveClose,
+        EndCause::PassiveClose,
+        EndCause::ResetSent,
+        EndCause::ResetReceived,
+        EndCause::Refused,
+        EndCause::TimedOut,
+        EndCause::Unreachable,
+        EndCause::Aborted,
+        EndCause::TimeWaitExpired,
+        EndCause::TimeWaitReused,
+        EndCause::TimeWaitNetnsExit,
+        EndCause::TimeWaitKilled,
+        EndCause::Open,
+    ];
+
+    /// The name every output prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndCause::ActiveClose => "active_close",
+            EndCause::PassiveClose => "passive_close",
+            EndCause::ResetSent => "reset_sent",
+            EndCause::ResetReceived => "reset_received",
+            EndCause::Refused => "refused",
+            EndCause::TimedOut => "timed_out",
+            EndCause::Unreachable => "unreachable",
+            EndCause::Aborted => "aborted",
+            EndCause::TimeWaitExpired => "time_wait_expired",
+            EndCause::TimeWaitReused => "time_wait_reused",
+            EndCause::TimeWaitNetnsExit => "time_wait_netns_exit",
+            EndCause::TimeWaitKilled => "time_wait_killed",
+            EndCause::Open => "open",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EndCause> {
+        EndCause::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EndCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }

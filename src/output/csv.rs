@@ -29,6 +29,10 @@ fn field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Formatter for Csv {
+    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
+        // TODO(13): connection records
+    }
+
     fn header(&mut self, out: &mut Vec<u8>) {
         put!(out, HEADER, '\n');
     }

@@ -38,6 +38,10 @@ impl Put for Hex2 {
 }
 
 impl Formatter for Json {
+    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
+        // TODO(13): connection records
+    }
+
     fn header(&mut self, _out: &mut Vec<u8>) {}
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {

@@ -26,8 +26,10 @@ pub struct Line<'a> {
 }
 
 impl Line<'_> {
-    pub fn of(record: &Record) -> Line<'_> {
-        match record {
+    /// The line of a transition or a raw probe event; `None` for a
+    /// connection record, which formats print their own way.
+    pub fn of(record: &Record) -> Option<Line<'_>> {
+        Some(match record {
             Record::Transition(t) => Line {
                 ts_ns: t.ts_ns,
                 conn_id: t.conn_id,
@@ -56,7 +58,8 @@ impl Line<'_> {
                 earliest_ns: None,
                 probe: Some(p.what.as_str()),
             },
-        }
+            Record::Connection(_) => return None,
+        })
     }
 
     pub fn inferred(&self) -> bool {

@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 
 pub use self::line::{Label, Line};
 use self::put::{put, Padded, Put};
-use crate::conn::{ConnTable, Record};
+use crate::conn::{ConnRecord, ConnTable, Record};
 use crate::trace::Lost;
 
 pub use self::csv::Csv;
@@ -164,6 +164,8 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 pub trait Formatter {
     fn header(&mut self, out: &mut Vec<u8>);
     fn line(&mut self, out: &mut Vec<u8>, line: &Line<'_>);
+    /// One connection record (`--connections`).
+    fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord);
 }
 
 /// Bytes buffered before they are written out (also written at each flush).
@@ -221,7 +223,14 @@ impl Sink for Printer {
             self.header_done = true;
             self.format.header(&mut self.buf);
         }
-        self.format.line(&mut self.buf, &Line::of(record));
+        match Line::of(record) {
+            Some(line) => self.format.line(&mut self.buf, &line),
+            None => {
+                if let Record::Connection(c) = record {
+                    self.format.connection(&mut self.buf, c);
+                }
+            }
+        }
         if self.buf.len() >= BUFFER {
             self.write_out().context("writing the output")?;
         }
@@ -297,7 +306,7 @@ pub(crate) mod tests {
         let mut buf = Vec::new();
         format.header(&mut buf);
         for r in records {
-            format.line(&mut buf, &Line::of(r));
+            format.line(&mut buf, &Line::of(r).unwrap());
         }
         String::from_utf8(buf).unwrap()
     }

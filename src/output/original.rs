@@ -7,6 +7,10 @@ use super::Formatter;
 pub struct Original;
 
 impl Formatter for Original {
+    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
+        // TODO(13): connection records
+    }
+
     fn header(&mut self, _out: &mut Vec<u8>) {}
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {

@@ -20,6 +20,10 @@ impl Table {
 }
 
 impl Formatter for Table {
+    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
+        // TODO(13): connection records
+    }
+
     fn header(&mut self, out: &mut Vec<u8>) {
         let w = self.addr_width;
         let _ = writeln!(
