@@ -180,6 +180,7 @@ impl TraceArgs {
             tw_probe: self.tw_probe,
             tw_free_fn: self.tw_free_fn.clone(),
             btf: self.btf.clone(),
+            records: false,
         }
     }
 
@@ -190,6 +191,7 @@ impl TraceArgs {
             pid: self.pid,
             raw: self.raw,
             capacity: self.conn_table_size,
+            records: false,
         }
     }
 

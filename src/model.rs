@@ -121,6 +121,38 @@ pub struct Owner {
     pub comm: Option<Comm>,
 }
 
+/// A full socket's counters (struct tcp_sock), read by the kernel side at
+/// its last moment as a full socket: its CLOSE, or its hand-off to the
+/// timewait socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Payload bytes sent, retransmissions included (bytes_sent).
+    pub bytes_sent: u64,
+    /// Payload bytes the peer acknowledged (bytes_acked, less the SYN and
+    /// FIN the kernel counts in it).
+    pub bytes_acked: u64,
+    /// Payload bytes received in order (bytes_received, less a FIN).
+    pub bytes_received: u64,
+    /// Payload bytes retransmitted (bytes_retrans).
+    pub bytes_retrans: u64,
+    /// Segments received and sent, SYN, FIN and pure ACKs included.
+    pub segs_in: u32,
+    pub segs_out: u32,
+    /// Segments retransmitted over the connection's life (total_retrans).
+    pub retransmits: u32,
+    /// Smoothed RTT in µs; `None` before the first RTT sample.
+    pub srtt_us: Option<u32>,
+    /// Minimum RTT seen in µs (the windowed minimum, rtt_min); `None`
+    /// before the first sample.
+    pub min_rtt_us: Option<u32>,
+    /// The error that ended it (sk_err, an errno), 0 when none.
+    pub error: u32,
+    /// Everything sent was acknowledged at close, a FIN if one was sent
+    /// (then counted in the kernel's bytes_acked): the connection table
+    /// takes it out, knowing whether one was.
+    pub acked_all: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

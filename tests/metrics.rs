@@ -56,6 +56,8 @@ fn ev(side: Side, skaddr: u64, old: &str, new: &str) -> ProbeEvent {
         server_rule: Some(side),
         actor: None,
         tw_armed_ns: None,
+        counters: None,
+        netns_dying: false,
     }
 }
 

@@ -36,6 +36,7 @@ const volatile __u64 wakeup_bytes = 0;      /* wake the reader once this much is
 const volatile __u64 tw_timer_fn = 0;       /* timer kind: address of tw_timer_handler */
 const volatile bool tw_free_on_put = false; /* free probes sit on inet_twsk_put */
 const volatile __u32 hz = 0;                /* CONFIG_HZ; 0: not known */
+const volatile bool want_counters = false;  /* --connections: CLOSE records carry counters */
 
 /* ---- Maps and globals ---- */
 struct {
@@ -69,6 +70,9 @@ enum address_family _address_family = 0;
 enum side _side = 0;
 enum source _source = 0;
 enum counter _counter = 0;
+enum event_flags _event_flags = 0;
+enum seq_flags _seq_flags = 0;
+struct event_counters _event_counters = {};
 
 /* ---- Helpers ---- */
 #include "tcpstate.bpf.h"
@@ -92,7 +96,10 @@ static __always_inline int report_state_change(const struct sock *sk, int oldsta
 	read_tuple_typed(skc, tp->inet_conn.icsk_inet.inet_sport, &t);
 	if (!is_wanted(&t, &side))
 		return 0;
-	e = reserve_record(CNT_RINGBUF_FULL);
+	if (want_counters && newstate == TCP_CLOSE)
+		e = reserve_with_counters(tp);
+	else
+		e = reserve_record(CNT_RINGBUF_FULL);
 	if (!e)
 		return 0;
 	/* The cookie once generated is a plain load; the helper generates it. */
@@ -116,6 +123,68 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	return report_state_change(sk, oldstate, newstate);
+}
+
+/* ---- Resets, for --connections: why a connection ended. The state
+ * program's CLOSE says that it ended; a reset seen just before (received)
+ * or around it (sent) says how. ---- */
+
+/*
+ * A full socket's reset; listeners (answering a segment for no connection
+ * of theirs), request and timewait sockets are skipped. Its state tells an
+ * application's abort from the kernel's own reset: close() with SO_LINGER 0
+ * or with unread data, and disconnect, set CLOSE before they send it.
+ */
+static __always_inline int report_reset(const struct sock *sk, __u8 source, __u32 reason)
+{
+	const struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock((void *)sk) : NULL;
+	const struct sock_common *skc;
+	struct tuple t = {};
+	struct event *e;
+	__u8 side;
+
+	if (!tp || sk->__sk_common.skc_state == TCP_LISTEN)
+		return 0;
+	skc = &tp->inet_conn.icsk_inet.sk.__sk_common;
+	read_tuple_typed(skc, tp->inet_conn.icsk_inet.inet_sport, &t);
+	if (!is_wanted(&t, &side))
+		return 0;
+	e = reserve_record(CNT_RINGBUF_FULL);
+	if (!e)
+		return 0;
+	e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
+	e->skaddr = (__u64)sk;
+	fill_tuple(e, &t);
+	e->side = side;
+	e->oldstate = skc->skc_state;
+	e->newstate = skc->skc_state;
+	e->source = source;
+	e->reset_reason = reason;
+	submit(e);
+	return 0;
+}
+
+/* Mirrors tcp_send_active_reset() and tcp_v4/v6_send_reset() before 6.10,
+ * whose tracepoint gives no reason. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	return report_reset(sk, SRC_RESET_SENT, 0);
+}
+
+/* The same from 6.10, with the kernel's reason (enum sk_rst_reason). User
+ * space loads one of the two, by the tracepoint's arguments in BTF. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset_reason, const struct sock *sk, const struct sk_buff *skb, int reason)
+{
+	return report_reset(sk, SRC_RESET_SENT, (__u32)reason + 1);
+}
+
+/* Mirrors tcp_reset(): a reset received, just before sk_err and CLOSE. */
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset, const struct sock *sk)
+{
+	return report_reset(sk, SRC_RESET_RECEIVED, 0);
 }
 
 /* ---- TIME_WAIT programs (timewait.bpf.h). User space loads one kind:

@@ -181,20 +181,58 @@ static __always_inline bool in_owner_context(int oldstate, int newstate)
 	return newstate == TCP_FIN_WAIT1 || (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK);
 }
 
-/* A zeroed record in the ring (no byte of an earlier record survives), its
- * timestamp taken once it has its slot; NULL, counted in `full`, when the
- * ring is full. */
-static __always_inline struct event *reserve_record(enum counter full)
+/* A zeroed record of `size` bytes in the ring (no byte of an earlier record
+ * survives), its timestamp taken once it has its slot; NULL, counted in
+ * `full`, when the ring is full. `size` is a constant at each call. */
+static __always_inline void *reserve_bytes(__u64 size, enum counter full)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct event *e = bpf_ringbuf_reserve(&events, size, 0);
 
 	if (!e) {
 		count(full);
 		return NULL;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
+	__builtin_memset(e, 0, size);
 	e->ts_ns = bpf_ktime_get_ns();
 	return e;
+}
+
+static __always_inline struct event *reserve_record(enum counter full)
+{
+	return reserve_bytes(sizeof(struct event), full);
+}
+
+/*
+ * --connections: a full socket's CLOSE record carries its counters, read
+ * now, at its last moment as a full socket (tcp_done(), or tcp_time_wait()
+ * handing it to a timewait socket), and the error that ended it: the
+ * kernel sets sk_err before tcp_done() (tcp_reset(), tcp_write_err(), an
+ * ICMP error in SYN_SENT). Plain loads through the typed tcp_sock.
+ */
+static __always_inline struct event *reserve_with_counters(const struct tcp_sock *tp)
+{
+	struct event_counters *r = reserve_bytes(sizeof(*r), CNT_RINGBUF_FULL);
+	struct tcp_counters *c;
+
+	if (!r)
+		return NULL;
+	c = &r->counters;
+	c->bytes_sent = tp->bytes_sent;
+	c->bytes_acked = tp->bytes_acked;
+	c->bytes_received = tp->bytes_received;
+	c->bytes_retrans = tp->bytes_retrans;
+	c->segs_in = tp->segs_in;
+	c->segs_out = tp->segs_out;
+	c->total_retrans = tp->total_retrans;
+	c->srtt_us = tp->srtt_us >> 3; /* kept scaled by 8 */
+	c->min_rtt_us = tp->rtt_min.s[0].v;
+	c->sk_err = tp->inet_conn.icsk_inet.sk.sk_err;
+	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
+		c->seq_flags |= SEQ_FIN_RECEIVED;
+	if (tp->snd_una == tp->write_seq)
+		c->seq_flags |= SEQ_ALL_ACKED;
+	r->event.flags = EV_COUNTERS;
+	return &r->event;
 }
 
 static __always_inline void fill_tuple(struct event *e, const struct tuple *t)

@@ -40,6 +40,15 @@ enum source {
 	SRC_TW_CANCEL = 3, /* its timer removed: a death unless re-armed or expiring */
 	SRC_TW_EXPIRE = 4, /* its timer fired: death */
 	SRC_TW_FREE = 5,   /* freed: death */
+	SRC_RESET_SENT = 6,     /* --connections: a full socket sent a reset */
+	SRC_RESET_RECEIVED = 7, /* --connections: a full socket received one */
+};
+
+/* Bits of struct event's flags. */
+enum event_flags {
+	EV_COUNTERS = 1,    /* struct tcp_counters follows the record */
+	EV_NETNS_DYING = 2, /* timewait deaths: the socket's network namespace
+			       is being dismantled (its last reference gone) */
 };
 
 struct event {
@@ -65,9 +74,45 @@ struct event {
 	__u8 newstate;
 	__u8 source;       /* enum source */
 	__u8 tw_substate;  /* timewait records: TIME_WAIT or FIN_WAIT2 */
-	__u8 reserved;     /* 0 */
+	__u8 flags;        /* enum event_flags */
 	char comm[TASK_COMM_LEN]; /* that process's comm; all 0 when pid is 0 */
-	__u32 reserved2;   /* 0: makes the tail padding a field */
+	__u32 reset_reason; /* reset records: the kernel's enum sk_rst_reason + 1
+			       (6.10+); 0: not given. Else 0 */
+};
+
+/*
+ * A full socket's counters (struct tcp_sock) at its last moment as a full
+ * socket: its state change to CLOSE, which is also its hand-off to a
+ * timewait socket. With --connections those records are a struct
+ * event_counters, flagged EV_COUNTERS.
+ */
+struct tcp_counters {
+	__u64 bytes_sent;     /* payload sent, retransmissions included */
+	__u64 bytes_acked;    /* payload the peer acknowledged */
+	__u64 bytes_received; /* payload received in order */
+	__u64 bytes_retrans;  /* payload retransmitted */
+	__u32 segs_in;        /* segments, SYN, FIN and pure ACKs included */
+	__u32 segs_out;
+	__u32 total_retrans;  /* segments retransmitted */
+	__u32 srtt_us;        /* smoothed RTT (srtt_us >> 3); 0: no sample */
+	__u32 min_rtt_us;     /* windowed minimum RTT; ~0: no sample */
+	__u32 sk_err;         /* the error that ended it (an errno); 0: none */
+	__u32 seq_flags;      /* enum seq_flags: what of SYN and FIN the byte
+				 counts include (they count sequence space) */
+	__u32 reserved;       /* 0 */
+};
+
+/* The kernel's byte counts advance with the sequence numbers, and a SYN and
+ * a FIN take one each: bytes_received counts a FIN received, bytes_acked the
+ * peer's ack of our SYN (active open) and of our FIN. */
+enum seq_flags {
+	SEQ_FIN_RECEIVED = 1, /* a FIN was received (SOCK_DONE) */
+	SEQ_ALL_ACKED = 2,    /* everything sent, a FIN included, is acked */
+};
+
+struct event_counters {
+	struct event event;
+	struct tcp_counters counters;
 };
 
 /* Indexes of the `counters` array (.bss) user space reads for its summary. */

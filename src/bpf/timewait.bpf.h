@@ -69,6 +69,39 @@ static __always_inline __u64 tw_armed_ns(__u8 substate, unsigned long expires, _
 	return elapsed_ns < now_ns ? now_ns - elapsed_ns : 0;
 }
 
+/*
+ * A network namespace being dismantled has dropped its last reference
+ * (cleanup_net() runs after that, and purges its timewait sockets). The
+ * count is ns.__ns_ref from 6.18, ns.count before, and net.count before the
+ * namespace common part had one. Timewait deaths only: two probe reads.
+ */
+struct ns_common___count {
+	refcount_t count;
+};
+
+struct net___count {
+	refcount_t count;
+};
+
+static __always_inline bool netns_dying(const struct sock_common *skc)
+{
+	struct net *net;
+
+	if (!HAS_NETNS)
+		return false;
+	barrier_var(skc);
+	net = BPF_CORE_READ(skc, skc_net.net);
+	if (!net)
+		return false;
+	if (bpf_core_field_exists(struct ns_common, __ns_ref))
+		return BPF_CORE_READ(net, ns.__ns_ref.refs.counter) == 0;
+	if (bpf_core_field_exists(struct ns_common___count, count))
+		return BPF_CORE_READ((struct ns_common___count *)&net->ns, count.refs.counter) == 0;
+	if (bpf_core_field_exists(struct net___count, count))
+		return BPF_CORE_READ((struct net___count *)net, count.refs.counter) == 0;
+	return false;
+}
+
 /* How a record finds tw_armed_ns: its probe runs as the timer is being
  * armed, or it reads the timer's expiry. */
 enum armed {
@@ -80,7 +113,7 @@ enum armed {
  * callers), the cookie the one the connection had as a full socket. */
 static __always_inline int report_tw_record(__u64 twaddr, __u64 cookie, const struct tuple *t,
 					    __u8 substate, __u8 source, enum armed armed,
-					    unsigned long expires)
+					    unsigned long expires, __u8 flags)
 {
 	struct event *e;
 	__u8 side;
@@ -98,6 +131,7 @@ static __always_inline int report_tw_record(__u64 twaddr, __u64 cookie, const st
 	e->newstate = substate;
 	e->tw_substate = substate;
 	e->source = source;
+	e->flags = flags;
 	if (armed == ARMED_NOW)
 		e->tw_armed_ns = substate == TCP_TIME_WAIT ? e->ts_ns : 0;
 	else
@@ -118,8 +152,8 @@ static __always_inline int report_tw(const struct inet_timewait_sock *tw, __u8 s
 	const struct inet_timewait_sock *typed;
 	struct tuple t = {};
 	unsigned long expires;
+	__u8 substate, flags = 0;
 	__u64 cookie;
-	__u8 substate;
 
 	if (bpf_ksym_exists(bpf_rdonly_cast)) {
 		typed = bpf_core_cast(tw, struct inet_timewait_sock);
@@ -137,7 +171,10 @@ static __always_inline int report_tw(const struct inet_timewait_sock *tw, __u8 s
 		cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
 		expires = BPF_CORE_READ(tw, tw_timer.expires);
 	}
-	return report_tw_record((__u64)tw, cookie, &t, substate, source, armed, expires);
+	/* A death (or what may be one) says whether its namespace is going. */
+	if (source != SRC_TW_ARM && source != SRC_TW_ALLOC && netns_dying(&tw->__tw_common))
+		flags = EV_NETNS_DYING;
+	return report_tw_record((__u64)tw, cookie, &t, substate, source, armed, expires, flags);
 }
 
 /*
@@ -157,7 +194,7 @@ static __always_inline int report_tw_birth(const struct inet_timewait_sock *tw,
 		return 0;
 	read_tuple_probed(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t);
 	return report_tw_record((__u64)tw, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), &t,
-				BPF_CORE_READ(tw, tw_substate), SRC_TW_ALLOC, ARMED_NOW, 0);
+				BPF_CORE_READ(tw, tw_substate), SRC_TW_ALLOC, ARMED_NOW, 0, 0);
 }
 
 /*

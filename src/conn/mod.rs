@@ -22,6 +22,7 @@
 //! quiet longest are evicted, and every eviction is counted. Nothing is
 //! dropped silently: [`Stats`] says what was inferred, evicted or forgotten.
 
+mod life;
 mod listeners;
 mod record;
 mod sockets;
@@ -34,12 +35,11 @@ use std::num::NonZeroU64;
 use rustc_hash::FxHashMap as HashMap;
 
 pub use self::listeners::{existing_listeners, Listener};
-pub use self::record::{
-    ConnId, ConnRecord, Counters, EndCause, Inferred, RawProbe, Record, Span, Transition, LOCAL_IDS,
-};
+pub use self::record::{ConnId, ConnRecord, EndCause, Inferred, RawProbe, Record, Span, Transition, LOCAL_IDS};
 use self::store::Store;
 use self::timewait::Timewait;
 pub use self::timewait::CANCEL_HOLD_NS;
+pub use crate::model::Counters;
 use crate::model::{Owner, Side, TcpState, Tuple};
 use crate::trace::{Probe, ProbeEvent};
 
@@ -60,11 +60,14 @@ pub struct Config {
     pub raw: bool,
     /// Connections followed at once.
     pub capacity: usize,
+    /// Build one record per connection (`--connections`, and the metrics
+    /// made from records).
+    pub records: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { server_configured: false, pid: None, raw: false, capacity: DEFAULT_CAPACITY }
+        Config { server_configured: false, pid: None, raw: false, capacity: DEFAULT_CAPACITY, records: false }
     }
 }
 
@@ -124,6 +127,8 @@ pub struct Conn {
     pub netns: u32,
     /// The timewait socket that continues it, once there is one.
     tw: Option<TwSocket>,
+    /// What its record needs (records wanted only).
+    life: Option<Box<life::Life>>,
 }
 
 /// The timewait socket of a connection.
@@ -147,6 +152,7 @@ pub struct TwSocket {
     cancel: At,
     cancel_substate: TcpState,
     cancel_armed: At,
+    cancel_netns_dying: bool,
     /// The cancel the last re-arm followed, in case it was a death after all.
     rearm_cancel: At,
 }
@@ -240,6 +246,8 @@ impl Census {
 #[derive(Default)]
 struct Reports {
     pid: Option<u32>,
+    /// Connection records are wanted: each transition adds to its life.
+    records: bool,
     census: Census,
     stats: Stats,
 }
@@ -248,7 +256,7 @@ impl Reports {
     /// Reports a transition of `conn` (when its owner passes `-p`) and moves
     /// the connection to the transition's new state in the census.
     fn report(&mut self, conn: &mut Conn, t: Transition, out: &mut VecDeque<Record>) {
-        if self.pid.is_some_and(|pid| conn.owner.map(|o| o.pid) != Some(pid)) {
+        if !self.wants(conn) {
             return;
         }
         if let Some(slot) = conn.counted.take() {
@@ -261,7 +269,24 @@ impl Reports {
         if t.inferred.is_some() {
             self.stats.inferred += 1;
         }
+        if let Some(life) = self.life(conn) {
+            life.on(&t);
+        }
         out.push_back(Record::Transition(t));
+    }
+
+    /// Whether `conn` is reported (its owner passes `-p`).
+    fn wants(&self, conn: &Conn) -> bool {
+        self.pid.is_none_or(|pid| conn.owner.map(|o| o.pid) == Some(pid))
+    }
+
+    /// Where `conn`'s record is gathered, when records are wanted and it is
+    /// reported.
+    fn life<'c>(&self, conn: &'c mut Conn) -> Option<&'c mut life::Life> {
+        if !self.records || !self.wants(conn) {
+            return None;
+        }
+        Some(conn.life.get_or_insert_default())
     }
 
     /// Reports a transition of a connection the table does not follow.
@@ -291,8 +316,12 @@ pub struct ConnTable {
     reports: Reports,
     /// Connections whose id is still provisional.
     provisional: usize,
+    /// Ended connections whose records wait out their hold.
+    ended: life::Ended,
     /// The latest event time seen: the table's own clock.
     latest_ns: u64,
+    /// The latest time tick() was given.
+    ticked_ns: u64,
 }
 
 impl ConnTable {
@@ -306,9 +335,11 @@ impl ConnTable {
             next_local_id: LOCAL_IDS,
             listeners: listeners::Owners::default(),
             tw: Timewait::default(),
-            reports: Reports { pid: cfg.pid, ..Reports::default() },
+            reports: Reports { pid: cfg.pid, records: cfg.records, ..Reports::default() },
             provisional: 0,
+            ended: life::Ended::default(),
             latest_ns: 0,
+            ticked_ns: 0,
         }
     }
 
@@ -327,6 +358,7 @@ impl ConnTable {
         match ev.probe {
             Probe::SetState { old, new } => self.set_state(&ev, old, new, out),
             Probe::Timewait { what, substate } => self.timewait(&ev, what, substate, out),
+            Probe::Reset { sent, state, reason } => self.reset(ev.cookie, sent, state, reason),
         }
     }
 
@@ -334,15 +366,22 @@ impl ConnTable {
     /// cancels become deaths), forgets timewait sockets gone silent, and
     /// gives back memory after bursts.
     pub fn tick(&mut self, now_ns: u64, out: &mut VecDeque<Record>) {
+        self.ticked_ns = self.ticked_ns.max(now_ns);
         self.release_held(Some(now_ns), out);
         self.tw_tick(now_ns, out);
+        self.release_ended(Some(now_ns), out);
         self.conns.shrink_if_sparse();
         shrink_if_sparse(&mut self.by_sock);
     }
 
-    /// Hands out everything still held back (tracing ended).
+    /// Hands out everything still held back, and with records the
+    /// connections still open (tracing ended).
     pub fn flush(&mut self, out: &mut VecDeque<Record>) {
         self.release_held(None, out);
+        self.release_ended(None, out);
+        if self.cfg.records {
+            self.open_records(out);
+        }
     }
 
     /// The oldest timestamp of a record the table still holds back: records
@@ -468,6 +507,7 @@ impl Conn {
             origin: None,
             counted: None,
             provisional: false,
+            life: None,
         }
     }
 

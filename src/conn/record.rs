@@ -1,6 +1,6 @@
 //! What the connection table hands to the outputs: the user's view.
 
-use crate::model::{Owner, Side, TcpState, Tuple};
+use crate::model::{Counters, Owner, Side, TcpState, Tuple};
 use crate::trace::TwEvent;
 
 /// tcpstate's connection id: the kernel's socket cookie, unique for the boot
@@ -131,33 +131,6 @@ pub struct Span {
     pub ns: Option<u64>,
     /// It was entered by a transition no probe saw (see [`Inferred`]).
     pub inferred: bool,
-}
-
-/// A full socket's counters (struct tcp_sock), read by the kernel side at
-/// its last moment as a full socket: its CLOSE, or its hand-off to the
-/// timewait socket.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Payload bytes sent, retransmissions included (bytes_sent).
-    pub bytes_sent: u64,
-    /// Payload bytes the peer acknowledged (bytes_acked).
-    pub bytes_acked: u64,
-    /// Payload bytes received in order (bytes_received).
-    pub bytes_received: u64,
-    /// Payload bytes retransmitted (bytes_retrans).
-    pub bytes_retrans: u64,
-    /// Segments received and sent, SYN, FIN and pure ACKs included.
-    pub segs_in: u32,
-    pub segs_out: u32,
-    /// Segments retransmitted over the connection's life (total_retrans).
-    pub retransmits: u32,
-    /// Smoothed RTT in µs; `None` before the first RTT sample.
-    pub srtt_us: Option<u32>,
-    /// Minimum RTT seen in µs (the windowed minimum, rtt_min); `None`
-    /// before the first sample.
-    pub min_rtt_us: Option<u32>,
-    /// The error that ended it (sk_err, an errno), 0 when none.
-    pub error: u32,
 }
 
 /// How a connection ended, for one side.

@@ -67,6 +67,15 @@ impl ConnTable {
             (conn.state, conn.since, conn.seen_ns) = (old, At::NONE, ev.ts_ns);
             self.reports.report(conn, gap, out);
         }
+        if new == TcpState::CLOSE {
+            let active_open = conn.origin == Some(Side::Client);
+            if let Some(life) = self.reports.life(conn) {
+                life.closed(old, ev.counters, active_open);
+            }
+        } else if new == TcpState::ESTABLISHED && self.ended.awaits_reuse() {
+            self.established(ev.netns, &ev.tuple);
+        }
+        let conn = self.conns.at(slot);
         let conn = if new == TcpState::CLOSE && !self.cfg.raw {
             if self.hand_off(id, slot, ev, old, out) {
                 return;
@@ -86,7 +95,7 @@ impl ConnTable {
         }
         self.reports.report(conn, t, out);
         if new == TcpState::CLOSE {
-            self.remove(id);
+            self.end(id, ev.ts_ns);
         }
     }
 

@@ -18,6 +18,7 @@ use std::num::NonZeroU64;
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::life::TwEnd;
 use super::{decide_side, shrink_if_sparse, At, Conn, ConnId, ConnTable, Inferred, RawProbe, Record, TwSocket};
 use crate::model::{TcpState, Tuple};
 use crate::trace::{ProbeEvent, TwEvent};
@@ -100,10 +101,14 @@ impl Timewait {
 struct LastWord {
     substate: Option<TcpState>,
     armed: At,
+    /// The death was its timer's expiry.
+    expired: bool,
+    /// Its network namespace was being deleted.
+    netns_dying: bool,
 }
 
 impl LastWord {
-    const NOTHING: LastWord = LastWord { substate: None, armed: At::NONE };
+    const NOTHING: LastWord = LastWord { substate: None, armed: At::NONE, expired: false, netns_dying: false };
 }
 
 impl ConnTable {
@@ -121,7 +126,12 @@ impl ConnTable {
             TwEvent::Armed => self.tw_armed(ev, substate, out),
             TwEvent::Cancelled => self.tw_cancelled(ev, substate, out),
             TwEvent::Expired | TwEvent::Freed => {
-                let word = LastWord { substate: Some(substate), armed: At::from(ev.tw_armed_ns) };
+                let word = LastWord {
+                    substate: Some(substate),
+                    armed: At::from(ev.tw_armed_ns),
+                    expired: what == TwEvent::Expired,
+                    netns_dying: ev.netns_dying,
+                };
                 self.tw_died_or_unknown(ev, word, out);
             }
         }
@@ -179,6 +189,7 @@ impl ConnTable {
             cancel: At::NONE,
             cancel_substate: substate,
             cancel_armed: At::NONE,
+            cancel_netns_dying: false,
             rearm_cancel: At::NONE,
         };
         let slot = match self.conns.slot(id) {
@@ -259,6 +270,7 @@ impl ConnTable {
         let Some(tw) = self.conns.get_mut(id).and_then(|c| c.tw.as_mut()) else { return };
         if tw.cancel == At::NONE {
             (tw.cancel, tw.cancel_substate, tw.cancel_armed) = (At::of(ev.ts_ns), substate, At::from(ev.tw_armed_ns));
+            tw.cancel_netns_dying = ev.netns_dying;
             self.tw.cancels.push_back((ev.ts_ns, id));
         }
         tw.last_ns = ev.ts_ns;
@@ -312,8 +324,12 @@ impl ConnTable {
         }
         let mut t = conn.transition(ts_ns, conn.state, TcpState::CLOSE, addr);
         t.time_in_old_ns = conn.time_in_state(ts_ns);
+        let armed = word.armed.get().or(conn.since.get());
+        if let Some(life) = self.reports.life(conn) {
+            life.time_wait_ended(TwEnd::of(word.expired, word.netns_dying, armed, ts_ns));
+        }
         self.reports.report(conn, t, out);
-        self.remove(id);
+        self.end(id, ts_ns);
     }
 
     /// A hand-off's claim, where the kernel gave no cookie: the timewait
@@ -374,7 +390,12 @@ impl ConnTable {
             // Still the same pending cancel: no re-arm or expiry came.
             let pending = self.conns.get(id).and_then(|c| c.tw).filter(|tw| tw.cancel == At::of(ts));
             if let Some(tw) = pending {
-                let word = LastWord { substate: Some(tw.cancel_substate), armed: tw.cancel_armed };
+                let word = LastWord {
+                    substate: Some(tw.cancel_substate),
+                    armed: tw.cancel_armed,
+                    expired: false,
+                    netns_dying: tw.cancel_netns_dying,
+                };
                 self.tw_died_of(id, tw.addr(), ts, word, out);
             }
         }

@@ -12,6 +12,12 @@ pub type RawEvent = types::event;
 // pattern is a valid value.
 unsafe impl plain::Plain for RawEvent {}
 
+/// The counters a CLOSE record carries with --connections (`struct tcp_counters`).
+pub type RawCounters = types::tcp_counters;
+
+// SAFETY: as for `event`.
+unsafe impl plain::Plain for RawCounters {}
+
 /// Ports per -L/-D filter (the kernel side's fixed array).
 pub const MAX_PORTS: usize = types::abi_limits::MAX_PORTS.0 as usize;
 
@@ -27,6 +33,14 @@ pub const SRC_TW_ARM: u8 = types::source::SRC_TW_ARM.0 as u8;
 pub const SRC_TW_CANCEL: u8 = types::source::SRC_TW_CANCEL.0 as u8;
 pub const SRC_TW_EXPIRE: u8 = types::source::SRC_TW_EXPIRE.0 as u8;
 pub const SRC_TW_FREE: u8 = types::source::SRC_TW_FREE.0 as u8;
+pub const SRC_RESET_SENT: u8 = types::source::SRC_RESET_SENT.0 as u8;
+pub const SRC_RESET_RECEIVED: u8 = types::source::SRC_RESET_RECEIVED.0 as u8;
+
+pub const EV_COUNTERS: u8 = types::event_flags::EV_COUNTERS.0 as u8;
+pub const EV_NETNS_DYING: u8 = types::event_flags::EV_NETNS_DYING.0 as u8;
+
+pub const SEQ_FIN_RECEIVED: u32 = types::seq_flags::SEQ_FIN_RECEIVED.0;
+pub const SEQ_ALL_ACKED: u32 = types::seq_flags::SEQ_ALL_ACKED.0;
 
 /// Indexes of the kernel side's `counters` array.
 pub const CNT_RINGBUF_FULL: usize = types::counter::CNT_RINGBUF_FULL.0 as usize;
@@ -43,6 +57,13 @@ mod tests {
         // nothing is written (no stale bytes reach user space).
         let fields = 8 * 4 + 4 * 2 + 16 * 2 + 2 * 3 + 6 + 16 + 4;
         assert_eq!(std::mem::size_of::<RawEvent>(), fields);
+    }
+
+    #[test]
+    fn the_counters_have_no_hidden_padding_and_follow_the_record() {
+        assert_eq!(std::mem::size_of::<RawCounters>(), 8 * 4 + 4 * 8);
+        let with = std::mem::size_of::<types::event_counters>();
+        assert_eq!(with, std::mem::size_of::<RawEvent>() + std::mem::size_of::<RawCounters>());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
 
-use super::abi::{self, RawEvent};
-use crate::model::{Comm, Owner, Side, TcpState, Tuple};
+use super::abi::{self, RawCounters, RawEvent};
+use crate::model::{Comm, Counters, Owner, Side, TcpState, Tuple};
 
 /// What a probe saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub enum Probe {
     /// A timewait socket event, with the socket's substate (TIME_WAIT, or
     /// FIN_WAIT2 while the kernel parks a FIN_WAIT2 in it).
     Timewait { what: TwEvent, substate: TcpState },
+    /// `--connections`: a full socket sent or received a reset, in `state`;
+    /// the kernel's reason (enum sk_rst_reason) where it gives one (6.10+).
+    Reset { sent: bool, state: TcpState, reason: Option<u32> },
 }
 
 /// The timewait socket events the TIME_WAIT probes report.
@@ -81,24 +84,39 @@ pub struct ProbeEvent {
     /// Timewait events in TIME_WAIT: when the kernel last armed the timer
     /// for TCP_TIMEWAIT_LEN (the kernel's clock), if known.
     pub tw_armed_ns: Option<u64>,
+    /// `--connections`, on a full socket's CLOSE: its counters then.
+    pub counters: Option<Counters>,
+    /// Timewait deaths: the socket's network namespace is being deleted.
+    pub netns_dying: bool,
 }
 
 impl ProbeEvent {
-    /// Decodes one ring buffer record.
+    /// Decodes one ring buffer record: a `struct event`, or flagged
+    /// EV_COUNTERS a `struct event_counters`.
     pub fn decode(data: &[u8]) -> Result<ProbeEvent> {
         // Ring records are 8-byte aligned: read in place, no copy.
-        if let Ok(raw) = plain::from_bytes::<RawEvent>(data) {
-            return ProbeEvent::from_raw(raw);
+        let mut ev = match plain::from_bytes::<RawEvent>(data) {
+            Ok(raw) => ProbeEvent::from_raw(raw)?,
+            Err(_) => {
+                let mut raw = RawEvent::default();
+                if plain::copy_from_bytes(&mut raw, data).is_err() {
+                    bail!(
+                        "short event record ({} bytes, want {}): the BPF object and the binary disagree",
+                        data.len(),
+                        std::mem::size_of::<RawEvent>()
+                    );
+                }
+                ProbeEvent::from_raw(&raw)?
+            }
+        };
+        if data.get(FLAGS_AT).is_some_and(|&f| f & abi::EV_COUNTERS != 0) {
+            let mut raw = RawCounters::default();
+            if plain::copy_from_bytes(&mut raw, &data[std::mem::size_of::<RawEvent>()..]).is_err() {
+                bail!("short counters record ({} bytes): the BPF object and the binary disagree", data.len());
+            }
+            ev.counters = Some(counters(&raw));
         }
-        let mut raw = RawEvent::default();
-        if plain::copy_from_bytes(&mut raw, data).is_err() {
-            bail!(
-                "short event record ({} bytes, want {}): the BPF object and the binary disagree",
-                data.len(),
-                std::mem::size_of::<RawEvent>()
-            );
-        }
-        ProbeEvent::from_raw(&raw)
+        Ok(ev)
     }
 
     pub fn from_raw(raw: &RawEvent) -> Result<ProbeEvent> {
@@ -115,6 +133,11 @@ impl ProbeEvent {
             abi::SRC_TW_CANCEL => timewait(TwEvent::Cancelled),
             abi::SRC_TW_EXPIRE => timewait(TwEvent::Expired),
             abi::SRC_TW_FREE => timewait(TwEvent::Freed),
+            abi::SRC_RESET_SENT | abi::SRC_RESET_RECEIVED => Probe::Reset {
+                sent: raw.source == abi::SRC_RESET_SENT,
+                state: TcpState(raw.newstate),
+                reason: raw.reset_reason.checked_sub(1),
+            },
             s => bail!("unknown event source {s}: the BPF object and the binary disagree"),
         };
         let server_rule = match raw.side {
@@ -136,7 +159,30 @@ impl ProbeEvent {
             server_rule,
             actor,
             tw_armed_ns: (raw.tw_armed_ns != 0).then_some(raw.tw_armed_ns),
+            counters: None,
+            netns_dying: raw.flags & abi::EV_NETNS_DYING != 0,
         })
+    }
+}
+
+/// Where the flags byte sits in a record (read before decoding the rest).
+const FLAGS_AT: usize = std::mem::offset_of!(RawEvent, flags);
+
+/// The kernel's counters as users see them: no sample is `None`, not 0.
+fn counters(raw: &RawCounters) -> Counters {
+    let fin_received = raw.seq_flags & abi::SEQ_FIN_RECEIVED != 0;
+    Counters {
+        bytes_sent: raw.bytes_sent,
+        bytes_acked: raw.bytes_acked,
+        bytes_received: raw.bytes_received.saturating_sub(u64::from(fin_received)),
+        bytes_retrans: raw.bytes_retrans,
+        segs_in: raw.segs_in,
+        segs_out: raw.segs_out,
+        retransmits: raw.total_retrans,
+        srtt_us: (raw.srtt_us != 0).then_some(raw.srtt_us),
+        min_rtt_us: (raw.min_rtt_us != u32::MAX).then_some(raw.min_rtt_us),
+        error: raw.sk_err,
+        acked_all: raw.seq_flags & abi::SEQ_ALL_ACKED != 0,
     }
 }
 
@@ -225,6 +271,46 @@ pub(crate) mod tests {
         for what in [TwEvent::Born, TwEvent::Armed, TwEvent::Cancelled, TwEvent::Expired, TwEvent::Freed] {
             assert_eq!(TwEvent::from_name(what.as_str()), Some(what));
         }
+    }
+
+    #[test]
+    fn a_close_with_counters_carries_them_less_the_fin() {
+        let mut raw = raw_event(9, 7);
+        raw.flags = abi::EV_COUNTERS;
+        let counters = RawCounters {
+            bytes_sent: 500,
+            bytes_acked: 501,
+            bytes_received: 1001,
+            segs_in: 6,
+            segs_out: 4,
+            srtt_us: 23,
+            min_rtt_us: u32::MAX,
+            seq_flags: abi::SEQ_FIN_RECEIVED | abi::SEQ_ALL_ACKED,
+            ..Default::default()
+        };
+        let mut bytes = bytes_of(&raw);
+        // SAFETY: plain C struct, read as bytes of its own size.
+        bytes.extend_from_slice(unsafe { plain::as_bytes(&counters) });
+        let c = ProbeEvent::decode(&bytes).unwrap().counters.unwrap();
+        assert_eq!((c.bytes_sent, c.bytes_acked, c.bytes_received), (500, 501, 1000));
+        assert_eq!((c.srtt_us, c.min_rtt_us, c.acked_all), (Some(23), None, true));
+        // Flagged but short: the object and the binary disagree.
+        assert!(ProbeEvent::decode(&bytes[..bytes.len() - 8]).is_err());
+        raw.flags = 0;
+        assert_eq!(ProbeEvent::decode(&bytes_of(&raw)).unwrap().counters, None);
+    }
+
+    #[test]
+    fn resets_carry_the_state_and_the_kernels_reason() {
+        let mut raw = raw_event(1, 1);
+        raw.source = abi::SRC_RESET_SENT;
+        raw.reset_reason = 12;
+        let ev = ProbeEvent::from_raw(&raw).unwrap();
+        assert_eq!(ev.probe, Probe::Reset { sent: true, state: TcpState::ESTABLISHED, reason: Some(11) });
+        raw.source = abi::SRC_RESET_RECEIVED;
+        raw.reset_reason = 0;
+        let ev = ProbeEvent::from_raw(&raw).unwrap();
+        assert_eq!(ev.probe, Probe::Reset { sent: false, state: TcpState::ESTABLISHED, reason: None });
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Config {
     pub tw_free_fn: Option<String>,
     /// Kernel BTF, for CO-RE and for finding traceable functions.
     pub btf: PathBuf,
+    /// Connection records: CLOSE records carry the socket's counters, and
+    /// resets are traced.
+    pub records: bool,
 }
 
 /// Storage for the attempts `Tracer::start` may make: one per probe kind
@@ -114,6 +117,7 @@ impl<'obj> Tracer<'obj> {
         // it reports nothing on a kernel that never raises it for tracepoints.
         let backup = kernel.skips_nested_runs() != Some(false);
         let hz = kernel.hz().unwrap_or(0);
+        let resets = cfg.records.then(|| Resets::of(&cfg.btf));
         let kinds = match cfg.tw_probe {
             TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
             kind => vec![kind],
@@ -123,7 +127,7 @@ impl<'obj> Tracer<'obj> {
         for kind in kinds {
             let attempt = TwPlan::new(kind, &kernel, cfg.tw_free_fn.as_deref()).and_then(|plan| {
                 let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
-                let mut skel = load(cfg, &plan, backup, hz, slot)?;
+                let mut skel = load(cfg, &plan, backup, hz, resets, slot)?;
                 // The state program first: until it is attached nothing is
                 // traced, and a watcher that sees tcpstate's first link must
                 // be able to count on that (the iterator's comes next).
@@ -134,6 +138,9 @@ impl<'obj> Tracer<'obj> {
                     links.push(attach_named(backup, "tp_btf/inet_sock_set_state (backup)")?);
                 }
                 links.extend(plan.attach(&skel)?);
+                if let Some(resets) = resets {
+                    links.extend(resets.attach(&skel)?);
+                }
                 Ok((skel, Links(links), format!("{}; {}", plan.describe(), kernel.describe_hz()), nested))
             });
             match attempt {
@@ -198,6 +205,44 @@ fn attach_named(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<Link> {
     prog.attach().with_context(|| format!("attaching {what}"))
 }
 
+/// The reset programs connection records need: tcp_send_reset's arguments
+/// differ between kernels, so one of two programs is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resets {
+    /// 6.10+: the tracepoint gives the kernel's reason.
+    WithReason,
+    WithoutReason,
+}
+
+impl Resets {
+    /// The kind this kernel's BTF describes: btf_trace_tcp_send_reset is a
+    /// pointer to a function whose first argument is the tracepoint's
+    /// context and the rest its arguments (sk, skb and, 6.10+, reason).
+    fn of(btf: &Path) -> Resets {
+        use libbpf_rs::btf::{types, Btf};
+        let args = Btf::from_path(btf).ok().and_then(|btf| {
+            let tp = btf.type_by_name::<types::Typedef<'_>>("btf_trace_tcp_send_reset")?;
+            let proto = tp.next_type()?.next_type()?;
+            types::FuncProto::try_from(proto).ok().map(|f| f.len())
+        });
+        match args {
+            Some(n) if n >= 4 => Resets::WithReason,
+            _ => Resets::WithoutReason,
+        }
+    }
+
+    fn attach(self, skel: &TcpstateSkel<'_>) -> Result<Vec<Link>> {
+        let send = match self {
+            Resets::WithReason => &skel.progs.tcp_send_reset_reason,
+            Resets::WithoutReason => &skel.progs.tcp_send_reset,
+        };
+        Ok(vec![
+            attach_named(send, "tp_btf/tcp_send_reset")?,
+            attach_named(&skel.progs.tcp_receive_reset, "tp_btf/tcp_receive_reset")?,
+        ])
+    }
+}
+
 /// Runs `f` on each CPU this thread may use, then restores its affinity.
 /// Best effort: a CPU it cannot move to is skipped.
 fn on_each_cpu(f: impl Fn() -> Result<()>) {
@@ -220,6 +265,7 @@ fn load<'obj>(
     plan: &TwPlan,
     backup: bool,
     hz: u32,
+    resets: Option<Resets>,
     slot: &'obj mut MaybeUninit<OpenObject>,
 ) -> Result<TcpstateSkel<'obj>> {
     let mut builder = TcpstateSkelBuilder::default();
@@ -233,6 +279,10 @@ fn load<'obj>(
     plan.apply(&mut open)?;
     open.progs.inet_sock_set_state_nested.set_autoload(backup);
     open.progs.find_main_prog.set_autoload(backup);
+    rodata(&mut open)?.want_counters = cfg.records;
+    open.progs.tcp_send_reset.set_autoload(resets == Some(Resets::WithoutReason));
+    open.progs.tcp_send_reset_reason.set_autoload(resets == Some(Resets::WithReason));
+    open.progs.tcp_receive_reset.set_autoload(resets.is_some());
     libbpf_log::clear();
     open.load().map_err(load_error)
 }

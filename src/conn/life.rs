@@ -1,0 +1,300 @@
+//! One record per connection (`--connections`): what the table gathers over
+//! a connection's life for it, and how it tells why the connection ended.
+//!
+//! Nothing here is a kernel map: the kernel side sends the full socket's
+//! counters with its CLOSE, and a record for each reset; the table joins
+//! them by connection. Why a connection ended is read from what the kernel
+//! left behind, in this order: a reset it received, the error it ended with
+//! (`sk_err`, set before its CLOSE), a reset it sent, how its TIME_WAIT
+//! ended, and the states it passed.
+//!
+//! A record waits a moment after the connection's end: the reset of an
+//! abort comes just after its CLOSE (close() sets CLOSE, then sends it), and
+//! a TIME_WAIT cut short may turn out to have been reused by a connection
+//! whose handshake completes a round trip later.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::{Conn, ConnId, ConnRecord, ConnTable, EndCause, Record, Span, Transition};
+use crate::model::{Counters, TcpState, Tuple};
+
+/// How long an ended connection waits for a reset sent after its CLOSE
+/// (same system call, same CPU: microseconds; the margin covers ring order
+/// across CPUs).
+const RESET_HOLD_NS: u64 = 5_000_000;
+
+/// How long a TIME_WAIT cut short waits for the connection that reused its
+/// tuple to complete its handshake (a round trip after the cut).
+const REUSE_HOLD_NS: u64 = 1_000_000_000;
+
+/// TCP_TIMEWAIT_LEN: a TIME_WAIT that lasted this long (less a margin for
+/// timer slack read back in jiffies) ran its course.
+const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
+const TIME_WAIT_MARGIN_NS: u64 = 100_000_000;
+
+/// errno values the kernel leaves in sk_err (include/uapi/asm-generic).
+const EPIPE: u32 = 32;
+const ECONNABORTED: u32 = 103;
+const ECONNRESET: u32 = 104;
+const ETIMEDOUT: u32 = 110;
+const ECONNREFUSED: u32 = 111;
+
+/// enum sk_rst_reason values (6.10+) that name an application's abort.
+const RST_TCP_ABORT_ON_CLOSE: u32 = 11;
+const RST_TCP_ABORT_ON_LINGER: u32 = 12;
+const RST_TCP_DISCONNECT_WITH_DATA: u32 = 16;
+/// Reasons that say nothing either way (the state decides).
+const RST_NOT_SPECIFIED: u32 = 0;
+const RST_TCP_STATE: u32 = 14;
+
+/// What the table gathers for one connection's record.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Life {
+    start_ns: u64,
+    spans: Vec<Span>,
+    /// It is a listening socket: no connection, no record.
+    listener: bool,
+    counters: Option<Counters>,
+    /// The state its full socket left for CLOSE.
+    closed_from: Option<TcpState>,
+    reset_received: bool,
+    /// A reset it sent: the socket's state then, and the kernel's reason.
+    reset_sent: Option<(TcpState, Option<u32>)>,
+    tw_end: Option<TwEnd>,
+}
+
+/// How a TIME_WAIT ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TwEnd {
+    Expired,
+    NetnsExit,
+    /// Cut short: reused, or killed (a reset, `ss -K`).
+    CutShort,
+}
+
+impl TwEnd {
+    /// From what the probe saw at the death: an expiry, a dying namespace,
+    /// or a TIME_WAIT armed (or entered) at least TCP_TIMEWAIT_LEN ago.
+    pub(super) fn of(expired: bool, netns_dying: bool, armed_ns: Option<u64>, died_ns: u64) -> TwEnd {
+        if netns_dying {
+            TwEnd::NetnsExit
+        } else if expired
+            || armed_ns.is_some_and(|a| died_ns.saturating_sub(a) + TIME_WAIT_MARGIN_NS >= TIME_WAIT_LEN_NS)
+        {
+            TwEnd::Expired
+        } else {
+            TwEnd::CutShort
+        }
+    }
+}
+
+impl Life {
+    /// A reported transition of its connection.
+    pub(super) fn on(&mut self, t: &Transition) {
+        if self.spans.is_empty() && !self.listener {
+            self.start_ns = t.ts_ns;
+            // Seen mid-life: the state it was in counts, its start unknown.
+            if t.old != TcpState::CLOSE && t.old != TcpState::LISTEN {
+                self.spans.push(Span { state: t.old, ns: t.time_in_old_ns, inferred: false });
+                self.start_ns = t.ts_ns.saturating_sub(t.time_in_old_ns.unwrap_or(0));
+            }
+        }
+        if t.new == TcpState::LISTEN {
+            self.listener = true;
+        }
+        if t.new == t.old {
+            return;
+        }
+        if let Some(last) = self.spans.last_mut().filter(|s| s.state == t.old) {
+            last.ns = t.time_in_old_ns;
+        }
+        if t.new != TcpState::CLOSE && t.new != TcpState::LISTEN {
+            self.spans.push(Span { state: t.new, ns: None, inferred: t.inferred.is_some() });
+        }
+    }
+
+    /// The full socket's CLOSE: what the kernel side read then. Its
+    /// bytes_acked counts our SYN once acked (an active open) and our FIN
+    /// once acked: payload is what is left.
+    pub(super) fn closed(&mut self, from: TcpState, counters: Option<Counters>, active_open: bool) {
+        self.closed_from = Some(from);
+        let Some(mut c) = counters else { return };
+        let syn_acked = active_open && self.spans.iter().any(|s| s.state != TcpState::SYN_SENT);
+        let fin_sent = self.passed(&[TcpState::FIN_WAIT1, TcpState::CLOSING, TcpState::LAST_ACK]);
+        c.bytes_acked = c.bytes_acked.saturating_sub(u64::from(syn_acked) + u64::from(fin_sent && c.acked_all));
+        self.counters = Some(c);
+    }
+
+    pub(super) fn reset(&mut self, sent: bool, state: TcpState, reason: Option<u32>) {
+        if sent {
+            self.reset_sent = self.reset_sent.or(Some((state, reason)));
+        } else {
+            self.reset_received = true;
+        }
+    }
+
+    pub(super) fn time_wait_ended(&mut self, how: TwEnd) {
+        self.tw_end = Some(how);
+    }
+
+    fn passed(&self, states: &[TcpState]) -> bool {
+        self.spans.iter().any(|s| states.contains(&s.state))
+    }
+
+    /// Why it ended, from what the kernel left behind.
+    pub(super) fn end_cause(&self) -> EndCause {
+        let error = self.counters.map_or(0, |c| c.error);
+        let in_syn_sent = self.closed_from == Some(TcpState::SYN_SENT);
+        if self.reset_received {
+            return if in_syn_sent { EndCause::Refused } else { EndCause::ResetReceived };
+        }
+        match error {
+            0 => {}
+            ECONNREFUSED => return EndCause::Refused,
+            ETIMEDOUT => return EndCause::TimedOut,
+            ECONNRESET | EPIPE => return EndCause::ResetReceived,
+            // tcp_abort(): the socket destroyed from outside (ss -K).
+            ECONNABORTED => return EndCause::ResetSent,
+            // Every other error that ends a connection is an ICMP one.
+            _ => return EndCause::Unreachable,
+        }
+        if let Some((state, reason)) = self.reset_sent {
+            let aborted = match reason.unwrap_or(RST_NOT_SPECIFIED) {
+                RST_TCP_ABORT_ON_CLOSE | RST_TCP_ABORT_ON_LINGER | RST_TCP_DISCONNECT_WITH_DATA => true,
+                RST_NOT_SPECIFIED | RST_TCP_STATE => state == TcpState::CLOSE,
+                _ => false,
+            };
+            return if aborted { EndCause::Aborted } else { EndCause::ResetSent };
+        }
+        match self.tw_end {
+            Some(TwEnd::Expired) => return EndCause::TimeWaitExpired,
+            Some(TwEnd::NetnsExit) => return EndCause::TimeWaitNetnsExit,
+            Some(TwEnd::CutShort) => return EndCause::TimeWaitKilled,
+            None => {}
+        }
+        if self.passed(&[TcpState::CLOSE_WAIT, TcpState::LAST_ACK]) {
+            EndCause::PassiveClose
+        } else if self.passed(&[TcpState::FIN_WAIT1, TcpState::FIN_WAIT2, TcpState::CLOSING]) {
+            EndCause::ActiveClose
+        } else {
+            // Closed before it was established, with no error: given up by
+            // its application.
+            EndCause::Aborted
+        }
+    }
+}
+
+/// Ended connections waiting out their hold, oldest first.
+#[derive(Default)]
+pub(super) struct Ended {
+    queue: VecDeque<Ending>,
+    /// TIME_WAITs cut short, by namespace and tuple: a new connection with
+    /// the same tuple that completes its handshake in the hold reused it.
+    cut_short: HashMap<(u32, Tuple), ConnId>,
+}
+
+impl Ended {
+    /// Whether a TIME_WAIT cut short waits to learn whether it was reused.
+    pub(super) fn awaits_reuse(&self) -> bool {
+        !self.cut_short.is_empty()
+    }
+}
+
+struct Ending {
+    due_ns: u64,
+    life: Box<Life>,
+    record: ConnRecord,
+}
+
+impl ConnTable {
+    /// Connection `id` ended at `ts_ns`: forgotten, and with `--connections`
+    /// its record goes out after its hold.
+    pub(super) fn end(&mut self, id: ConnId, ts_ns: u64) {
+        let Some(mut conn) = self.remove(id) else { return };
+        let Some(life) = conn.life.take().filter(|l| !l.listener) else { return };
+        let cut_short = life.tw_end == Some(TwEnd::CutShort);
+        let hold = if cut_short { REUSE_HOLD_NS } else { RESET_HOLD_NS };
+        if cut_short {
+            self.ended.cut_short.insert((conn.netns, conn.tuple), id);
+        }
+        // Its cause is decided when its hold is over.
+        let record = conn_record(&conn, &life, ts_ns, EndCause::ActiveClose);
+        self.ended.queue.push_back(Ending { due_ns: ts_ns + hold, life, record });
+    }
+
+    /// A reset of a connection followed now, or of one that just ended.
+    pub(super) fn reset(&mut self, cookie: u64, sent: bool, state: TcpState, reason: Option<u32>) {
+        let id = self.id_of_cookie(cookie);
+        if let Some(life) = self.conns.get_mut(id).and_then(|c| c.life.as_mut()) {
+            life.reset(sent, state, reason);
+        } else if let Some(ending) = self.ended.queue.iter_mut().rev().find(|e| e.record.conn_id == id) {
+            ending.life.reset(sent, state, reason);
+        }
+    }
+
+    /// A connection completed its handshake: if a TIME_WAIT with its tuple
+    /// was cut short just before, the tuple was reused.
+    pub(super) fn established(&mut self, netns: u32, tuple: &Tuple) {
+        let Some(id) = self.ended.cut_short.remove(&(netns, *tuple)) else { return };
+        if let Some(ending) = self.ended.queue.iter_mut().find(|e| e.record.conn_id == id) {
+            ending.record.end = EndCause::TimeWaitReused;
+            ending.due_ns = 0;
+        }
+    }
+
+    /// Records whose hold is over as of kernel time `now_ns` go out (all of
+    /// them when `now_ns` is `None`: tracing ended).
+    pub(super) fn release_ended(&mut self, now_ns: Option<u64>, out: &mut VecDeque<Record>) {
+        let due = |e: &Ending| now_ns.is_none_or(|now| e.due_ns <= now);
+        // Mostly in order; a reuse found makes one due early.
+        while let Some(i) = self.ended.queue.iter().position(due) {
+            let Ending { life, mut record, .. } = self.ended.queue.remove(i).expect("found");
+            if record.end != EndCause::TimeWaitReused {
+                record.end = life.end_cause();
+            }
+            if life.tw_end == Some(TwEnd::CutShort) {
+                self.ended.cut_short.retain(|_, &mut of| of != record.conn_id);
+            }
+            out.push_back(Record::Connection(Box::new(record)));
+        }
+    }
+
+    /// Tracing ended: every connection still followed, as open.
+    pub(super) fn open_records(&mut self, out: &mut VecDeque<Record>) {
+        let now = self.latest_ns.max(self.ticked_ns);
+        let mut open: Vec<ConnRecord> = self
+            .conns
+            .iter()
+            .filter_map(|c| Some((c, c.life.as_deref().filter(|l| !l.listener && !l.spans.is_empty())?)))
+            .map(|(c, life)| conn_record(c, life, now, EndCause::Open))
+            .collect();
+        open.sort_by_key(|r| r.start_ns);
+        out.extend(open.into_iter().map(|r| Record::Connection(Box::new(r))));
+    }
+}
+
+/// The record of `conn` as of `end_ns`.
+fn conn_record(conn: &Conn, life: &Life, end_ns: u64, end: EndCause) -> ConnRecord {
+    let mut states = life.spans.clone();
+    if end == EndCause::Open {
+        // The state it is still in: time so far.
+        if let (Some(last), Some(since)) = (states.last_mut(), conn.since.get()) {
+            last.ns = Some(end_ns.saturating_sub(since));
+        }
+    }
+    ConnRecord {
+        conn_id: conn.id,
+        start_ns: life.start_ns,
+        end_ns,
+        side: conn.side,
+        side_rule: conn.side_rule,
+        tuple: conn.tuple,
+        netns: conn.netns,
+        owner: conn.owner,
+        states,
+        counters: life.counters,
+        end,
+    }
+}
