@@ -138,10 +138,12 @@ impl<'obj> Tracer<'obj> {
                     links.push(attach_named(backup, "tp_btf/inet_sock_set_state (backup)")?);
                 }
                 links.extend(plan.attach(&skel)?);
+                let mut described = format!("{}; {}", plan.describe(), kernel.describe_hz());
                 if let Some(resets) = resets {
                     links.extend(resets.attach(&skel)?);
+                    described.push_str(resets.describe());
                 }
-                Ok((skel, Links(links), format!("{}; {}", plan.describe(), kernel.describe_hz()), nested))
+                Ok((skel, Links(links), described, nested))
             });
             match attempt {
                 Ok((skel, links, described, nested)) => {
@@ -228,6 +230,14 @@ impl Resets {
         match args {
             Some(n) if n >= 4 => Resets::WithReason,
             _ => Resets::WithoutReason,
+        }
+    }
+
+    /// What -v adds to the probes line.
+    fn describe(self) -> &'static str {
+        match self {
+            Resets::WithReason => "; resets: tp_btf/tcp_send_reset (with the kernel's reason), tcp_receive_reset",
+            Resets::WithoutReason => "; resets: tp_btf/tcp_send_reset (no reason before 6.10), tcp_receive_reset",
         }
     }
 
