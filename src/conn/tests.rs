@@ -82,6 +82,7 @@ fn transitions(out: &VecDeque<Record>) -> Vec<Transition> {
         .map(|r| match r {
             Record::Transition(t) => t.clone(),
             Record::Probe(p) => panic!("unexpected probe record {p:?}"),
+            Record::Connection(c) => panic!("unexpected connection record {c:?}"),
         })
         .collect()
 }
@@ -302,6 +303,7 @@ fn raw_mode_shows_the_hand_off_as_the_kernel_did() {
         .map(|r| match r {
             Record::Transition(t) => format!("{}:{}", t.old, t.new),
             Record::Probe(p) => format!("{}:{}", p.what.as_str(), p.substate),
+            Record::Connection(c) => format!("connection:{}", c.end),
         })
         .collect();
     assert_eq!(kinds, ["FIN_WAIT1:FIN_WAIT2", "tw_arm:TIME_WAIT", "FIN_WAIT2:CLOSE"]);
