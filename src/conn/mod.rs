@@ -60,11 +60,15 @@ pub struct Config {
     pub raw: bool,
     /// Connections followed at once.
     pub capacity: usize,
+    /// Make a [`ConnRecord`] for each connection that ends (and for those
+    /// open at the end): `--connections` prints them, `--metrics` counts
+    /// them. Off, the table spends nothing on them.
+    pub records: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { server_configured: false, pid: None, raw: false, capacity: DEFAULT_CAPACITY }
+        Config { server_configured: false, pid: None, raw: false, capacity: DEFAULT_CAPACITY, records: false }
     }
 }
 
