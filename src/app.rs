@@ -47,7 +47,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut printer = Printer::for_format(args.output, mode, clock, !args.ipv4);
     printer.start().context("writing the output")?;
     #[cfg_attr(not(any(feature = "metrics", feature = "plot")), allow(unused_mut))]
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary()))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary(), mode))];
     // Bound before dropping privileges: a low port needs them.
     #[cfg(feature = "metrics")]
     let _metrics_server = match args.metrics {
