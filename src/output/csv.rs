@@ -119,7 +119,7 @@ impl Formatter for Csv {
 mod tests {
     use super::*;
     use crate::output::tests::{
-        open_connection, refused_connection, render, render_connections, sample, sample_connection, with,
+        inferred_connection, refused_connection, render, render_connections, sample, sample_connection, with,
     };
 
     #[test]
@@ -152,12 +152,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_one_row_of_the_json_fields() {
-        let mut inferred = open_connection();
-        inferred.states.push(crate::conn::Span {
-            state: crate::model::TcpState::FIN_WAIT1,
-            ns: Some(7),
-            inferred: true,
-        });
+        let mut inferred = inferred_connection();
         inferred.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,b")) });
         let out = render_connections(
             Box::new(Csv::new(Clock::relative(), 1_700_000_000_000_000_000)),

@@ -411,6 +411,13 @@ pub(crate) mod tests {
         r
     }
 
+    /// The open one, after a FIN_WAIT1 that no probe saw entered (7 ns).
+    pub(crate) fn inferred_connection() -> ConnRecord {
+        let mut r = open_connection();
+        r.states.push(Span { state: TcpState::FIN_WAIT1, ns: Some(7), inferred: true });
+        r
+    }
+
     /// Header and records in the connection format.
     pub(crate) fn render_connections(mut format: Box<dyn Formatter>, records: &[ConnRecord]) -> String {
         let mut buf = Vec::new();

@@ -172,7 +172,7 @@ fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &impl Put) {
 mod tests {
     use super::*;
     use crate::output::tests::{
-        open_connection, refused_connection, render, render_connections, sample, sample_connection, with,
+        inferred_connection, refused_connection, render, render_connections, sample, sample_connection, with,
     };
 
     #[test]
@@ -203,12 +203,7 @@ mod tests {
 
     #[test]
     fn connections_line_up_under_their_header() {
-        let mut inferred = open_connection();
-        inferred.states.push(crate::conn::Span {
-            state: crate::model::TcpState::FIN_WAIT1,
-            ns: Some(7),
-            inferred: true,
-        });
+        let inferred = inferred_connection();
         let out = render_connections(
             Box::new(Table::new(Clock::relative(), false)),
             &[sample_connection(), refused_connection(), inferred],
