@@ -3,7 +3,8 @@
 //! One event's way: the kernel side queues a record in the ring buffer;
 //! the ring callback decodes it ([`Batch`]); the [`Pipeline`] hands each
 //! batch, in timestamp order, to the connection table, which turns the
-//! probes' view into records (transitions, or raw probe events with --raw);
+//! probes' view into records (transitions, or raw probe events with --raw,
+//! and connection records with --connections or --metrics);
 //! records wait a short window so that they leave in timestamp order, then
 //! go to every sink: the format on stdout/stderr, the exit summary, the
 //! metrics and the picture.
@@ -19,7 +20,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::TraceArgs;
 use crate::conn::{existing_listeners, ConnTable, Record, CANCEL_HOLD_NS};
-use crate::output::{monotonic_ns, Clock, Printer, Sink, Status, Summary};
+use crate::output::{monotonic_ns, Clock, Mode, Printer, Sink, Status, Summary};
 use crate::trace::ring::{Batch, Pacer, TICK};
 use crate::trace::{libbpf_log, preflight, Lost, Tracer, TwProbe};
 
@@ -42,10 +43,11 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     report_probes(args, &tracer, &probes);
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
-    let mut printer = Printer::for_format(args.output, clock, !args.ipv4);
+    let mode = args.mode();
+    let mut printer = Printer::for_format(args.output, mode, clock, !args.ipv4);
     printer.start().context("writing the output")?;
     #[cfg_attr(not(any(feature = "metrics", feature = "plot")), allow(unused_mut))]
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary()))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary(), mode))];
     // Bound before dropping privileges: a low port needs them.
     #[cfg(feature = "metrics")]
     let _metrics_server = match args.metrics {
@@ -61,7 +63,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         sinks.push(Box::new(crate::plot::Recorder::new(path.clone(), args.quiet)));
     }
-    let mut pipeline = Pipeline::new(ConnTable::new(args.conn_config()), sinks, args.count);
+    let mut pipeline = Pipeline::new(ConnTable::new(args.conn_config()), sinks, args.count, mode);
     // After attaching, so that a listener created meanwhile is not missed;
     // what events tell wins over this snapshot.
     pipeline.table.seed_listeners(&existing_listeners());
@@ -125,14 +127,16 @@ pub struct Pipeline {
     /// from the front without moving what stays).
     pending: VecDeque<Record>,
     sinks: Vec<Box<dyn Sink>>,
-    /// Records written so far, and how many to write at most (-c).
+    /// Records printed so far, and how many to print at most (-c): the
+    /// count is of what the format prints, whatever else the sinks get.
     written: u64,
     limit: Option<u64>,
+    mode: Mode,
 }
 
 impl Pipeline {
-    pub fn new(table: ConnTable, sinks: Vec<Box<dyn Sink>>, limit: Option<u64>) -> Pipeline {
-        Pipeline { table, pending: VecDeque::new(), sinks, written: 0, limit }
+    pub fn new(table: ConnTable, sinks: Vec<Box<dyn Sink>>, limit: Option<u64>, mode: Mode) -> Pipeline {
+        Pipeline { table, pending: VecDeque::new(), sinks, written: 0, limit, mode }
     }
 
     /// Hands a batch of decoded events to the table, in timestamp order.
@@ -180,7 +184,7 @@ impl Pipeline {
             for sink in &mut self.sinks {
                 sink.record(&record)?;
             }
-            self.written += 1;
+            self.written += u64::from(self.mode.prints(&record));
             if self.limit.is_some_and(|n| self.written >= n) {
                 done = true;
                 break;

@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::output::Format;
+use crate::output::{Format, Mode};
 use crate::trace::abi::MAX_PORTS;
 use crate::trace::TwProbe;
 
@@ -18,6 +19,7 @@ Examples:
   tcpstate --server [::1]:8080 -o json | jq .
   tcpstate -L 443 -o csv -d 60     one minute of local port 443, as CSV
   tcpstate -o json | jq -c 'select(.prev_state_ms > 100)'
+  tcpstate --connections -o json | jq -c 'select(.end == \"refused\")'
   tcpstate 127.0.0.1 80 --plot timeline.svg
   tcpstate plot trace.log -o timeline.svg --png timeline.png
   tcpstate --metrics 127.0.0.1:9187 -o json > /dev/null &   then: curl 127.0.0.1:9187/metrics";
@@ -37,6 +39,20 @@ pub struct Cli {
 
     #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+impl Cli {
+    /// The command line once the checks clap's attributes cannot state
+    /// passed: a failed one is a usage error like clap's own.
+    pub fn checked(self) -> Result<Cli, clap::Error> {
+        if self.trace.connections && self.trace.output == Format::Original {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--connections needs -o table, json or csv (the original line has no room for a record)",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,7 +109,12 @@ pub struct TraceArgs {
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Original)]
     pub output: Format,
 
-    /// Wall-clock time instead of time since the first event (table, CSV)
+    /// One record per connection when it ends (its states and the time in each, bytes, RTT,
+    /// how it ended) instead of a line per transition; those still open are printed at exit
+    #[arg(long, conflicts_with = "raw")]
+    pub connections: bool,
+
+    /// Wall-clock time instead of time since the first event (table, and CSV of transitions)
     #[arg(short = 'T', long = "wall-time")]
     pub wall_time: bool,
 
@@ -101,7 +122,7 @@ pub struct TraceArgs {
     #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
 
-    /// Stop after this many transitions
+    /// Stop after this many transitions (connection records with --connections)
     #[arg(short = 'c', long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub count: Option<u64>,
 
@@ -180,7 +201,7 @@ impl TraceArgs {
             tw_probe: self.tw_probe,
             tw_free_fn: self.tw_free_fn.clone(),
             btf: self.btf.clone(),
-            records: false,
+            records: self.wants_records(),
         }
     }
 
@@ -191,8 +212,31 @@ impl TraceArgs {
             pid: self.pid,
             raw: self.raw,
             capacity: self.conn_table_size,
-            records: false,
+            records: self.wants_records(),
         }
+    }
+
+    /// Connection records are made: printed (`--connections`) or counted
+    /// in the metrics.
+    fn wants_records(&self) -> bool {
+        self.connections || self.wants_metrics()
+    }
+
+    /// What the format prints.
+    pub fn mode(&self) -> Mode {
+        if self.connections {
+            Mode::Connections
+        } else {
+            Mode::Transitions
+        }
+    }
+
+    /// `--metrics` was given (never, in a build without metrics).
+    fn wants_metrics(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self.metrics.is_some();
+        #[cfg(not(feature = "metrics"))]
+        return false;
     }
 
     /// The exit summary is noise for drop-in users of the original output.
@@ -274,7 +318,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("tcpstate").chain(args.iter().copied()))
+        Cli::try_parse_from(std::iter::once("tcpstate").chain(args.iter().copied())).and_then(Cli::checked)
     }
 
     #[test]
@@ -355,6 +399,38 @@ mod tests {
     fn the_original_format_keeps_its_old_name() {
         assert_eq!(parse(&["-o", "original"]).unwrap().trace.output, Format::Original);
         assert_eq!(parse(&["-o", "seed"]).unwrap().trace.output, Format::Original);
+    }
+
+    #[test]
+    fn connections_need_a_format_with_room_for_them() {
+        for format in ["table", "json", "csv"] {
+            let cli = parse(&["--connections", "-o", format]).unwrap();
+            assert_eq!(cli.trace.mode(), Mode::Connections);
+            assert!(cli.trace.conn_config().records);
+        }
+        let err = parse(&["--connections"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().starts_with(
+                "error: --connections needs -o table, json or csv (the original line has no room for a record)\n"
+            ),
+            "{err}"
+        );
+        assert!(parse(&["--connections", "-o", "original"]).is_err());
+        assert!(parse(&["--connections", "-o", "json", "--raw"])
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be used with"));
+    }
+
+    #[test]
+    fn records_are_made_only_for_a_reader() {
+        let cli = parse(&["-o", "json"]).unwrap();
+        assert_eq!(cli.trace.mode(), Mode::Transitions);
+        assert!(!cli.trace.conn_config().records);
+        #[cfg(feature = "metrics")]
+        assert!(parse(&["--metrics", "127.0.0.1:9187"]).unwrap().trace.conn_config().records);
     }
 
     #[cfg(feature = "plot")]

@@ -64,6 +64,8 @@ fn usage_errors_exit_2_with_the_fix() {
         (&["--ringbuf-kb", "3"], "power of two"),
         (&["--tw-probe", "magic"], "[possible values: auto, fentry, kprobe, timer, off]"),
         (&["-4", "-6"], "cannot be used with"),
+        (&["--connections"], "--connections needs -o table, json or csv (the original line has no room for a record)"),
+        (&["--connections", "-o", "json", "--raw"], "cannot be used with"),
         (&["--frobnicate"], "unexpected argument '--frobnicate'"),
     ] {
         let r = run(&mut tcpstate(args));

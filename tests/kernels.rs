@@ -5,12 +5,14 @@
 //! kernels without inet_twsk_free, where only the last reference counts.
 //! Beyond curl -> nginx: timewait sockets born on both vCPUs at once, DCCP's
 //! timewait sockets (which share TCP's functions) kept out, and a parked
-//! FIN_WAIT2 turned TIME_WAIT observed when it happens. tests/kernels/
-//! fetches the kernels and builds the guest (with twhelper.c, built here).
+//! FIN_WAIT2 turned TIME_WAIT observed when it happens. And the connection
+//! records (--connections) of curl -> nginx, a refused connect and an abort,
+//! with auto's probes and the timer's. tests/kernels/ fetches the kernels and
+//! builds the guest (with twhelper.c, built here).
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,6 +20,9 @@ use common::*;
 
 /// Connections per loop of the parallel scenario (two loops, one per vCPU).
 const PARALLEL: usize = 40;
+
+/// Bytes of the body nginx returns in the records scenario (a newline follows).
+const RECORDS_BODY: u64 = 1000;
 
 /// One run of the guest payload, `KIND[:FUNC][+SCENARIO]`: its JSON lines,
 /// its stderr lines and its notes.
@@ -47,8 +52,8 @@ fn boot(version: &str) -> Vec<Section> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels");
     let twhelper = build_twhelper(&here);
     let args = [BIN.to_string(), format!("{}=/usr/local/bin/twhelper", twhelper.display())];
-    let sections =
-        guest::boot(version, "payload-timewait.sh", &args, &[("PAYLOAD_ENV", format!("PARALLEL={PARALLEL}"))]);
+    let env = format!("PARALLEL={PARALLEL} RECORDS_BODY={RECORDS_BODY}");
+    let sections = guest::boot(version, "payload-timewait.sh", &args, &[("PAYLOAD_ENV", env)]);
     let _ = std::fs::remove_file(&twhelper);
     sections
         .into_iter()
@@ -176,6 +181,131 @@ fn check_parked(ctx: &str, kind: &str, json: &str) {
     assert_eq!(tw.len(), 3, "{ctx}: {json}");
 }
 
+/// The numbers of the notes `WHAT N N...` of a section.
+fn noted(notes: &str, what: &str) -> Vec<Vec<u64>> {
+    let numbers = |l: &str| l.split(' ').map(|n| n.parse().unwrap_or_else(|_| panic!("bad note {what} {l}"))).collect();
+    notes.lines().filter_map(|l| l.strip_prefix(what)?.strip_prefix(' ')).map(numbers).collect()
+}
+
+/// The states a sequence of transitions enters, CLOSE left out (not a span).
+fn entered(seq: &[&str]) -> Vec<String> {
+    seq.iter().map(|t| t.split_once(':').unwrap().1).filter(|&s| s != "CLOSE").map(String::from).collect()
+}
+
+/// What one connection record must say.
+struct Want {
+    states: Vec<String>,
+    end: &'static str,
+    error: Option<&'static str>,
+    comm: &'static str,
+    sent: u64,
+    received: u64,
+}
+
+fn check_record(ctx: &str, r: &serde_json::Value, want: &Want) {
+    let states: Vec<&str> = r["states"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(states, want.states, "{ctx}: {r}");
+    assert!(r["states"].as_array().unwrap().iter().all(|s| s["ns"].is_u64() && s["inferred"] == false), "{ctx}: {r}");
+    assert_eq!((r["end"].as_str(), r["open"].as_bool()), (Some(want.end), Some(false)), "{ctx}: {r}");
+    assert_eq!(r["error"].as_str(), want.error, "{ctx}: {r}");
+    assert_eq!(r["comm"], want.comm, "{ctx}: {r}");
+    assert_eq!(
+        (r["bytes_sent"].as_u64(), r["bytes_received"].as_u64()),
+        (Some(want.sent), Some(want.received)),
+        "{ctx}: {r}"
+    );
+    assert_eq!(r["retransmits"], 0, "{ctx}: {r}");
+    if states.contains(&"ESTABLISHED") {
+        assert!(r["srtt_us"].as_u64().unwrap() > 0, "{ctx}: {r}");
+    }
+    // TIME_WAIT's real length, up to the namespace's exit.
+    let time_wait = r["states"].as_array().unwrap().iter().find(|s| s["state"] == "TIME_WAIT").map(|s| &s["ns"]);
+    assert_eq!(&r["time_wait_ns"], time_wait.unwrap_or(&serde_json::Value::Null), "{ctx}: {r}");
+}
+
+/// The records of one namespace: a refused connect, three curl -> nginx
+/// requests whose bytes are curl's own count, and an abort; exactly one
+/// record per socket, printed when it ended.
+fn check_records(ctx: &str, section: &Section) {
+    let (json, notes) = (&section.json, &section.notes);
+    assert!(!notes.contains("timed out"), "{ctx}: records printed as connections end: {notes}{json}");
+    let records = json_events(json);
+    let of_port = |side: &str, port: u64| {
+        let key = if side == "client" { "sport" } else { "dport" };
+        let found: Vec<&serde_json::Value> = records.iter().filter(|r| r["side"] == side && r[key] == port).collect();
+        assert_eq!(found.len(), 1, "{ctx}: one {side} record for client port {port}: {json}");
+        found[0]
+    };
+    let curls = noted(notes, "curl");
+    assert_eq!(curls.len(), 3, "{ctx}: {notes}");
+    for c in &curls {
+        let &[port, request, header, download] = c.as_slice() else { panic!("{ctx}: curl note {c:?}") };
+        assert_eq!(download, RECORDS_BODY + 1, "{ctx}: the body and its newline");
+        let client = Want {
+            states: entered(&CLIENT_SEQ),
+            end: "time_wait_netns_exit",
+            error: None,
+            comm: "curl",
+            sent: request,
+            received: header + download,
+        };
+        check_record(ctx, of_port("client", port), &client);
+        let server = Want {
+            states: entered(&SERVER_SEQ),
+            end: "passive_close",
+            comm: "nginx",
+            sent: client.received,
+            received: client.sent,
+            ..client
+        };
+        check_record(ctx, of_port("server", port), &server);
+    }
+    let (port, bytes) = match noted(notes, "abort").as_slice() {
+        [a] if a.len() == 2 => (a[0], a[1]),
+        other => panic!("{ctx}: abort notes {other:?}"),
+    };
+    let client = Want {
+        states: entered(&CLIENT_SEQ[..2]),
+        end: "aborted",
+        error: None,
+        comm: "twhelper",
+        sent: bytes,
+        received: 0,
+    };
+    check_record(ctx, of_port("client", port), &client);
+    let server = Want {
+        states: entered(&SERVER_SEQ[..2]),
+        end: "reset_received",
+        error: Some("ECONNRESET"),
+        sent: 0,
+        received: bytes,
+        ..client
+    };
+    check_record(ctx, of_port("server", port), &server);
+    // The refused connect: the client record of no noted port.
+    let noted_ports: Vec<u64> = curls.iter().map(|c| c[0]).chain([port]).collect();
+    let refused: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["side"] == "client" && !noted_ports.iter().any(|&p| r["sport"] == p))
+        .collect();
+    assert_eq!(refused.len(), 1, "{ctx}: {json}");
+    let want = Want {
+        states: entered(&CLIENT_SEQ[..1]),
+        end: "refused",
+        error: Some("ECONNREFUSED"),
+        comm: "curl",
+        sent: 0,
+        received: 0,
+    };
+    check_record(ctx, refused[0], &want);
+    // Nothing else: one record per socket, each its own connection, all in
+    // the one namespace.
+    assert_eq!(records.len(), 2 * curls.len() + 3, "{ctx}: {json}");
+    let ids: BTreeSet<u64> = records.iter().map(|r| r["conn_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), records.len(), "{ctx}: {json}");
+    assert!(records.iter().all(|r| r["netns"] == records[0]["netns"]), "{ctx}: {json}");
+}
+
 fn check_kernel(version: &str) {
     if !require_root() {
         return;
@@ -196,7 +326,9 @@ fn check_kernel(version: &str) {
             "timer",
             "timer+dccp",
             "timer+parked",
+            "timer+records",
             "auto",
+            "auto+records",
             "fentry:inet_twsk_put",
             "kprobe:inet_twsk_put"
         ],
@@ -220,6 +352,7 @@ fn check_kernel(version: &str) {
             "parallel" => check_parallel(&ctx, &section.json),
             "dccp" => check_dccp(&ctx, section),
             "parked" => check_parked(&ctx, kind, &section.json),
+            "records" => check_records(&ctx, section),
             other => panic!("unknown scenario {other}"),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tcpstate::conn::{Config, ConnTable};
+use tcpstate::conn::{Config, ConnRecord, ConnTable, EndCause, Record, SideRule, Span};
 use tcpstate::model::{Side, TcpState, Tuple};
 use tcpstate::output::metrics::{serve, Metrics, MetricsSink};
 use tcpstate::output::{Sink, Status};
@@ -200,6 +200,64 @@ fn curl_scrapes_the_transitions_and_gauges() {
     let missing = curl(addr, "/favicon.ico");
     assert_eq!(missing.code, "404");
     assert!(!missing.body.contains("tcpstate_"));
+}
+
+/// A client connection of `states` (ns each) that ended by `end`.
+fn record(end: EndCause, states: &[(&str, u64)]) -> Record {
+    let states: Vec<Span> = states
+        .iter()
+        .map(|&(name, ns)| Span { state: TcpState::from_name(name).unwrap(), ns: Some(ns), inferred: false })
+        .collect();
+    let ProbeEvent { tuple, netns, .. } = ev(Side::Client, CLIENT, "SYN_SENT", "ESTABLISHED");
+    Record::Connection(Box::new(ConnRecord {
+        conn_id: CLIENT,
+        start_ns: 1_000,
+        end_ns: 1_000 + states.iter().filter_map(|s| s.ns).sum::<u64>(),
+        side: Side::Client,
+        side_rule: SideRule::Server,
+        tuple,
+        netns,
+        owner: None,
+        states,
+        counters: None,
+        end,
+    }))
+}
+
+#[test]
+fn curl_scrapes_the_connection_records() {
+    let metrics = Metrics::new();
+    let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    // Every way to end is there before the first connection does.
+    assert_lines(
+        &scrape(addr),
+        &[
+            "# TYPE tcpstate_connections_total counter",
+            r#"tcpstate_connections_total{side="client",end="refused"} 0"#,
+            r#"tcpstate_connections_total{side="server",end="time_wait_expired"} 0"#,
+        ],
+    );
+
+    let mut sink = MetricsSink::new(metrics.clone());
+    sink.record(&record(EndCause::Refused, &[("SYN_SENT", 80_000)])).unwrap();
+    let time_wait =
+        [("SYN_SENT", 50_000), ("ESTABLISHED", 2_000_000), ("FIN_WAIT1", 100_000), ("TIME_WAIT", 60_004_000_000)];
+    sink.record(&record(EndCause::TimeWaitExpired, &time_wait)).unwrap();
+    assert_lines(
+        &scrape(addr),
+        &[
+            r#"tcpstate_connections_total{side="client",end="refused"} 1"#,
+            r#"tcpstate_connections_total{side="client",end="time_wait_expired"} 1"#,
+            "# TYPE tcpstate_connection_duration_seconds histogram",
+            r#"tcpstate_connection_duration_seconds_bucket{side="client",end="refused",le="0.0001"} 1"#,
+            r#"tcpstate_connection_duration_seconds_count{side="client",end="time_wait_expired"} 1"#,
+            "# TYPE tcpstate_state_duration_seconds histogram",
+            r#"tcpstate_state_duration_seconds_count{side="client",state="SYN_SENT"} 2"#,
+            r#"tcpstate_state_duration_seconds_bucket{side="client",state="TIME_WAIT",le="60"} 0"#,
+            r#"tcpstate_state_duration_seconds_bucket{side="client",state="TIME_WAIT",le="61"} 1"#,
+        ],
+    );
 }
 
 #[test]

@@ -60,8 +60,9 @@ pub struct Config {
     pub raw: bool,
     /// Connections followed at once.
     pub capacity: usize,
-    /// Build one record per connection (`--connections`, and the metrics
-    /// made from records).
+    /// Make a [`ConnRecord`] for each connection that ends (and for those
+    /// open at the end): `--connections` prints them, `--metrics` counts
+    /// them. Off, the table spends nothing on them.
     pub records: bool,
 }
 

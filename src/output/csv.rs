@@ -1,18 +1,25 @@
-//! A header line, then one row per transition: the JSON fields, in order.
+//! A header line, then one row per transition (or per connection with
+//! `--connections`): the JSON fields, in order.
 
+use super::fields::{self, ErrnoName, Value};
 use super::line::Line;
-use super::put::{put, Hex, NanosAsMs, Or};
+use super::put::{put, put_joined, Hex, NanosAsMs, Or, Put};
 use super::{Clock, Formatter};
+use crate::conn::ConnRecord;
 
 pub struct Csv {
     clock: Clock,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, for the records' wall-clock times.
+    wall_offset_ns: i128,
 }
 
 impl Csv {
-    /// A `time` column comes first (wall clock with -T, else seconds since
-    /// the first event), then the same fields as the JSON format.
-    pub fn new(clock: Clock) -> Csv {
-        Csv { clock }
+    /// For transitions a `time` column comes first (wall clock with -T,
+    /// else seconds since the first event), then the same fields as the
+    /// JSON format. Connection records have exactly the JSON fields: their
+    /// start and end are on the wall clock already.
+    pub fn new(clock: Clock, wall_offset_ns: i128) -> Csv {
+        Csv { clock, wall_offset_ns }
     }
 }
 
@@ -28,13 +35,40 @@ fn field(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-impl Formatter for Csv {
-    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
-        // TODO(13): connection records
-    }
+/// A connection record's field as a CSV cell: null is an empty cell.
+struct CsvValue<'a>(Value<'a>);
 
+impl Put for CsvValue<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self.0 {
+            Value::Number(n) => put!(out, Or(n, "")),
+            Value::Bool(b) => put!(out, b),
+            Value::Word(w) => put!(out, w),
+            Value::Addr(a) => put!(out, a),
+            Value::Error(0) => {}
+            Value::Error(e) => put!(out, ErrnoName(e)),
+            Value::Text(t) => put!(out, field(t.unwrap_or_default())),
+            // `SYN_SENT=0.051234;FIN_WAIT2~=…` (ms): no quotes needed.
+            Value::States(spans) => put_joined(out, ";", spans, |out, s| {
+                put!(out, s.state, if s.inferred { "~=" } else { "=" }, Or(s.ns.map(NanosAsMs), "?"))
+            }),
+        }
+    }
+}
+
+impl Formatter for Csv {
     fn header(&mut self, out: &mut Vec<u8>) {
         put!(out, HEADER, '\n');
+    }
+
+    fn connection_header(&mut self, out: &mut Vec<u8>) {
+        put_joined(out, ",", fields::NAMES, |out, name| name.put(out));
+        out.push(b'\n');
+    }
+
+    fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord) {
+        put_joined(out, ",", fields::values(record, self.wall_offset_ns), |out, value| CsvValue(value).put(out));
+        out.push(b'\n');
     }
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
@@ -84,7 +118,9 @@ impl Formatter for Csv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::{render, sample, with};
+    use crate::output::tests::{
+        inferred_connection, refused_connection, render, render_connections, sample, sample_connection, with,
+    };
 
     #[test]
     fn header_then_rows() {
@@ -92,7 +128,7 @@ mod tests {
             t.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,\"b\"")) })
         });
         let unowned = with(sample(1, 4), |t| t.owner = None);
-        let out = render(Box::new(Csv::new(Clock::relative())), &[sample(2, 1), odd, unowned]);
+        let out = render(Box::new(Csv::new(Clock::relative(), 0)), &[sample(2, 1), odd, unowned]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
@@ -111,6 +147,32 @@ mod tests {
         assert_eq!(
             lines[3],
             "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,,0xffff888012345678,4026531840,2.500000,false,,77"
+        );
+    }
+
+    #[test]
+    fn a_connection_is_one_row_of_the_json_fields() {
+        let mut inferred = inferred_connection();
+        inferred.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,b")) });
+        let out = render_connections(
+            Box::new(Csv::new(Clock::relative(), 1_700_000_000_000_000_000)),
+            &[sample_connection(), refused_connection(), inferred],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "conn_id,side,side_by,start_ns,end_ns,start_unix_ns,end_unix_ns,duration_ns,family,saddr,sport,daddr,dport,\
+                 netns,pid,comm,states,time_wait_ns,bytes_sent,bytes_acked,bytes_received,bytes_retrans,segs_in,segs_out,\
+                 retransmits,srtt_us,min_rtt_us,error,end,open",
+                "77,client,origin,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
+                 51234,127.0.0.2,80,4026531840,4242,curl,SYN_SENT=0.051234;ESTABLISHED=2.000000;FIN_WAIT1=0.150000;\
+                 FIN_WAIT2=0.300000;TIME_WAIT=60000.123456,60000123456,77,77,853,0,6,5,0,53,21,,time_wait_expired,false",
+                "77,client,origin,1000000123,1000051357,1700000001000000123,1700000001000051357,51234,4,127.0.0.1,51234,\
+                 127.0.0.2,80,4026531840,4242,curl,SYN_SENT=0.051234,,0,0,0,0,1,1,0,,,ECONNREFUSED,refused,false",
+                "77,server,ports,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
+                 51234,127.0.0.2,80,4026531840,9,\"a,b\",ESTABLISHED=?;FIN_WAIT1~=0.000007,,,,,,,,,,,,open,true",
+            ]
         );
     }
 }

@@ -2,11 +2,22 @@
 //! field by field, straight into the output buffer: at a hundred thousand
 //! events a second the per-event allocations of a generic serializer show.
 
+use super::fields::{self, ErrnoName, Value};
 use super::line::Line;
-use super::put::{put, Hex, NanosAsMs, Or, Put};
+use super::put::{put, put_joined, Hex, NanosAsMs, Or, Put};
 use super::Formatter;
+use crate::conn::ConnRecord;
 
-pub struct Json;
+pub struct Json {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, for the records' wall-clock times.
+    wall_offset_ns: i128,
+}
+
+impl Json {
+    pub fn new(wall_offset_ns: i128) -> Json {
+        Json { wall_offset_ns }
+    }
+}
 
 /// A JSON string. Comms are printable ASCII already (see `Comm`), but a
 /// quote or a backslash is allowed there and must be escaped.
@@ -37,12 +48,52 @@ impl Put for Hex2 {
     }
 }
 
-impl Formatter for Json {
-    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
-        // TODO(13): connection records
-    }
+/// A connection record's field as JSON.
+struct JsonValue<'a>(Value<'a>);
 
+impl Put for JsonValue<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self.0 {
+            Value::Number(n) => put!(out, Or(n, "null")),
+            Value::Bool(b) => put!(out, b),
+            Value::Word(w) => put!(out, '"', w, '"'),
+            Value::Addr(a) => put!(out, '"', a, '"'),
+            Value::Error(0) => put!(out, "null"),
+            Value::Error(e) => put!(out, '"', ErrnoName(e), '"'),
+            Value::Text(t) => put!(out, Or(t.map(JsonString), "null")),
+            Value::States(spans) => {
+                out.push(b'[');
+                put_joined(out, ",", spans, |out, s| {
+                    put!(
+                        out,
+                        "{\"state\":\"",
+                        s.state,
+                        "\",\"ns\":",
+                        Or(s.ns, "null"),
+                        ",\"inferred\":",
+                        s.inferred,
+                        '}'
+                    )
+                });
+                out.push(b']');
+            }
+        }
+    }
+}
+
+impl Formatter for Json {
     fn header(&mut self, _out: &mut Vec<u8>) {}
+
+    fn connection_header(&mut self, _out: &mut Vec<u8>) {}
+
+    fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord) {
+        out.push(b'{');
+        let values = fields::values(record, self.wall_offset_ns);
+        put_joined(out, ",", fields::NAMES.into_iter().zip(values), |out, (name, value)| {
+            put!(out, '"', name, "\":", JsonValue(value))
+        });
+        put!(out, "}\n");
+    }
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
         let t = l.tuple;
@@ -93,7 +144,10 @@ impl Formatter for Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::{inferred, raw_probe, render, sample, with};
+    use crate::output::tests::{
+        inferred, open_connection, raw_probe, refused_connection, render, render_connections, sample,
+        sample_connection, with,
+    };
 
     #[test]
     fn one_object_per_line_with_every_key() {
@@ -101,7 +155,7 @@ mod tests {
             t.owner = None;
             t.time_in_old_ns = None;
         });
-        let out = render(Box::new(Json), &[sample(2, 1), unknown, inferred(4, 5)]);
+        let out = render(Box::new(Json::new(0)), &[sample(2, 1), unknown, inferred(4, 5)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
@@ -116,7 +170,7 @@ mod tests {
 
     #[test]
     fn raw_probe_events_carry_their_source() {
-        let out = render(Box::new(Json), &[raw_probe()]);
+        let out = render(Box::new(Json::new(0)), &[raw_probe()]);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(
             (v["old"].as_str(), v["new"].as_str(), v["source"].as_str()),
@@ -132,10 +186,47 @@ mod tests {
             t.tuple.saddr = "fe80::1".parse().unwrap();
             t.time_in_old_ns = Some(60_000_123_456);
         });
-        let out = render(Box::new(Json), &[ev]);
+        let out = render(Box::new(Json::new(0)), &[ev]);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["comm"], "a\"b\\c");
         assert_eq!(v["saddr"], "fe80::1");
         assert_eq!(v["prev_state_ms"].as_f64(), Some(60_000.123456));
+    }
+
+    #[test]
+    fn a_connection_is_one_object_with_every_field_in_order() {
+        let out = render_connections(
+            Box::new(Json::new(1_700_000_000_000_000_000)),
+            &[sample_connection(), refused_connection(), open_connection()],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
+        );
+        let refused: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!((refused["error"].as_str(), refused["end"].as_str()), (Some("ECONNREFUSED"), Some("refused")));
+        assert!(refused["srtt_us"].is_null() && refused["time_wait_ns"].is_null());
+        assert_eq!(refused["bytes_sent"].as_u64(), Some(0));
+        let open: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        for key in ["pid", "comm", "bytes_sent", "segs_in", "min_rtt_us", "error"] {
+            assert!(open[key].is_null(), "{key}: {}", lines[2]);
+        }
+        assert_eq!(open["states"], serde_json::json!([{"state": "ESTABLISHED", "ns": null, "inferred": false}]));
+        assert_eq!((open["end"].as_str(), open["open"].as_bool()), (Some("open"), Some(true)));
+    }
+
+    #[test]
+    fn a_connection_is_valid_json_whatever_its_comm_and_states() {
+        let mut r = sample_connection();
+        r.owner.as_mut().unwrap().comm = Some(crate::model::Comm::from("a\"b\\c"));
+        r.tuple.saddr = "fe80::1".parse().unwrap();
+        r.tuple.daddr = "fe80::2".parse().unwrap();
+        r.states[3].inferred = true;
+        let out = render_connections(Box::new(Json::new(0)), &[r]);
+        let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(v["comm"], "a\"b\\c");
+        assert_eq!((v["saddr"].as_str(), v["family"].as_u64()), (Some("fe80::1"), Some(6)));
+        assert_eq!(v["states"][3], serde_json::json!({"state": "FIN_WAIT2", "ns": 300000, "inferred": true}));
     }
 }

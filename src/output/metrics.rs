@@ -1,11 +1,12 @@
-//! `--metrics ADDR`: Prometheus metrics about the transitions traced, served
-//! over HTTP from a background thread while tracing.
+//! `--metrics ADDR`: Prometheus metrics about the transitions and the
+//! connections traced, served over HTTP from a background thread while
+//! tracing.
 //!
 //! The exposition is the Prometheus text format (version 0.0.4), encoded by
 //! `prometheus-client`; `tiny_http` answers `GET /metrics` (and `GET /`).
-//! Transitions are counted as they are printed; the gauges and the loss
-//! counters are read from the connection table and the kernel side after
-//! each batch. Nothing here keeps its own view of the connections.
+//! Transitions and connection records are counted as they come; the gauges
+//! and the loss counters are read from the connection table and the kernel
+//! side after each batch. Nothing here keeps its own view of the connections.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -19,10 +20,11 @@ use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelVa
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::{Sink, Status};
-use crate::conn::{ConnTable, Record, Transition};
+use crate::conn::{ConnRecord, ConnTable, EndCause, Record, Transition};
 use crate::model::{Side, TcpState};
 use crate::trace::Lost;
 
@@ -50,6 +52,16 @@ impl EncodeLabelValue for StateLabel {
     }
 }
 
+/// The `end` label: how a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct EndLabel(EndCause);
+
+impl EncodeLabelValue for EndLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.0.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransitionLabels {
     side: SideLabel,
@@ -64,12 +76,31 @@ struct SocketLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnectionLabels {
+    side: SideLabel,
+    end: EndLabel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LostLabels {
     reason: &'static str,
 }
 
 const RINGBUF_FULL: LostLabels = LostLabels { reason: "ring_buffer_full" };
 const SKIPPED: LostLabels = LostLabels { reason: "skipped_by_kernel" };
+
+/// Histogram buckets, in seconds, for lifetimes and times in a state: from
+/// a loopback handshake (tens of µs) to past TIME_WAIT. 60 and 61 bracket
+/// TIME_WAIT's fixed minute (TCP_TIMEWAIT_LEN, plus the timer's slack), so
+/// that full TIME_WAITs stand apart from those cut short.
+const DURATION_BUCKETS: [f64; 11] = [1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 30.0, 60.0, 61.0, 120.0];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Histograms by label set, each with [`DURATION_BUCKETS`].
+type Durations<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric tcpstate exports. Shared between the tracing loop, which
 /// feeds it, and the HTTP thread, which renders it.
@@ -84,6 +115,9 @@ pub struct Metrics {
     inferred: Counter,
     evicted: Counter,
     tw_forgotten: Counter,
+    connections: Family<ConnectionLabels, Counter>,
+    connection_duration: Durations<ConnectionLabels>,
+    state_duration: Durations<SocketLabels>,
     /// Held while the gauges move and while rendering, so that a scrape
     /// never sees a connection between two states.
     moving: Mutex<()>,
@@ -101,6 +135,16 @@ impl Metrics {
         // with the first loss.
         let _ = lost.get_or_create(&RINGBUF_FULL);
         let _ = lost.get_or_create(&SKIPPED);
+        // Likewise every way a connection can end, on either side: a rate
+        // of refusals is 0 before the first one, not missing.
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        for side in [Side::Server, Side::Client] {
+            for end in EndCause::ALL {
+                let _ = connections.get_or_create(&ConnectionLabels { side: SideLabel(side), end: EndLabel(end) });
+            }
+        }
+        let connection_duration = Durations::<ConnectionLabels>::new_with_constructor(duration_histogram);
+        let state_duration = Durations::<SocketLabels>::new_with_constructor(duration_histogram);
 
         let mut registry = Registry::with_prefix("tcpstate");
         // Counter names get their `_total` from the encoder.
@@ -141,6 +185,22 @@ impl Metrics {
             "Timewait sockets forgotten after 10 minutes without an event: their end was never seen",
             tw_forgotten.clone(),
         );
+        registry.register(
+            "connections",
+            "Connections that ended, by side and how they ended (end=\"open\": still open when tracing ended)",
+            connections.clone(),
+        );
+        registry.register(
+            "connection_duration_seconds",
+            "Connection lifetimes, from the first state seen to the end (after TIME_WAIT for the side that \
+             had one), by side and how they ended",
+            connection_duration.clone(),
+        );
+        registry.register(
+            "state_duration_seconds",
+            "Time connections spent in each state, by side (only stays whose start was seen)",
+            state_duration.clone(),
+        );
         Arc::new(Metrics {
             registry,
             transitions,
@@ -151,6 +211,9 @@ impl Metrics {
             inferred,
             evicted,
             tw_forgotten,
+            connections,
+            connection_duration,
+            state_duration,
             moving: Mutex::new(()),
         })
     }
@@ -164,6 +227,24 @@ impl Metrics {
                 new: StateLabel(t.new),
             })
             .inc();
+    }
+
+    /// Counts one connection record: how it ended, how long it lived, how
+    /// long it stayed in each state.
+    pub fn count_connection(&self, r: &ConnRecord) {
+        let side = SideLabel(r.side);
+        let labels = ConnectionLabels { side, end: EndLabel(r.end) };
+        self.connections.get_or_create(&labels).inc();
+        self.connection_duration.get_or_create(&labels).observe(seconds(r.duration_ns()));
+        // An open connection's last stay was cut short by the end of
+        // tracing: not a time in that state.
+        let stays = if r.is_open() { r.states.split_last().map_or(&[][..], |(_, done)| done) } else { &r.states };
+        for span in stays {
+            if let Some(ns) = span.ns {
+                let labels = SocketLabels { side, state: StateLabel(span.state) };
+                self.state_duration.get_or_create(&labels).observe(seconds(ns));
+            }
+        }
     }
 
     /// Takes the table's census and counts and the kernel's loss counters,
@@ -212,9 +293,11 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn record(&mut self, record: &Record) -> Result<()> {
-        // Raw timewait probe events (--raw) are not transitions.
-        if let Record::Transition(t) = record {
-            self.metrics.count(t);
+        match record {
+            Record::Transition(t) => self.metrics.count(t),
+            Record::Connection(c) => self.metrics.count_connection(c),
+            // Raw timewait probe events (--raw) are not transitions.
+            Record::Probe(_) => {}
         }
         Ok(())
     }
@@ -223,6 +306,10 @@ impl Sink for MetricsSink {
         self.metrics.update(status.table, status.lost);
         Ok(())
     }
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
 }
 
 /// Sets a counter to an absolute value, never lowering it.
@@ -334,7 +421,7 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
 mod tests {
     use super::*;
     use crate::conn::Config;
-    use crate::output::tests::{raw_probe, sample, with};
+    use crate::output::tests::{open_connection, raw_probe, refused_connection, sample, sample_connection, with};
 
     /// The metric lines of the exposition, without comments.
     fn samples(m: &Metrics) -> Vec<String> {
@@ -411,6 +498,7 @@ mod tests {
             "# TYPE tcpstate_inferred_transitions_total counter",
             "# TYPE tcpstate_connections_evicted_total counter",
             "# TYPE tcpstate_time_wait_forgotten_total counter",
+            "# TYPE tcpstate_connections_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
@@ -422,5 +510,72 @@ mod tests {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<Metrics>();
         send_sync::<MetricsServer>();
+    }
+
+    fn connection(r: ConnRecord) -> Record {
+        Record::Connection(Box::new(r))
+    }
+
+    #[test]
+    fn every_way_to_end_is_a_series_from_the_start() {
+        let m = Metrics::new();
+        let series: Vec<String> =
+            samples(&m).into_iter().filter(|l| l.starts_with("tcpstate_connections_total{")).collect();
+        assert_eq!(series.len(), 2 * EndCause::ALL.len());
+        assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
+        let refused = "tcpstate_connections_total{side=\"server\",end=\"refused\"}";
+        assert_eq!(value(&m, refused).as_deref(), Some("0"));
+        // The histograms have no series until the first record.
+        assert!(!m.render().contains("duration_seconds"));
+    }
+
+    #[test]
+    fn connection_records_are_counted_and_timed() {
+        let m = Metrics::new();
+        let mut sink = MetricsSink::new(m.clone());
+        for r in [sample_connection(), refused_connection(), refused_connection(), open_connection()] {
+            sink.record(&connection(r)).unwrap();
+        }
+        let text = m.render();
+        for line in [
+            "# TYPE tcpstate_connections_total counter",
+            r#"tcpstate_connections_total{side="client",end="time_wait_expired"} 1"#,
+            r#"tcpstate_connections_total{side="client",end="refused"} 2"#,
+            r#"tcpstate_connections_total{side="server",end="open"} 1"#,
+            r#"tcpstate_connections_total{side="server",end="refused"} 0"#,
+            "# TYPE tcpstate_connection_duration_seconds histogram",
+            r#"tcpstate_connection_duration_seconds_bucket{side="client",end="refused",le="1e-05"} 0"#,
+            r#"tcpstate_connection_duration_seconds_bucket{side="client",end="refused",le="0.0001"} 2"#,
+            r#"tcpstate_connection_duration_seconds_sum{side="client",end="refused"} 0.000102468"#,
+            r#"tcpstate_connection_duration_seconds_count{side="client",end="refused"} 2"#,
+            r#"tcpstate_connection_duration_seconds_bucket{side="client",end="time_wait_expired",le="60"} 0"#,
+            r#"tcpstate_connection_duration_seconds_bucket{side="client",end="time_wait_expired",le="61"} 1"#,
+            "# TYPE tcpstate_state_duration_seconds histogram",
+            r#"tcpstate_state_duration_seconds_count{side="client",state="SYN_SENT"} 3"#,
+            r#"tcpstate_state_duration_seconds_bucket{side="client",state="ESTABLISHED",le="0.01"} 1"#,
+            r#"tcpstate_state_duration_seconds_bucket{side="client",state="TIME_WAIT",le="60"} 0"#,
+            r#"tcpstate_state_duration_seconds_bucket{side="client",state="TIME_WAIT",le="61"} 1"#,
+            r#"tcpstate_state_duration_seconds_bucket{side="client",state="TIME_WAIT",le="+Inf"} 1"#,
+            r#"tcpstate_state_duration_seconds_sum{side="client",state="TIME_WAIT"} 60.000123456"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        // The open connection's one stay began before tracing: no time.
+        assert!(!text.contains(r#"tcpstate_state_duration_seconds_count{side="server""#), "{text}");
+    }
+
+    #[test]
+    fn an_open_connections_last_stay_is_not_a_time_in_state() {
+        let m = Metrics::new();
+        let mut r = sample_connection();
+        r.states.truncate(2);
+        r.end = EndCause::Open;
+        MetricsSink::new(m.clone()).record(&connection(r)).unwrap();
+        let count = |state: &str| {
+            value(&m, &format!("tcpstate_state_duration_seconds_count{{side=\"client\",state=\"{state}\"}}"))
+        };
+        assert_eq!((count("SYN_SENT").as_deref(), count("ESTABLISHED")), (Some("1"), None));
+        let open = r#"tcpstate_connection_duration_seconds_count{side="client",end="open"}"#;
+        assert_eq!(value(&m, open).as_deref(), Some("1"));
     }
 }

@@ -9,6 +9,7 @@
 //! batch, not one per line.
 
 mod csv;
+mod fields;
 mod json;
 mod line;
 #[cfg(feature = "metrics")]
@@ -47,6 +48,23 @@ pub enum Format {
     Json,
     /// A header line, then one row per transition on stdout
     Csv,
+}
+
+/// What the printer prints: a line per transition (raw probe events
+/// included), or a record per connection (`--connections`). The connection
+/// table may make both kinds of record (the metrics want connection
+/// records whatever is printed); each mode prints only its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Transitions,
+    Connections,
+}
+
+impl Mode {
+    pub fn prints(self, record: &Record) -> bool {
+        matches!(record, Record::Connection(_)) == (self == Mode::Connections)
+    }
 }
 
 /// What the sinks may look at besides the records: the connection table and
@@ -88,13 +106,18 @@ impl Clock {
 
     /// Wall-clock time of day, from the current offset between the clocks.
     pub fn wall() -> Clock {
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        Clock::with_wall_offset(real - mono)
+        Clock::with_wall_offset(wall_offset_ns())
     }
 
     pub fn with_wall_offset(offset_ns: i128) -> Clock {
         Clock { wall_offset_ns: Some(offset_ns), first_ts: None }
+    }
+
+    /// The offset this clock prints wall-clock time with, if it does:
+    /// other wall-clock fields should use the same one, so that they agree
+    /// with the TIME column.
+    pub fn wall_offset(&self) -> Option<i128> {
+        self.wall_offset_ns
     }
 
     /// `HH:MM:SS.ffffff` (UTC) or seconds since the first event.
@@ -151,6 +174,15 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC now, in ns: what turns the kernel's
+/// timestamps into wall-clock time. Taken once at start, so that a clock
+/// step while tracing (NTP) does not reorder what was printed.
+pub fn wall_offset_ns() -> i128 {
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    real - mono
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
@@ -164,6 +196,8 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 pub trait Formatter {
     fn header(&mut self, out: &mut Vec<u8>);
     fn line(&mut self, out: &mut Vec<u8>, line: &Line<'_>);
+    /// The header of `--connections`: its records have other columns.
+    fn connection_header(&mut self, out: &mut Vec<u8>);
     /// One connection record (`--connections`).
     fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord);
 }
@@ -174,35 +208,45 @@ const BUFFER: usize = 64 * 1024;
 /// Writes records in one format to one destination, buffered.
 pub struct Printer {
     format: Box<dyn Formatter>,
+    mode: Mode,
     out: Box<dyn Write>,
     buf: Vec<u8>,
     header_done: bool,
 }
 
 impl Printer {
-    pub fn new(format: Box<dyn Formatter>, out: Box<dyn Write>) -> Printer {
-        Printer { format, out, buf: Vec::with_capacity(BUFFER + 1024), header_done: false }
+    pub fn new(format: Box<dyn Formatter>, mode: Mode, out: Box<dyn Write>) -> Printer {
+        Printer { format, mode, out, buf: Vec::with_capacity(BUFFER + 1024), header_done: false }
     }
 
     /// The format chosen on the command line, on its usual stream: the
     /// original line on stderr (as the original), the others on stdout.
-    pub fn for_format(format: Format, clock: Clock, wide: bool) -> Printer {
+    /// Wall-clock fields take `clock`'s offset when it has one (-T).
+    pub fn for_format(format: Format, mode: Mode, clock: Clock, wide: bool) -> Printer {
+        let wall_offset = clock.wall_offset().unwrap_or_else(wall_offset_ns);
         let (fmt, out): (Box<dyn Formatter>, Box<dyn Write>) = match format {
             Format::Original => (Box::new(Original), Box::new(io::stderr())),
             Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
-            Format::Json => (Box::new(Json), Box::new(io::stdout())),
-            Format::Csv => (Box::new(Csv::new(clock)), Box::new(io::stdout())),
+            Format::Json => (Box::new(Json::new(wall_offset)), Box::new(io::stdout())),
+            Format::Csv => (Box::new(Csv::new(clock, wall_offset)), Box::new(io::stdout())),
         };
-        Printer::new(fmt, out)
+        Printer::new(fmt, mode, out)
     }
 
     /// Writes the header (once) even if no record ever comes.
     pub fn start(&mut self) -> io::Result<()> {
         if !self.header_done {
-            self.header_done = true;
-            self.format.header(&mut self.buf);
+            self.header();
         }
         self.flush()
+    }
+
+    fn header(&mut self) {
+        self.header_done = true;
+        match self.mode {
+            Mode::Transitions => self.format.header(&mut self.buf),
+            Mode::Connections => self.format.connection_header(&mut self.buf),
+        }
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -219,9 +263,11 @@ impl Printer {
 
 impl Sink for Printer {
     fn record(&mut self, record: &Record) -> Result<()> {
+        if !self.mode.prints(record) {
+            return Ok(());
+        }
         if !self.header_done {
-            self.header_done = true;
-            self.format.header(&mut self.buf);
+            self.header();
         }
         match Line::of(record) {
             Some(line) => self.format.line(&mut self.buf, &line),
@@ -245,7 +291,7 @@ impl Sink for Printer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::conn::{Inferred, RawProbe, Transition};
+    use crate::conn::{Counters, EndCause, Inferred, RawProbe, SideRule, Span, Transition};
     use crate::model::{Comm, Owner, Side, TcpState, Tuple};
     use crate::trace::TwEvent;
 
@@ -302,6 +348,87 @@ pub(crate) mod tests {
         })
     }
 
+    /// The sample's connection as it ends: a client that closed first,
+    /// after its full minute of TIME_WAIT.
+    pub(crate) fn sample_connection() -> ConnRecord {
+        let Record::Transition(t) = sample(2, 1) else { unreachable!() };
+        let span = |state, ns| Span { state, ns: Some(ns), inferred: false };
+        let states = vec![
+            span(TcpState::SYN_SENT, 51_234),
+            span(TcpState::ESTABLISHED, 2_000_000),
+            span(TcpState::FIN_WAIT1, 150_000),
+            span(TcpState::FIN_WAIT2, 300_000),
+            span(TcpState::TIME_WAIT, 60_000_123_456),
+        ];
+        let start_ns = 1_000_000_123;
+        ConnRecord {
+            conn_id: t.conn_id,
+            start_ns,
+            end_ns: start_ns + states.iter().filter_map(|s| s.ns).sum::<u64>(),
+            side: t.side,
+            side_rule: SideRule::Origin,
+            tuple: t.tuple,
+            netns: t.netns,
+            owner: t.owner,
+            states,
+            counters: Some(Counters {
+                bytes_sent: 77,
+                bytes_acked: 77,
+                bytes_received: 853,
+                bytes_retrans: 0,
+                segs_in: 6,
+                segs_out: 5,
+                retransmits: 0,
+                srtt_us: Some(53),
+                min_rtt_us: Some(21),
+                error: 0,
+                acked_all: true,
+            }),
+            end: EndCause::TimeWaitExpired,
+        }
+    }
+
+    /// A connect() refused: SYN_SENT, then the reset (no RTT sample).
+    pub(crate) fn refused_connection() -> ConnRecord {
+        let mut r = sample_connection();
+        r.states.truncate(1);
+        r.end_ns = r.start_ns + 51_234;
+        let c = r.counters.as_mut().unwrap();
+        *c = Counters { segs_in: 1, segs_out: 1, error: libc::ECONNREFUSED as u32, ..Counters::default() };
+        r.end = EndCause::Refused;
+        r
+    }
+
+    /// A server connection seen mid-life, still established at exit: no
+    /// start, no owner, no counters.
+    pub(crate) fn open_connection() -> ConnRecord {
+        let mut r = sample_connection();
+        r.side = Side::Server;
+        r.side_rule = SideRule::Ports;
+        r.owner = None;
+        r.counters = None;
+        r.states = vec![Span { state: TcpState::ESTABLISHED, ns: None, inferred: false }];
+        r.end = EndCause::Open;
+        r
+    }
+
+    /// The open one, after a FIN_WAIT1 that no probe saw entered (7 ns).
+    pub(crate) fn inferred_connection() -> ConnRecord {
+        let mut r = open_connection();
+        r.states.push(Span { state: TcpState::FIN_WAIT1, ns: Some(7), inferred: true });
+        r
+    }
+
+    /// Header and records in the connection format.
+    pub(crate) fn render_connections(mut format: Box<dyn Formatter>, records: &[ConnRecord]) -> String {
+        let mut buf = Vec::new();
+        format.connection_header(&mut buf);
+        for r in records {
+            format.connection(&mut buf, r);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
     pub(crate) fn render(mut format: Box<dyn Formatter>, records: &[Record]) -> String {
         let mut buf = Vec::new();
         format.header(&mut buf);
@@ -324,6 +451,45 @@ pub(crate) mod tests {
         // monotonic 1 s + offset of 13:45:10 exactly
         let mut c = Clock::with_wall_offset((13 * 3600 + 45 * 60 + 9) * 1_000_000_000);
         assert_eq!(c.format(1_000_250_000).to_string(), "13:45:10.000250");
+    }
+
+    /// A destination the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a CSV printer in `mode` writes for a transition then a connection.
+    fn printed(mode: Mode) -> String {
+        let out = Shared::default();
+        let mut p = Printer::new(Box::new(Csv::new(Clock::relative(), 0)), mode, Box::new(out.clone()));
+        p.start().unwrap();
+        p.record(&sample(2, 1)).unwrap();
+        p.record(&raw_probe()).unwrap();
+        p.record(&Record::Connection(Box::new(sample_connection()))).unwrap();
+        p.flush().unwrap();
+        let text = String::from_utf8(out.0.borrow().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn each_mode_prints_its_own_records_under_its_own_header() {
+        let transitions = printed(Mode::Transitions);
+        let lines: Vec<&str> = transitions.lines().collect();
+        assert_eq!(lines.len(), 3, "{transitions}");
+        assert!(lines[0].starts_with("time,ts_ns,") && lines[1].contains("SYN_SENT,ESTABLISHED"));
+        let connections = printed(Mode::Connections);
+        let lines: Vec<&str> = connections.lines().collect();
+        assert_eq!(lines.len(), 2, "{connections}");
+        assert!(lines[0].starts_with("conn_id,side,") && lines[1].ends_with(",time_wait_expired,false"));
     }
 
     #[test]

@@ -165,6 +165,43 @@ impl Put for Millis {
     }
 }
 
+/// A duration for people, at about four significant digits: `850ns`,
+/// `53us`, `1.234ms`, `60.01s` (the table's DURATION, RTT and STATES).
+pub(crate) struct Human(pub u64);
+
+impl Put for Human {
+    fn put(&self, out: &mut Vec<u8>) {
+        let ns = self.0;
+        // Each unit is chosen after rounding, so 999.9996 ms is `1.00s`.
+        let micros = (ns + 500) / 1000;
+        if ns < 1000 {
+            put!(out, ns, "ns");
+        } else if micros < 1000 {
+            put!(out, micros, "us");
+        } else if micros < 1_000_000 {
+            put!(out, micros / 1000, '.', Padded(micros % 1000, 3), "ms");
+        } else {
+            let centis = (ns + 5_000_000) / 10_000_000;
+            put!(out, centis / 100, '.', Padded(centis % 100, 2), 's');
+        }
+    }
+}
+
+/// Appends `items` with `sep` between them, each as `each` writes it.
+pub(crate) fn put_joined<T>(
+    out: &mut Vec<u8>,
+    sep: &str,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            sep.put(out);
+        }
+        each(out, item);
+    }
+}
+
 /// Renders a value as a `String`, for `Display` impls and tests.
 pub(crate) fn to_string(value: &impl Put) -> String {
     let mut out = Vec::new();
@@ -210,6 +247,33 @@ mod tests {
         assert_eq!(to_string(&Millis(1_999_600)), "2.000");
         assert_eq!(to_string(&Padded(5, 2)), "05");
         assert_eq!(to_string(&Padded(123_456, 6)), "123456");
+    }
+
+    #[test]
+    fn human_durations_pick_the_unit_after_rounding() {
+        for (ns, want) in [
+            (0, "0ns"),
+            (999, "999ns"),
+            (1_499, "1us"),
+            (51_234, "51us"),
+            (999_499, "999us"),
+            (999_500, "1.000ms"),
+            (1_234_400, "1.234ms"),
+            (999_999_499, "999.999ms"),
+            (999_999_500, "1.00s"),
+            (60_005_000_000, "60.01s"),
+            (3_723_450_000_000, "3723.45s"),
+        ] {
+            assert_eq!(to_string(&Human(ns)), want, "{ns} ns");
+        }
+    }
+
+    #[test]
+    fn joined_puts_separators_between_only() {
+        let mut out = Vec::new();
+        put_joined(&mut out, ", ", [1u8, 2, 3], |out, n| n.put(out));
+        put_joined(&mut out, ", ", [0u8; 0], |out, n| n.put(out));
+        assert_eq!(out, b"1, 2, 3");
     }
 
     #[test]

@@ -1,27 +1,115 @@
 //! Aligned columns for people watching a terminal.
 
 use std::io::Write;
+use std::net::IpAddr;
 
 use super::line::Line;
-use super::put::{Millis, Or, Put};
+use super::put::{put, put_joined, Human, Millis, Or, Put};
 use super::{Clock, Formatter};
+use crate::conn::{ConnRecord, Span};
 
 pub struct Table {
     clock: Clock,
     /// Address column width: 39 fits any IPv6 address, 15 any IPv4 one.
     addr_width: usize,
+    /// The same for `addr:port` (`[addr]:port` for IPv6).
+    endpoint_width: usize,
 }
 
 impl Table {
     /// `wide` when IPv6 addresses may appear.
     pub fn new(clock: Clock, wide: bool) -> Table {
-        Table { clock, addr_width: if wide { 39 } else { 15 } }
+        Table { clock, addr_width: if wide { 39 } else { 15 }, endpoint_width: if wide { 47 } else { 21 } }
+    }
+
+    /// One row of `--connections`, header or record.
+    fn connection_row(&self, out: &mut Vec<u8>, values: [&dyn Put; 14]) {
+        for (&(_, width, align), value) in CONNECTION_COLUMNS.iter().zip(values) {
+            cell(out, if width == ENDPOINT { self.endpoint_width } else { width }, align, &value);
+        }
+        out.pop();
+        out.push(b'\n');
+    }
+}
+
+/// The width of the LOCAL and REMOTE columns, whatever the address width.
+const ENDPOINT: usize = usize::MAX;
+
+/// The columns of `--connections`: title, width, alignment. STATES, last,
+/// takes what it needs.
+const CONNECTION_COLUMNS: [(&str, usize, Align); 14] = [
+    ("END TIME", 15, Left),
+    ("CONN", 10, Right),
+    ("SIDE", 6, Left),
+    ("LOCAL", ENDPOINT, Left),
+    ("REMOTE", ENDPOINT, Left),
+    ("PID", 7, Right),
+    ("COMM", 16, Left),
+    ("DURATION", 9, Right),
+    ("TX", 10, Right),
+    ("RX", 10, Right),
+    ("RETR", 4, Right),
+    ("RTT", 9, Right),
+    ("END", 20, Left),
+    ("STATES", 0, Left),
+];
+
+/// `addr:port`, `[addr]:port` for IPv6.
+struct Endpoint(IpAddr, u16);
+
+impl Put for Endpoint {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self.0 {
+            IpAddr::V4(_) => put!(out, self.0, ':', self.1),
+            IpAddr::V6(_) => put!(out, '[', self.0, "]:", self.1),
+        }
+    }
+}
+
+/// `SYN_SENT 51us > ESTABLISHED 2.000ms > FIN_WAIT2~ ? > …`: `~` marks a
+/// state no probe saw entered, `?` a time whose start was not seen.
+struct CompactStates<'a>(&'a [Span]);
+
+impl Put for CompactStates<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        if self.0.is_empty() {
+            return out.push(b'-');
+        }
+        put_joined(out, " > ", self.0, |out, s| {
+            put!(out, s.state, if s.inferred { "~ " } else { " " }, Or(s.ns.map(Human), "?"))
+        });
     }
 }
 
 impl Formatter for Table {
-    fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {
-        // TODO(13): connection records
+    fn connection_header(&mut self, out: &mut Vec<u8>) {
+        let titles = CONNECTION_COLUMNS.map(|(title, ..)| title);
+        self.connection_row(out, titles.each_ref().map(|t| t as &dyn Put));
+    }
+
+    fn connection(&mut self, out: &mut Vec<u8>, r: &ConnRecord) {
+        let c = r.counters.as_ref();
+        let t = &r.tuple;
+        let end_time = self.clock.format(r.end_ns);
+        self.connection_row(
+            out,
+            [
+                &end_time,
+                &r.conn_id,
+                &r.side,
+                &Endpoint(t.saddr, t.sport),
+                &Endpoint(t.daddr, t.dport),
+                &Or(r.owner.map(|o| o.pid), "-"),
+                &Or(r.owner.and_then(|o| o.comm), "-"),
+                &Human(r.duration_ns()),
+                &Or(c.map(|c| c.bytes_sent), "-"),
+                &Or(c.map(|c| c.bytes_received), "-"),
+                &Or(c.map(|c| c.retransmits), "-"),
+                &Or(c.and_then(|c| c.srtt_us).map(|us| Human(u64::from(us) * 1000)), "-"),
+                &r.end.as_str(),
+                &CompactStates(&r.states),
+            ],
+        );
     }
 
     fn header(&mut self, out: &mut Vec<u8>) {
@@ -83,7 +171,9 @@ fn cell(line: &mut Vec<u8>, width: usize, align: Align, value: &impl Put) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::{render, sample, with};
+    use crate::output::tests::{
+        inferred_connection, refused_connection, render, render_connections, sample, sample_connection, with,
+    };
 
     #[test]
     fn columns_line_up_under_the_header() {
@@ -109,5 +199,40 @@ mod tests {
         let out = render(Box::new(Table::new(Clock::relative(), true)), &[ev]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0].find("LPORT"), lines[1].find("51234"));
+    }
+
+    #[test]
+    fn connections_line_up_under_their_header() {
+        let inferred = inferred_connection();
+        let out = render_connections(
+            Box::new(Table::new(Clock::relative(), false)),
+            &[sample_connection(), refused_connection(), inferred],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "END TIME              CONN SIDE   LOCAL                 REMOTE                    PID COMM              \
+                 DURATION         TX         RX RETR       RTT END                  STATES",
+                "0.000000                77 client 127.0.0.1:51234       127.0.0.2:80             4242 curl                \
+                 60.00s         77        853    0      53us time_wait_expired    SYN_SENT 51us > ESTABLISHED 2.000ms > \
+                 FIN_WAIT1 150us > FIN_WAIT2 300us > TIME_WAIT 60.00s",
+                "0.000000                77 client 127.0.0.1:51234       127.0.0.2:80             4242 curl                  \
+                 51us          0          0    0         - refused              SYN_SENT 51us",
+                "0.000000                77 server 127.0.0.1:51234       127.0.0.2:80                - -                   \
+                 60.00s          -          -    -         - open                 ESTABLISHED ? > FIN_WAIT1~ 7ns",
+            ]
+        );
+    }
+
+    #[test]
+    fn wide_connection_table_fits_ipv6_endpoints() {
+        let mut r = sample_connection();
+        r.tuple.saddr = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap();
+        let out = render_connections(Box::new(Table::new(Clock::relative(), true)), &[r]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].contains(" [fd00:1234:5678:9abc:def0:1234:5678:9abc]:51234 127.0.0.2:80 "), "{}", lines[1]);
+        assert_eq!(lines[0].find("REMOTE"), lines[1].find("127.0.0.2:80"));
+        assert_eq!(lines[0].find("STATES"), lines[1].find("SYN_SENT"));
     }
 }

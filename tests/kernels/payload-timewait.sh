@@ -13,16 +13,22 @@
 #             timewait sockets raise too
 #   parked    a client parked in FIN_WAIT2 that the server's FIN turns into
 #             TIME_WAIT 300 ms later (--raw JSON)
+#   records   (--connections JSON) a connect refused (nothing listens yet),
+#             three curl -> nginx requests for a body of $RECORDS_BODY bytes,
+#             and a connection that twhelper aborts (SO_LINGER 0); prints
+#             "note: curl LOCAL_PORT SIZE_REQUEST SIZE_HEADER SIZE_DOWNLOAD"
+#             per request (curl's -w) and "note: abort LOCAL_PORT BYTES"
 # Prints each run's output between @@BEGIN <run>@@ and @@END <run>@@, its
 # stderr prefixed with "stderr: "; the Rust test asserts on them.
 set -eu
 
 port=8080
 PARALLEL=${PARALLEL:-40}
+RECORDS_BODY=${RECORDS_BODY:-1000}
 runs=${RUNS:-"fentry fentry+parallel fentry+dccp fentry+parked
                kprobe kprobe+parallel kprobe+dccp kprobe+parked
-               timer timer+dccp timer+parked
-               auto fentry:inet_twsk_put kprobe:inet_twsk_put"}
+               timer timer+dccp timer+parked timer+records
+               auto auto+records fentry:inet_twsk_put kprobe:inet_twsk_put"}
 
 for m in dccp dccp_ipv4; do
     if [ -e /lib/modules/$m.ko ]; then insmod /lib/modules/$m.ko; fi
@@ -31,6 +37,31 @@ done
 cat > /tmp/tw-count.awk <<'AWK'
 /^TcpExt:/ { if (!col) { for (i = 2; i <= NF; i++) if ($i == "TW") col = i } else print $col }
 AWK
+# Functions for the scenarios' namespace shells (`. /tmp/netns.sh`).
+cat > /tmp/netns.sh <<'SH'
+# stop PID: kills PID and waits up to 10 s for it to be gone.
+stop() {
+    kill "$1"
+    n=0
+    while kill -0 "$1" 2>/dev/null; do
+        n=$((n + 1))
+        [ "$n" -lt 100 ] || return 1
+        sleep 0.1
+    done
+}
+# curl_nginx PORT BODY N: N curl requests to nginx-guest on PORT returning
+# BODY, each noted as "note: curl LOCAL_PORT SIZE_REQUEST SIZE_HEADER
+# SIZE_DOWNLOAD"; then nginx stopped.
+curl_nginx() {
+    pid=$(nginx-guest "$1" "$2")
+    for i in $(seq "$3"); do
+        curl -s -o /dev/null --max-time 10 \
+            -w 'note: curl %{local_port} %{size_request} %{size_header} %{size_download}\n' \
+            "http://127.0.0.1:$1/"
+    done
+    stop "$pid"
+}
+SH
 
 # wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s.
 wait_until() {
@@ -45,15 +76,14 @@ wait_until() {
 
 attached() { grep -q 'TIME_WAIT probes:' "$1"; }
 deaths_seen() { [ "$(grep -c '"old":"TIME_WAIT","new":"CLOSE"' "$1")" -ge "$2" ]; }
+records_seen() { [ "$(grep -c '"end":' "$1")" -ge "$2" ]; }
 
 # Each scenario runs in a namespace that dies with its last process.
 scenario_nginx() {
     unshare -n sh -c "
+        . /tmp/netns.sh
         ip link set lo up
-        pid=\$(nginx-guest $port)
-        for i in 1 2 3; do curl -s -o /dev/null --max-time 10 http://127.0.0.1:$port/; done
-        kill \$pid
-        while kill -0 \$pid 2>/dev/null; do sleep 0.05; done
+        curl_nginx $port ok 3
     "
     wait_until 30 deaths_seen "$1" 3 || echo "timed out waiting for TIME_WAIT:CLOSE"
 }
@@ -86,6 +116,20 @@ scenario_dccp() {
     sleep 1.5
 }
 
+# Nine records: the refused client, three curl and three nginx sockets, and
+# both sides of the abort.
+scenario_records() {
+    body=$(printf "%0${RECORDS_BODY}d" 0)
+    unshare -n sh -c "
+        . /tmp/netns.sh
+        ip link set lo up
+        curl -s -o /dev/null --max-time 10 http://127.0.0.1:$port/
+        curl_nginx $port $body 3
+        echo \"note: abort \$(twhelper tcp-abort $port)\"
+    "
+    wait_until 30 records_seen "$1" 9 || echo "note: timed out waiting for the records"
+}
+
 scenario_parked() {
     unshare -n sh -c "
         ip link set lo up
@@ -102,7 +146,10 @@ for run in $runs; do
     err=/tmp/err.$run
     set -- --tw-probe "${kind%%:*}"
     case $kind in *:*) set -- "$@" --tw-free-fn "${kind#*:}" ;; esac
-    case $scenario in dccp|parked) set -- "$@" --raw ;; esac
+    case $scenario in
+        dccp|parked) set -- "$@" --raw ;;
+        records) set -- "$@" --connections ;;
+    esac
     tcpstate 127.0.0.1 "$port" -o json -v "$@" >"$out" 2>"$err" &
     tracer=$!
     # Attaching takes seconds under software emulation: wait for -v's line.

@@ -11,6 +11,10 @@
  *                                     data, parked in FIN_WAIT2 once the server
  *                                     reads it, turned TIME_WAIT by the server's
  *                                     close 300 ms later
+ *   twhelper tcp-abort PORT           a client that sends a few bytes to a server
+ *                                     reading them, then closes with SO_LINGER 0
+ *                                     (a reset instead of a FIN); prints the
+ *                                     client's port and the bytes it sent
  *   twhelper dccp-serve PORT          accepts one DCCP connection, reads to its end
  *   twhelper dccp-client PORT         one DCCP connection that the client closes
  *                                     (the client keeps DCCP's TIME_WAIT)
@@ -26,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,6 +189,49 @@ static int tcp_parked(int port)
 	return 0;
 }
 
+static int tcp_abort(int port)
+{
+	static const char data[] = "abort";
+	const size_t len = sizeof(data) - 1;
+	const struct linger reset = { .l_onoff = 1, .l_linger = 0 };
+	const struct timeval bound = { .tv_sec = 5 };
+	struct sockaddr_in local;
+	socklen_t local_len = sizeof(local);
+	char buf[sizeof(data)];
+	size_t got = 0;
+	ssize_t n = 0;
+	int lfd = listen_on(port, 0, 0);
+	int client = connect_to(port, 0);
+	int server = accept(lfd, NULL, NULL);
+
+	if (server < 0)
+		die("accept");
+	if (setsockopt(server, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound)))
+		die("SO_RCVTIMEO");
+	if (getsockname(client, (struct sockaddr *)&local, &local_len))
+		die("getsockname");
+	if (write(client, data, len) != (ssize_t)len)
+		die("write");
+	while (got < len && (n = read(server, buf + got, len - got)) > 0)
+		got += n;
+	if (got < len)
+		die("reading the client's bytes");
+	if (setsockopt(client, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)))
+		die("SO_LINGER");
+	close(client); /* a reset, no FIN */
+	n = read(server, buf, sizeof(buf));
+	if (n >= 0) {
+		fprintf(stderr, "twhelper: the server read %zd bytes, not the reset\n", n);
+		return 1;
+	}
+	if (errno != ECONNRESET)
+		die("reading the reset");
+	close(server);
+	close(lfd);
+	printf("%d %zu\n", ntohs(local.sin_port), len);
+	return 0;
+}
+
 static int dccp_serve(int port)
 {
 	int fd = listen_on(port, 1, 0);
@@ -221,11 +269,13 @@ int main(int argc, char **argv)
 		return tcp_clients(port, n);
 	if (!strcmp(argv[1], "tcp-parked"))
 		return tcp_parked(port);
+	if (!strcmp(argv[1], "tcp-abort"))
+		return tcp_abort(port);
 	if (!strcmp(argv[1], "dccp-serve"))
 		return dccp_serve(port);
 	if (!strcmp(argv[1], "dccp-client"))
 		return dccp_client(port);
 usage:
-	fprintf(stderr, "usage: twhelper tcp-serve|tcp-clients PORT N | tcp-parked|dccp-serve|dccp-client PORT\n");
+	fprintf(stderr, "usage: twhelper tcp-serve|tcp-clients PORT N | tcp-parked|tcp-abort|dccp-serve|dccp-client PORT\n");
 	return 2;
 }

@@ -1,0 +1,166 @@
+//! The fields of a connection record (`--connections`) as JSON and CSV
+//! print them: one list of names and one of values, so that JSON's keys,
+//! CSV's header and the order of both cannot drift apart.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use nix::errno::Errno;
+
+use super::put::{put, Put};
+use crate::conn::{ConnRecord, Counters, Span};
+use crate::model::TcpState;
+
+/// JSON's keys and CSV's header, in order.
+pub(crate) const NAMES: [&str; 30] = [
+    "conn_id",
+    "side",
+    "side_by",
+    "start_ns",
+    "end_ns",
+    "start_unix_ns",
+    "end_unix_ns",
+    "duration_ns",
+    "family",
+    "saddr",
+    "sport",
+    "daddr",
+    "dport",
+    "netns",
+    "pid",
+    "comm",
+    "states",
+    "time_wait_ns",
+    "bytes_sent",
+    "bytes_acked",
+    "bytes_received",
+    "bytes_retrans",
+    "segs_in",
+    "segs_out",
+    "retransmits",
+    "srtt_us",
+    "min_rtt_us",
+    "error",
+    "end",
+    "open",
+];
+
+/// One field's value, by the kind of rendering it needs: each format
+/// decides how null, quotes and escaping look.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Value<'a> {
+    /// A number, or null.
+    Number(Option<u64>),
+    Bool(bool),
+    /// A name that needs no escaping anywhere (side, end cause).
+    Word(&'static str),
+    Addr(IpAddr),
+    /// An errno, by name (`ECONNREFUSED`); 0 (none) is null.
+    Error(u32),
+    /// Text from outside (a comm), which may need escaping; or null.
+    Text(Option<&'a str>),
+    States(&'a [Span]),
+}
+
+/// The values of `r`, in the order of [`NAMES`]. `wall_offset_ns` is
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC (see `output::wall_offset_ns`).
+pub(crate) fn values(r: &ConnRecord, wall_offset_ns: i128) -> [Value<'_>; 30] {
+    use Value::*;
+    let counters = r.counters.as_ref();
+    let counter = |get: fn(&Counters) -> u64| Number(counters.map(get));
+    let rtt = |get: fn(&Counters) -> Option<u32>| Number(counters.and_then(get).map(u64::from));
+    let t = &r.tuple;
+    [
+        Number(Some(r.conn_id)),
+        Word(r.side.as_str()),
+        Word(r.side_rule.as_str()),
+        Number(Some(r.start_ns)),
+        Number(Some(r.end_ns)),
+        Number(Some(unix_ns(r.start_ns, wall_offset_ns))),
+        Number(Some(unix_ns(r.end_ns, wall_offset_ns))),
+        Number(Some(r.duration_ns())),
+        Number(Some(t.family().into())),
+        Addr(t.saddr),
+        Number(Some(t.sport.into())),
+        Addr(t.daddr),
+        Number(Some(t.dport.into())),
+        Number(Some(r.netns.into())),
+        Number(r.owner.map(|o| o.pid.into())),
+        Text(r.owner.as_ref().and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
+        States(&r.states),
+        Number(time_wait_ns(r)),
+        counter(|c| c.bytes_sent),
+        counter(|c| c.bytes_acked),
+        counter(|c| c.bytes_received),
+        counter(|c| c.bytes_retrans),
+        counter(|c| c.segs_in.into()),
+        counter(|c| c.segs_out.into()),
+        counter(|c| c.retransmits.into()),
+        rtt(|c| c.srtt_us),
+        rtt(|c| c.min_rtt_us),
+        Error(counters.map_or(0, |c| c.error)),
+        Word(r.end.as_str()),
+        Bool(r.is_open()),
+    ]
+}
+
+/// A monotonic timestamp on the wall clock, clamped to what a u64 holds.
+fn unix_ns(mono_ns: u64, wall_offset_ns: i128) -> u64 {
+    (i128::from(mono_ns) + wall_offset_ns).clamp(0, u64::MAX.into()) as u64
+}
+
+/// How long its TIME_WAIT lasted, when it had one whose start was seen.
+fn time_wait_ns(r: &ConnRecord) -> Option<u64> {
+    r.states.iter().rev().find(|s| s.state == TcpState::TIME_WAIT).and_then(|s| s.ns)
+}
+
+/// An errno by its C name (`ECONNREFUSED`), as `errno(3)` and the kernel
+/// sources spell it: what people search for. A number this libc does not
+/// name prints as `E<n>`.
+pub(crate) struct ErrnoName(pub u32);
+
+impl Put for ErrnoName {
+    fn put(&self, out: &mut Vec<u8>) {
+        match i32::try_from(self.0).map(Errno::from_raw) {
+            // nix's variants are named after the C constants.
+            Ok(errno) if errno != Errno::UnknownErrno => {
+                let _ = write!(out, "{errno:?}");
+            }
+            _ => put!(out, 'E', self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::put::to_string;
+    use crate::output::tests::sample_connection;
+
+    #[test]
+    fn errno_names_are_the_c_constants() {
+        for (n, name) in [
+            (libc::ECONNREFUSED, "ECONNREFUSED"),
+            (libc::ECONNRESET, "ECONNRESET"),
+            (libc::ETIMEDOUT, "ETIMEDOUT"),
+            (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+            (libc::ENETUNREACH, "ENETUNREACH"),
+            (libc::EPIPE, "EPIPE"),
+            (libc::EPROTO, "EPROTO"),
+        ] {
+            assert_eq!(to_string(&ErrnoName(n as u32)), name);
+        }
+        assert_eq!(to_string(&ErrnoName(4000)), "E4000");
+        assert_eq!(to_string(&ErrnoName(u32::MAX)), "E4294967295");
+    }
+
+    #[test]
+    fn time_wait_is_its_span_and_wall_clock_is_offset() {
+        let mut r = sample_connection();
+        assert_eq!(time_wait_ns(&r), Some(60_000_123_456));
+        r.states.retain(|s| s.state != TcpState::TIME_WAIT);
+        assert_eq!(time_wait_ns(&r), None);
+        assert_eq!(unix_ns(5, 1_700_000_000_000_000_000), 1_700_000_000_000_000_005);
+        assert_eq!(unix_ns(5, -10), 0);
+    }
+}
