@@ -225,9 +225,13 @@ fn check_record(ctx: &str, r: &serde_json::Value, want: &Want) {
 
 /// The records of one namespace: a refused connect, three curl -> nginx
 /// requests whose bytes are curl's own count, and an abort; exactly one
-/// record per socket, printed when it ended.
-fn check_records(ctx: &str, section: &Section) {
-    let (json, notes) = (&section.json, &section.notes);
+/// record per socket, printed when it ended; -v names the reset probes and
+/// the summary counts them all.
+fn check_records(ctx: &str, version: &str, section: &Section) {
+    let (json, notes, stderr) = (&section.json, &section.notes, &section.stderr);
+    let resets = if version == "6.1" { "no reason before 6.10" } else { "with the kernel's reason" };
+    let resets = format!("; resets: tp_btf/tcp_send_reset ({resets}), tcp_receive_reset");
+    assert!(stderr.contains(&resets), "{ctx}: want {resets:?} in {stderr}");
     assert!(!notes.contains("timed out"), "{ctx}: records printed as connections end: {notes}{json}");
     let records = json_events(json);
     let of_port = |side: &str, port: u64| {
@@ -284,10 +288,8 @@ fn check_records(ctx: &str, section: &Section) {
     check_record(ctx, of_port("server", port), &server);
     // The refused connect: the client record of no noted port.
     let noted_ports: Vec<u64> = curls.iter().map(|c| c[0]).chain([port]).collect();
-    let refused: Vec<&serde_json::Value> = records
-        .iter()
-        .filter(|r| r["side"] == "client" && !noted_ports.iter().any(|&p| r["sport"] == p))
-        .collect();
+    let refused: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["side"] == "client" && !noted_ports.iter().any(|&p| r["sport"] == p)).collect();
     assert_eq!(refused.len(), 1, "{ctx}: {json}");
     let want = Want {
         states: entered(&CLIENT_SEQ[..1]),
@@ -304,6 +306,12 @@ fn check_records(ctx: &str, section: &Section) {
     let ids: BTreeSet<u64> = records.iter().map(|r| r["conn_id"].as_u64().unwrap()).collect();
     assert_eq!(ids.len(), records.len(), "{ctx}: {json}");
     assert!(records.iter().all(|r| r["netns"] == records[0]["netns"]), "{ctx}: {json}");
+    let (n, c) = (records.len(), curls.len());
+    let summary = format!(
+        "{n} connections: {n} ended (passive_close {c}, reset_received 1, refused 1, aborted 1, \
+         time_wait_netns_exit {c}), 0 still open at exit"
+    );
+    assert!(stderr.contains(&summary), "{ctx}: want {summary:?} in {stderr}");
 }
 
 fn check_kernel(version: &str) {
@@ -352,7 +360,7 @@ fn check_kernel(version: &str) {
             "parallel" => check_parallel(&ctx, &section.json),
             "dccp" => check_dccp(&ctx, section),
             "parked" => check_parked(&ctx, kind, &section.json),
-            "records" => check_records(&ctx, section),
+            "records" => check_records(&ctx, version, section),
             other => panic!("unknown scenario {other}"),
         }
     }
