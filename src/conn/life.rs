@@ -54,6 +54,9 @@ const RST_TCP_STATE: u32 = 14;
 pub(super) struct Life {
     start_ns: u64,
     spans: Vec<Span>,
+    /// The states in `spans`, one bit each: what the end cause asks, after
+    /// the spans went to the record.
+    passed: u32,
     /// It is a listening socket: no connection, no record.
     listener: bool,
     counters: Option<Counters>,
@@ -96,8 +99,10 @@ impl Life {
         if self.spans.is_empty() && !self.listener {
             self.start_ns = t.ts_ns;
             // Seen mid-life: the state it was in counts, its start unknown.
+            // Most connections pass five or six states: one allocation.
+            self.spans.reserve_exact(SPANS_USUAL);
             if t.old != TcpState::CLOSE && t.old != TcpState::LISTEN {
-                self.spans.push(Span { state: t.old, ns: t.time_in_old_ns, inferred: false });
+                self.push(Span { state: t.old, ns: t.time_in_old_ns, inferred: false });
                 self.start_ns = t.ts_ns.saturating_sub(t.time_in_old_ns.unwrap_or(0));
             }
         }
@@ -111,8 +116,13 @@ impl Life {
             last.ns = t.time_in_old_ns;
         }
         if t.new != TcpState::CLOSE && t.new != TcpState::LISTEN {
-            self.spans.push(Span { state: t.new, ns: None, inferred: t.inferred.is_some() });
+            self.push(Span { state: t.new, ns: None, inferred: t.inferred.is_some() });
         }
+    }
+
+    fn push(&mut self, span: Span) {
+        self.passed |= state_bit(span.state);
+        self.spans.push(span);
     }
 
     /// The full socket's CLOSE: what the kernel side read then. Its
@@ -121,7 +131,7 @@ impl Life {
     pub(super) fn closed(&mut self, from: TcpState, counters: Option<Counters>, active_open: bool) {
         self.closed_from = Some(from);
         let Some(mut c) = counters else { return };
-        let syn_acked = active_open && self.spans.iter().any(|s| s.state != TcpState::SYN_SENT);
+        let syn_acked = active_open && self.passed & !state_bit(TcpState::SYN_SENT) != 0;
         let fin_sent = self.passed(&[TcpState::FIN_WAIT1, TcpState::CLOSING, TcpState::LAST_ACK]);
         c.bytes_acked = c.bytes_acked.saturating_sub(u64::from(syn_acked) + u64::from(fin_sent && c.acked_all));
         self.counters = Some(c);
@@ -140,7 +150,7 @@ impl Life {
     }
 
     fn passed(&self, states: &[TcpState]) -> bool {
-        self.spans.iter().any(|s| states.contains(&s.state))
+        states.iter().any(|&s| self.passed & state_bit(s) != 0)
     }
 
     /// Why it ended, from what the kernel left behind.
@@ -186,6 +196,14 @@ impl Life {
     }
 }
 
+/// Spans a connection usually has (SYN_SENT to TIME_WAIT).
+const SPANS_USUAL: usize = 6;
+
+/// A state's bit in [`Life::passed`] (states past 31 share the last).
+fn state_bit(state: TcpState) -> u32 {
+    1 << state.0.min(31)
+}
+
 /// Ended connections waiting out their hold, oldest first.
 #[derive(Default)]
 pub(super) struct Ended {
@@ -213,14 +231,15 @@ impl ConnTable {
     /// its record goes out after its hold.
     pub(super) fn end(&mut self, id: ConnId, ts_ns: u64) {
         let Some(mut conn) = self.remove(id) else { return };
-        let Some(life) = conn.life.take().filter(|l| !l.listener) else { return };
+        let Some(mut life) = conn.life.take().filter(|l| !l.listener) else { return };
         let cut_short = life.tw_end == Some(TwEnd::CutShort);
         let hold = if cut_short { REUSE_HOLD_NS } else { RESET_HOLD_NS };
         if cut_short {
             self.ended.cut_short.insert((conn.netns, conn.tuple), id);
         }
         // Its cause is decided when its hold is over.
-        let record = conn_record(&conn, &life, ts_ns, EndCause::ActiveClose);
+        let states = std::mem::take(&mut life.spans);
+        let record = conn_record(&conn, &life, states, ts_ns, EndCause::ActiveClose);
         self.ended.queue.push_back(Ending { due_ns: ts_ns + hold, life, record });
     }
 
@@ -268,7 +287,7 @@ impl ConnTable {
             .conns
             .iter()
             .filter_map(|c| Some((c, c.life.as_deref().filter(|l| !l.listener && !l.spans.is_empty())?)))
-            .map(|(c, life)| conn_record(c, life, now, EndCause::Open))
+            .map(|(c, life)| conn_record(c, life, life.spans.clone(), now, EndCause::Open))
             .collect();
         open.sort_by_key(|r| r.start_ns);
         out.extend(open.into_iter().map(|r| Record::Connection(Box::new(r))));
@@ -276,8 +295,7 @@ impl ConnTable {
 }
 
 /// The record of `conn` as of `end_ns`.
-fn conn_record(conn: &Conn, life: &Life, end_ns: u64, end: EndCause) -> ConnRecord {
-    let mut states = life.spans.clone();
+fn conn_record(conn: &Conn, life: &Life, mut states: Vec<Span>, end_ns: u64, end: EndCause) -> ConnRecord {
     if end == EndCause::Open {
         // The state it is still in: time so far.
         if let (Some(last), Some(since)) = (states.last_mut(), conn.since.get()) {
