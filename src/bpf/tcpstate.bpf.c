@@ -72,6 +72,7 @@ enum source _source = 0;
 enum counter _counter = 0;
 enum event_flags _event_flags = 0;
 enum seq_flags _seq_flags = 0;
+enum reset_cause _reset_cause = 0;
 struct event_counters _event_counters = {};
 
 /* ---- Helpers ---- */
@@ -80,10 +81,15 @@ struct event_counters _event_counters = {};
 #include "nested.bpf.h"
 
 /* ---- The state program ---- */
-static __always_inline int report_state_change(const struct sock *sk, int oldstate, int newstate)
+
+/*
+ * A record of a full TCP socket that passes the filters, its identity filled
+ * in (cookie, address, tuple, side); NULL for any other socket, or when the
+ * ring is full. bpf_skc_to_tcp_sock() is the protocol check (a helper call)
+ * and a typed view of the tcp_sock in one.
+ */
+static __always_inline struct event *full_socket_record(const struct sock *sk, bool with_counters)
 {
-	/* NULL unless a full TCP socket: the protocol check (a helper call)
-	 * and a typed view of the tcp_sock in one. */
 	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	const struct sock_common *skc;
 	struct tuple t = {};
@@ -91,26 +97,32 @@ static __always_inline int report_state_change(const struct sock *sk, int oldsta
 	__u8 side;
 
 	if (!tp || sk->sk_type != SOCK_STREAM)
-		return 0;
+		return NULL;
 	skc = &tp->inet_conn.icsk_inet.sk.__sk_common;
 	read_tuple_typed(skc, tp->inet_conn.icsk_inet.inet_sport, &t);
 	if (!is_wanted(&t, &side))
-		return 0;
-	if (want_counters && newstate == TCP_CLOSE)
-		e = reserve_with_counters(tp);
-	else
-		e = reserve_record(CNT_RINGBUF_FULL);
+		return NULL;
+	e = with_counters ? reserve_with_counters(tp) : reserve_record(CNT_RINGBUF_FULL);
 	if (!e)
-		return 0;
+		return NULL;
 	/* The cookie once generated is a plain load; the helper generates it. */
 	e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
 	e->skaddr = (__u64)sk;
 	fill_tuple(e, &t);
+	e->side = side;
+	return e;
+}
+
+static __always_inline int report_state_change(const struct sock *sk, int oldstate, int newstate)
+{
+	struct event *e = full_socket_record(sk, want_counters && newstate == TCP_CLOSE);
+
+	if (!e)
+		return 0;
 	if (in_owner_context(oldstate, newstate)) {
 		e->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	}
-	e->side = side;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->source = SRC_SET_STATE;
@@ -135,31 +147,23 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
  * application's abort from the kernel's own reset: close() with SO_LINGER 0
  * or with unread data, and disconnect, set CLOSE before they send it.
  */
-static __always_inline int report_reset(const struct sock *sk, __u8 source, __u32 reason)
+static __always_inline int report_reset(const struct sock *sk, __u8 source, __u32 cause)
 {
-	const struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock((void *)sk) : NULL;
-	const struct sock_common *skc;
-	struct tuple t = {};
 	struct event *e;
-	__u8 side;
+	__u8 state;
 
-	if (!tp || sk->__sk_common.skc_state == TCP_LISTEN)
+	if (!sk)
 		return 0;
-	skc = &tp->inet_conn.icsk_inet.sk.__sk_common;
-	read_tuple_typed(skc, tp->inet_conn.icsk_inet.inet_sport, &t);
-	if (!is_wanted(&t, &side))
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_LISTEN)
 		return 0;
-	e = reserve_record(CNT_RINGBUF_FULL);
+	e = full_socket_record(sk, false);
 	if (!e)
 		return 0;
-	e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
-	e->skaddr = (__u64)sk;
-	fill_tuple(e, &t);
-	e->side = side;
-	e->oldstate = skc->skc_state;
-	e->newstate = skc->skc_state;
+	e->oldstate = state;
+	e->newstate = state;
 	e->source = source;
-	e->reset_reason = reason;
+	e->reset_cause = cause;
 	submit(e);
 	return 0;
 }
@@ -169,22 +173,39 @@ static __always_inline int report_reset(const struct sock *sk, __u8 source, __u3
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 {
-	return report_reset(sk, SRC_RESET_SENT, 0);
+	return report_reset(sk, SRC_RESET_SENT, RESET_UNTOLD);
 }
 
-/* The same from 6.10, with the kernel's reason (enum sk_rst_reason). User
- * space loads one of the two, by the tracepoint's arguments in BTF. */
+/* Whether the application asked for the reset: close() with unread data or
+ * SO_LINGER 0 in FIN_WAIT2, or a disconnect with data unsent. TCP_STATE
+ * (any other disconnect) and NOT_SPECIFIED say nothing either way. */
+static __always_inline __u32 reset_cause(int reason)
+{
+	if (!bpf_core_enum_value_exists(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_CLOSE))
+		return RESET_UNTOLD;
+	if (reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_CLOSE) ||
+	    reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_LINGER) ||
+	    reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_DISCONNECT_WITH_DATA))
+		return RESET_APP_ABORT;
+	if (reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_NOT_SPECIFIED) ||
+	    reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE))
+		return RESET_UNTOLD;
+	return RESET_KERNEL;
+}
+
+/* The same from 6.10, with the kernel's reason. User space loads one of the
+ * two, by the tracepoint's fields in tracefs. */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset_reason, const struct sock *sk, const struct sk_buff *skb, int reason)
 {
-	return report_reset(sk, SRC_RESET_SENT, (__u32)reason + 1);
+	return report_reset(sk, SRC_RESET_SENT, reset_cause(reason));
 }
 
 /* Mirrors tcp_reset(): a reset received, just before sk_err and CLOSE. */
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset, const struct sock *sk)
 {
-	return report_reset(sk, SRC_RESET_RECEIVED, 0);
+	return report_reset(sk, SRC_RESET_RECEIVED, RESET_UNTOLD);
 }
 
 /* ---- TIME_WAIT programs (timewait.bpf.h). User space loads one kind:

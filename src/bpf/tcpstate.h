@@ -76,8 +76,16 @@ struct event {
 	__u8 tw_substate;  /* timewait records: TIME_WAIT or FIN_WAIT2 */
 	__u8 flags;        /* enum event_flags */
 	char comm[TASK_COMM_LEN]; /* that process's comm; all 0 when pid is 0 */
-	__u32 reset_reason; /* reset records: the kernel's enum sk_rst_reason + 1
-			       (6.10+); 0: not given. Else 0 */
+	__u32 reset_cause; /* reset records: enum reset_cause; else 0 */
+};
+
+/* What a reset sent says of who wanted it, from the kernel's reason (6.10+,
+ * enum sk_rst_reason, whose numbers are the kernel's to change: the kernel
+ * side translates them with CO-RE). */
+enum reset_cause {
+	RESET_UNTOLD = 0,    /* no reason, or one that says nothing either way */
+	RESET_APP_ABORT = 1, /* the application's close() or disconnect */
+	RESET_KERNEL = 2,    /* the kernel's own decision */
 };
 
 /*

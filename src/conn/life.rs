@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::{Conn, ConnId, ConnRecord, ConnTable, EndCause, Record, Span, Transition};
 use crate::model::{Counters, TcpState, Tuple};
+use crate::trace::ResetCause;
 
 /// How long an ended connection waits for a reset sent after its CLOSE
 /// (same system call, same CPU: microseconds; the margin covers ring order
@@ -41,14 +42,6 @@ const ECONNRESET: u32 = 104;
 const ETIMEDOUT: u32 = 110;
 const ECONNREFUSED: u32 = 111;
 
-/// enum sk_rst_reason values (6.10+) that name an application's abort.
-const RST_TCP_ABORT_ON_CLOSE: u32 = 11;
-const RST_TCP_ABORT_ON_LINGER: u32 = 12;
-const RST_TCP_DISCONNECT_WITH_DATA: u32 = 16;
-/// Reasons that say nothing either way (the state decides).
-const RST_NOT_SPECIFIED: u32 = 0;
-const RST_TCP_STATE: u32 = 14;
-
 /// What the table gathers for one connection's record.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Life {
@@ -63,8 +56,8 @@ pub(super) struct Life {
     /// The state its full socket left for CLOSE.
     closed_from: Option<TcpState>,
     reset_received: bool,
-    /// A reset it sent: the socket's state then, and the kernel's reason.
-    reset_sent: Option<(TcpState, Option<u32>)>,
+    /// A reset it sent: the socket's state then, and who wanted it.
+    reset_sent: Option<(TcpState, ResetCause)>,
     tw_end: Option<TwEnd>,
 }
 
@@ -137,9 +130,9 @@ impl Life {
         self.counters = Some(c);
     }
 
-    pub(super) fn reset(&mut self, sent: bool, state: TcpState, reason: Option<u32>) {
+    pub(super) fn reset(&mut self, sent: bool, state: TcpState, cause: ResetCause) {
         if sent {
-            self.reset_sent = self.reset_sent.or(Some((state, reason)));
+            self.reset_sent = self.reset_sent.or(Some((state, cause)));
         } else {
             self.reset_received = true;
         }
@@ -170,11 +163,12 @@ impl Life {
             // Every other error that ends a connection is an ICMP one.
             _ => return EndCause::Unreachable,
         }
-        if let Some((state, reason)) = self.reset_sent {
-            let aborted = match reason.unwrap_or(RST_NOT_SPECIFIED) {
-                RST_TCP_ABORT_ON_CLOSE | RST_TCP_ABORT_ON_LINGER | RST_TCP_DISCONNECT_WITH_DATA => true,
-                RST_NOT_SPECIFIED | RST_TCP_STATE => state == TcpState::CLOSE,
-                _ => false,
+        if let Some((state, cause)) = self.reset_sent {
+            // close() and disconnect set CLOSE before they send the reset.
+            let aborted = match cause {
+                ResetCause::Application => true,
+                ResetCause::Untold => state == TcpState::CLOSE,
+                ResetCause::Kernel => false,
             };
             return if aborted { EndCause::Aborted } else { EndCause::ResetSent };
         }
@@ -244,12 +238,12 @@ impl ConnTable {
     }
 
     /// A reset of a connection followed now, or of one that just ended.
-    pub(super) fn reset(&mut self, cookie: u64, sent: bool, state: TcpState, reason: Option<u32>) {
+    pub(super) fn reset(&mut self, cookie: u64, sent: bool, state: TcpState, cause: ResetCause) {
         let id = self.id_of_cookie(cookie);
         if let Some(life) = self.conns.get_mut(id).and_then(|c| c.life.as_mut()) {
-            life.reset(sent, state, reason);
+            life.reset(sent, state, cause);
         } else if let Some(ending) = self.ended.queue.iter_mut().rev().find(|e| e.record.conn_id == id) {
-            ending.life.reset(sent, state, reason);
+            ending.life.reset(sent, state, cause);
         }
     }
 

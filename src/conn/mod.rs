@@ -359,7 +359,7 @@ impl ConnTable {
         match ev.probe {
             Probe::SetState { old, new } => self.set_state(&ev, old, new, out),
             Probe::Timewait { what, substate } => self.timewait(&ev, what, substate, out),
-            Probe::Reset { sent, state, reason } => self.reset(ev.cookie, sent, state, reason),
+            Probe::Reset { sent, state, cause } => self.reset(ev.cookie, sent, state, cause),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
 use crate::model::Comm;
-use crate::trace::TwEvent;
+use crate::trace::{ResetCause, TwEvent};
 
 const CLOSE: TcpState = TcpState::CLOSE;
 const LISTEN: TcpState = TcpState::LISTEN;
@@ -1041,8 +1041,8 @@ fn closing(ts_ns: u64, cookie: u64, old: TcpState, counters: Counters) -> ProbeE
     ProbeEvent { counters: Some(counters), ..state_c(ts_ns, cookie, old, CLOSE) }
 }
 
-fn reset(ts_ns: u64, cookie: u64, sent: bool, in_state: TcpState, reason: Option<u32>) -> ProbeEvent {
-    ProbeEvent { probe: Probe::Reset { sent, state: in_state, reason }, ..state_c(ts_ns, cookie, in_state, in_state) }
+fn reset(ts_ns: u64, cookie: u64, sent: bool, in_state: TcpState, cause: ResetCause) -> ProbeEvent {
+    ProbeEvent { probe: Probe::Reset { sent, state: in_state, cause }, ..state_c(ts_ns, cookie, in_state, in_state) }
 }
 
 /// A client's whole life: connect at 1000, established at 1100, closes at
@@ -1122,7 +1122,7 @@ fn end_causes_come_from_resets_and_errors() {
         (
             vec![
                 state_c(0, 1, CLOSE, SYN_SENT),
-                reset(10, 1, false, SYN_SENT, None),
+                reset(10, 1, false, SYN_SENT, ResetCause::Untold),
                 closing(10, 1, SYN_SENT, refused),
             ],
             EndCause::Refused,
@@ -1147,7 +1147,7 @@ fn end_causes_come_from_resets_and_errors() {
                 state_c(0, 1, CLOSE, SYN_SENT),
                 state_c(10, 1, SYN_SENT, ESTABLISHED),
                 closing(20, 1, ESTABLISHED, COUNTERS),
-                reset(21, 1, true, CLOSE, None),
+                reset(21, 1, true, CLOSE, ResetCause::Untold),
             ],
             EndCause::Aborted,
         ),
@@ -1155,7 +1155,7 @@ fn end_causes_come_from_resets_and_errors() {
             vec![
                 state_c(0, 1, CLOSE, SYN_SENT),
                 state_c(10, 1, SYN_SENT, ESTABLISHED),
-                reset(20, 1, false, ESTABLISHED, None),
+                reset(20, 1, false, ESTABLISHED, ResetCause::Untold),
                 closing(20, 1, ESTABLISHED, Counters { error: 104, ..COUNTERS }),
             ],
             EndCause::ResetReceived,
@@ -1165,7 +1165,7 @@ fn end_causes_come_from_resets_and_errors() {
             vec![
                 state_c(0, 1, CLOSE, SYN_SENT),
                 state_c(10, 1, SYN_SENT, ESTABLISHED),
-                reset(20, 1, true, ESTABLISHED, Some(15)),
+                reset(20, 1, true, ESTABLISHED, ResetCause::Kernel),
                 closing(20, 1, ESTABLISHED, COUNTERS),
             ],
             EndCause::ResetSent,

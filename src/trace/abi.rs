@@ -39,6 +39,9 @@ pub const SRC_RESET_RECEIVED: u8 = types::source::SRC_RESET_RECEIVED.0 as u8;
 pub const EV_COUNTERS: u8 = types::event_flags::EV_COUNTERS.0 as u8;
 pub const EV_NETNS_DYING: u8 = types::event_flags::EV_NETNS_DYING.0 as u8;
 
+pub const RESET_APP_ABORT: u32 = types::reset_cause::RESET_APP_ABORT.0;
+pub const RESET_KERNEL: u32 = types::reset_cause::RESET_KERNEL.0;
+
 pub const SEQ_FIN_RECEIVED: u32 = types::seq_flags::SEQ_FIN_RECEIVED.0;
 pub const SEQ_ALL_ACKED: u32 = types::seq_flags::SEQ_ALL_ACKED.0;
 

@@ -19,8 +19,20 @@ pub enum Probe {
     /// FIN_WAIT2 while the kernel parks a FIN_WAIT2 in it).
     Timewait { what: TwEvent, substate: TcpState },
     /// `--connections`: a full socket sent or received a reset, in `state`;
-    /// the kernel's reason (enum sk_rst_reason) where it gives one (6.10+).
-    Reset { sent: bool, state: TcpState, reason: Option<u32> },
+    /// for one sent, who wanted it where the kernel says (6.10+).
+    Reset { sent: bool, state: TcpState, cause: ResetCause },
+}
+
+/// Who wanted a reset sent, as the kernel's reason tells (6.10+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetCause {
+    /// No reason given, or one that says nothing either way: the socket's
+    /// state at the reset tells.
+    Untold,
+    /// The application's close() or disconnect.
+    Application,
+    /// The kernel's own decision (a timeout, memory, an unexpected segment).
+    Kernel,
 }
 
 /// The timewait socket events the TIME_WAIT probes report.
@@ -136,7 +148,11 @@ impl ProbeEvent {
             abi::SRC_RESET_SENT | abi::SRC_RESET_RECEIVED => Probe::Reset {
                 sent: raw.source == abi::SRC_RESET_SENT,
                 state: TcpState(raw.newstate),
-                reason: raw.reset_reason.checked_sub(1),
+                cause: match raw.reset_cause {
+                    abi::RESET_APP_ABORT => ResetCause::Application,
+                    abi::RESET_KERNEL => ResetCause::Kernel,
+                    _ => ResetCause::Untold,
+                },
             },
             s => bail!("unknown event source {s}: the BPF object and the binary disagree"),
         };
@@ -301,16 +317,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn resets_carry_the_state_and_the_kernels_reason() {
+    fn resets_carry_the_state_and_who_wanted_them() {
         let mut raw = raw_event(1, 1);
         raw.source = abi::SRC_RESET_SENT;
-        raw.reset_reason = 12;
+        raw.reset_cause = abi::RESET_APP_ABORT;
         let ev = ProbeEvent::from_raw(&raw).unwrap();
-        assert_eq!(ev.probe, Probe::Reset { sent: true, state: TcpState::ESTABLISHED, reason: Some(11) });
+        assert_eq!(ev.probe, Probe::Reset { sent: true, state: TcpState::ESTABLISHED, cause: ResetCause::Application });
         raw.source = abi::SRC_RESET_RECEIVED;
-        raw.reset_reason = 0;
+        raw.reset_cause = 0;
         let ev = ProbeEvent::from_raw(&raw).unwrap();
-        assert_eq!(ev.probe, Probe::Reset { sent: false, state: TcpState::ESTABLISHED, reason: None });
+        assert_eq!(ev.probe, Probe::Reset { sent: false, state: TcpState::ESTABLISHED, cause: ResetCause::Untold });
     }
 
     #[test]

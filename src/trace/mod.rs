@@ -20,7 +20,7 @@ pub mod ring;
 mod tw_probe;
 
 use self::abi::{AF_INET, AF_INET6};
-pub use self::decode::{Probe, ProbeEvent, TwEvent};
+pub use self::decode::{Probe, ProbeEvent, ResetCause, TwEvent};
 use self::kernel::{Kernel, RECURSION_CHECK_FN};
 pub use self::lost::Lost;
 pub use self::tw_probe::TwProbe;
@@ -117,7 +117,7 @@ impl<'obj> Tracer<'obj> {
         // it reports nothing on a kernel that never raises it for tracepoints.
         let backup = kernel.skips_nested_runs() != Some(false);
         let hz = kernel.hz().unwrap_or(0);
-        let resets = cfg.records.then(|| Resets::of(&cfg.btf));
+        let resets = cfg.records.then(Resets::of_running_kernel);
         let kinds = match cfg.tw_probe {
             TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
             kind => vec![kind],
@@ -207,6 +207,9 @@ fn attach_named(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<Link> {
     prog.attach().with_context(|| format!("attaching {what}"))
 }
 
+/// Where tracefs is mounted, newest place first.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
 /// The reset programs connection records need: tcp_send_reset's arguments
 /// differ between kernels, so one of two programs is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,19 +220,20 @@ enum Resets {
 }
 
 impl Resets {
-    /// The kind this kernel's BTF describes: btf_trace_tcp_send_reset is a
-    /// pointer to a function whose first argument is the tracepoint's
-    /// context and the rest its arguments (sk, skb and, 6.10+, reason).
-    fn of(btf: &Path) -> Resets {
-        use libbpf_rs::btf::{types, Btf};
-        let args = Btf::from_path(btf).ok().and_then(|btf| {
-            let tp = btf.type_by_name::<types::Typedef<'_>>("btf_trace_tcp_send_reset")?;
-            let proto = tp.next_type()?.next_type()?;
-            types::FuncProto::try_from(proto).ok().map(|f| f.len())
+    /// The kind this kernel's tracepoint has: its format in tracefs lists
+    /// a `reason` field from 6.10. (Parsing the kernel's BTF would tell too,
+    /// at several MiB of memory and tens of ms.) Without tracefs, the
+    /// program without the reason, which loads everywhere.
+    fn of_running_kernel() -> Resets {
+        let has_reason = TRACEFS.iter().any(|dir| {
+            std::fs::read_to_string(format!("{dir}/events/tcp/tcp_send_reset/format")).is_ok_and(|format| {
+                format.lines().any(|l| l.trim_start().starts_with("field:") && l.contains(" reason;"))
+            })
         });
-        match args {
-            Some(n) if n >= 4 => Resets::WithReason,
-            _ => Resets::WithoutReason,
+        if has_reason {
+            Resets::WithReason
+        } else {
+            Resets::WithoutReason
         }
     }
 
