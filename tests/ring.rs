@@ -139,7 +139,7 @@ fn records_carry_no_stale_bytes_when_the_ring_wraps() {
         let comm = comm_bytes(r);
         let end = if r.ev.pid == 0 { 0 } else { comm.iter().position(|&b| b == 0).unwrap_or(16) };
         assert!(comm[end..].iter().all(|&b| b == 0), "comm {comm:?} of pid {}", r.ev.pid);
-        assert_eq!((r.ev.flags, r.ev.reset_reason), (0, 0), "{:?}", r.bytes);
+        assert_eq!((r.ev.flags, r.ev.reset_cause), (0, 0), "{:?}", r.bytes);
         assert_ne!(r.ev.cookie, 0, "every record has its connection id");
         if r.ev.source == SRC_SET_STATE {
             assert_eq!((r.ev.tw_substate, r.ev.tw_armed_ns), (0, 0));
