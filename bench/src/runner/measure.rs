@@ -57,6 +57,11 @@ pub struct Record {
     pub dropped: Option<u64>,
     pub missed: Option<u64>,
     pub recovered: Option<u64>,
+    /// Connection records the `--connections` row should print: two per
+    /// connection of the storm (client and server side).
+    pub records_expected: Option<u64>,
+    /// Connection records tcpstate says it printed (`N connections:`).
+    pub records_seen: Option<u64>,
     /// recursion_misses summed over the tracer's programs, from fdinfo.
     pub fdinfo_misses: Option<u64>,
     /// Event lines counted in the output file, where there is one.
@@ -81,9 +86,14 @@ pub struct Record {
 }
 
 impl Record {
-    /// received == expected.
+    /// received == expected, and for a `--connections` row also every
+    /// connection record there (records_seen == records_expected).
     pub fn exact(&self) -> Option<bool> {
-        Some(self.received? == self.expected?)
+        let transitions = self.received? == self.expected?;
+        Some(match self.records_expected {
+            Some(want) => transitions && self.records_seen == Some(want),
+            None => transitions,
+        })
     }
 
     /// received + dropped + missed (- recovered) == expected: every event is
@@ -94,6 +104,7 @@ impl Record {
             dropped: self.dropped.unwrap_or(0),
             missed: self.missed.unwrap_or(0),
             recovered: self.recovered,
+            connections: None,
         };
         Some(counts.accounted() == self.expected?)
     }
@@ -160,6 +171,11 @@ fn measure(plan: &Plan, row: &Row, port: u16, files: &Files, rec: &mut Record) -
     rec.missed = Some(counts.missed);
     rec.recovered = counts.recovered;
     rec.expected = row.expected(&report, rec.follows_time_wait);
+    rec.records_expected = row.expected_records(&report);
+    rec.records_seen = counts.connections;
+    if matches!(row.kind, Kind::Tcpstate { connections: true, .. }) && counts.connections.is_none() {
+        bail!("tcpstate's exit summary has no 'N connections:' clause; {}", tracer_said(files));
+    }
     if let Some(seen) = seen.filter(|_| rec.exact() == Some(false)) {
         rec.pair_diff = Some(pairs::diff(&seen, &pairs::expected(&report, rec.follows_time_wait)));
     }
@@ -261,6 +277,8 @@ fn read_counts(row: &Row, files: &Files, rec: &mut Record) -> Result<(Counts, Op
             rec.lines_seen = Some(counts.received);
             Ok((counts, Some(pairs::from_bpftrace(&stdout, parse::BPFTRACE_PREFIX))))
         }
+        // With --connections the summary still counts transitions, and adds
+        // the connection records (read in tcpstate_summary).
         Kind::Tcpstate { format, .. } => {
             rec.tw_probes = parse::tcpstate_tw_probes(&stderr);
             rec.follows_time_wait = parse::follows_time_wait(rec.tw_probes.as_deref());
@@ -284,4 +302,24 @@ fn last_line(path: &Path) -> String {
 /// The tracer's last words, for failure messages.
 fn tracer_said(files: &Files) -> String {
     format!("its stderr's last line: {}", last_line(&files.stderr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_records_count_towards_exact_but_not_balance() {
+        let run = Record { expected: Some(10), received: Some(10), ..Record::default() };
+        assert_eq!(run.exact(), Some(true));
+        let all = Record { records_expected: Some(4), records_seen: Some(4), ..run.clone() };
+        assert_eq!(all.exact(), Some(true));
+        let short = Record { records_seen: Some(3), ..all.clone() };
+        assert_eq!((short.exact(), short.balanced()), (Some(false), Some(true)));
+        let unread = Record { records_seen: None, ..all.clone() };
+        assert_eq!(unread.exact(), Some(false));
+        let few = Record { received: Some(9), ..all };
+        assert_eq!(few.exact(), Some(false));
+        assert_eq!(Record::default().exact(), None);
+    }
 }

@@ -44,7 +44,7 @@ pub struct Options {
     /// Connections open at once in concurrent mode
     #[arg(short = 'c', long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
-    /// Rows to run, comma separated (none,floor,floor-backup,floor-timers,bpftrace,original,table,json,csv,tw-off) or all
+    /// Rows to run, comma separated (none,floor,floor-backup,floor-timers,bpftrace,original,table,json,csv,tw-off,connections) or all
     #[arg(long, default_value = "all")]
     pub rows: String,
     /// Where to write the machine-readable results
@@ -122,7 +122,7 @@ pub fn run(opts: &Options) -> Result<()> {
     set_ratios(&mut records);
     machine.loadavg_end = Some(machine::loadavg());
 
-    let summaries: Vec<RowSummary> = rows
+    let mut summaries: Vec<RowSummary> = rows
         .iter()
         .map(|row| match row.unavailable(&tools) {
             Some(why) => RowSummary::skipped(row, why),
@@ -132,6 +132,7 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         })
         .collect();
+    summary::judge(&mut summaries);
 
     println!();
     print!("{}", report::table(&summaries));
@@ -161,6 +162,10 @@ fn progress(row: &Row, r: &Record) -> String {
             r.missed.unwrap_or(0),
             r.recovered.map(|n| format!(", recovered {n}")).unwrap_or_default()
         );
+    }
+    if let (Some(seen), Some(exp)) = (r.records_seen, r.records_expected) {
+        let mark = if seen != exp { " ✗" } else { "" };
+        s += &format!("  {seen}/{exp} connection records{mark}");
     }
     if let Some(ms) = r.attach_ms {
         s += &format!("  attach {ms:.0} ms");

@@ -16,6 +16,9 @@ pub struct Counts {
     /// `received` too, so `received + dropped + missed - recovered` is what
     /// the kernel produced.
     pub recovered: Option<u64>,
+    /// Connection records, from tcpstate's `N connections:` clause (only
+    /// with `--connections`).
+    pub connections: Option<u64>,
 }
 
 impl Counts {
@@ -29,15 +32,19 @@ impl Counts {
 /// client 1101); lost 0: ring buffer full 0, skipped by the kernel in
 /// inet_sock_set_state 0`, tolerant of the variants and clauses it has had
 /// (`skipped by the kernel N and recovered M`, one `skipped by the kernel
-/// in PROG N` per program). The last such line of `stderr` wins.
+/// in PROG N` per program). With `--connections` it also has `; N
+/// connections: E ended (...), O still open at exit`, read into
+/// `connections` (not to be confused with a later `N connections evicted`).
+/// The last such line of `stderr` wins.
 pub fn tcpstate_summary(stderr: &str) -> Result<Counts> {
     let line = stderr
         .lines()
         .rev()
         .find(|l| l.starts_with("tcpstate: ") && l.contains(" transitions"))
         .context("no summary line ('tcpstate: N transitions ...') on stderr")?;
+    let raw: Vec<&str> = line.split_whitespace().collect();
     let words: Vec<&str> =
-        line.split_whitespace().map(|w| w.trim_matches(|c: char| matches!(c, ',' | ';' | ':' | '(' | ')'))).collect();
+        raw.iter().map(|w| w.trim_matches(|c: char| matches!(c, ',' | ';' | ':' | '(' | ')'))).collect();
     let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
     let mut counts = Counts::default();
     let mut have_received = false;
@@ -56,6 +63,11 @@ pub fn tcpstate_summary(stderr: &str) -> Result<Counts> {
                 let at = if words.get(i + 4) == Some(&"in") { i + 6 } else { i + 4 };
                 counts.missed +=
                     num(at).with_context(|| format!("no count after 'skipped by the kernel' in: {line}"))?;
+            }
+            // "N connections: E ended ...", not "N connections evicted".
+            "connections" if i > 0 && raw[i].ends_with(':') => {
+                let n = num(i - 1).with_context(|| format!("no count before 'connections:' in: {line}"))?;
+                counts.connections = Some(n);
             }
             "recovered" => {
                 let n = num(i + 1).with_context(|| format!("no count after 'recovered' in: {line}"))?;
@@ -127,7 +139,7 @@ mod tests {
                  tcpstate: 2201 transitions (server 1100, client 1101); lost 3: ring buffer full 1, \
                  skipped by the kernel in inet_sock_set_state 2\n";
         let c = tcpstate_summary(s).unwrap();
-        assert_eq!(c, Counts { received: 2201, dropped: 1, missed: 2, recovered: None });
+        assert_eq!(c, Counts { received: 2201, dropped: 1, missed: 2, recovered: None, connections: None });
         assert_eq!(c.accounted(), 2204);
     }
 
@@ -148,6 +160,22 @@ mod tests {
         let c = tcpstate_summary(s).unwrap();
         assert_eq!((c.received, c.dropped, c.missed, c.recovered), (24, 0, 5, Some(4)));
         assert_eq!(c.accounted(), 25);
+    }
+
+    #[test]
+    fn connection_records_are_read_from_their_clause_only() {
+        let s = "tcpstate: 220002 transitions (server 110001, client 110001); 40000 connections: 40000 ended \
+                 (passive_close 20000, time_wait_netns_exit 20000), 0 still open at exit; lost 0: ring buffer full 0, \
+                 skipped by the kernel 0 and recovered 0\n";
+        let c = tcpstate_summary(s).unwrap();
+        assert_eq!(c, Counts { received: 220002, dropped: 0, missed: 0, recovered: Some(0), connections: Some(40000) });
+        let none_ended = "tcpstate: 1 transitions (server 0, client 1); 0 connections: 0 ended, 0 still open at exit; \
+                          lost 0: ring buffer full 0, skipped by the kernel 0 and recovered 0\n";
+        assert_eq!(tcpstate_summary(none_ended).unwrap().connections, Some(0));
+        // Without --connections, "connections evicted" is no record count.
+        let evicted = "tcpstate: 10 transitions (server 5, client 5); lost 0: ring buffer full 0, skipped by the \
+                       kernel 0 and recovered 0; 4 connections evicted (table full)\n";
+        assert_eq!(tcpstate_summary(evicted).unwrap().connections, None);
     }
 
     #[test]

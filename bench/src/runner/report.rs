@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::stats::Spread;
-use super::summary::RowSummary;
+use super::summary::{RowSummary, Target};
 use super::Options;
 
 const CHECK: &str = "✓";
@@ -23,6 +23,7 @@ pub fn table(rows: &[RowSummary]) -> String {
         "missed",
         "recov",
         "exact",
+        "records",
         "CPU s/100k",
         "startup CPU s",
         "RSS MiB",
@@ -55,6 +56,7 @@ pub fn table(rows: &[RowSummary]) -> String {
             count(r.missed),
             count(r.recovered),
             if tracer { format!("{}/{}", r.exact_runs, r.runs) } else { "-".into() },
+            records(r),
             r.cpu_s_per_100k.map_or("-".into(), |s| format!("{:.3}", s.median)),
             r.startup_cpu_s.map_or("-".into(), |s| format!("{:.3}", s.median)),
             r.peak_rss_mib.map_or("-".into(), |s| format!("{:.1}", s.max)),
@@ -68,41 +70,80 @@ pub fn table(rows: &[RowSummary]) -> String {
     columns(&lines)
 }
 
-/// tcpstate rows against the issue's targets.
+/// Connection records seen/expected (`--connections` rows), with a ✗
+/// when they differ.
+fn records(r: &RowSummary) -> String {
+    match (r.records_seen, r.records_expected) {
+        (Some(seen), Some(exp)) => {
+            let mark = if seen != exp { format!(" {CROSS}") } else { String::new() };
+            format!("{seen}/{exp}{mark}")
+        }
+        _ => "-".into(),
+    }
+}
+
+/// The target table's column for each target name, in table order.
+const TARGET_COLUMNS: &[(&str, &str)] = &[
+    ("vs_floor", "vs floor"),
+    ("cpu_vs_bpftrace", "CPU vs bpftrace"),
+    ("cpu", "CPU s/100k"),
+    ("exact", "exact"),
+    ("attach", "attach < 150 ms"),
+    ("rss", "RSS < 16 MiB"),
+    ("vs_json", "vs json"),
+    ("cpu_vs_json", "CPU vs json"),
+];
+
+/// tcpstate rows against the issue's targets and the yardsticks of the
+/// same run: one column per target any row has, blank where a row has
+/// not that target, "-" where there is nothing to judge.
 pub fn targets(rows: &[RowSummary]) -> String {
     let judged: Vec<&RowSummary> = rows.iter().filter(|r| !r.targets.is_empty()).collect();
     if judged.is_empty() {
         return String::new();
     }
-    // Short forms of summary::targets' goals, in the same order.
-    let mut lines = vec![vec![
-        "target".into(),
-        "conn/s >= 0.95 x none".into(),
-        "CPU <= 0.05 s/100k".into(),
-        "exact >= 95 %".into(),
-        "attach < 150 ms".into(),
-        "RSS < 16 MiB".into(),
-    ]];
+    let used: Vec<&(&str, &str)> = TARGET_COLUMNS
+        .iter()
+        .filter(|(name, _)| judged.iter().any(|r| r.targets.iter().any(|t| t.name == *name)))
+        .collect();
+    let mut lines = vec![std::iter::once("target").chain(used.iter().map(|(_, h)| *h)).map(String::from).collect()];
     for r in judged {
         let mut line = vec![r.label.clone()];
-        for t in &r.targets {
-            let value = match (t.name, t.value) {
-                (_, None) => "-".to_string(),
-                ("exact", Some(v)) => format!("{:.0} %", v * 100.0),
-                ("throughput", Some(v)) => format!("{v:.3}"),
-                ("cpu", Some(v)) => format!("{v:.3}"),
-                (_, Some(v)) => format!("{v:.1}"),
-            };
-            let mark = match t.met {
-                Some(true) => CHECK,
-                Some(false) => CROSS,
-                None => "?",
-            };
-            line.push(format!("{value} {mark}"));
+        for (name, _) in &used {
+            line.push(r.targets.iter().find(|t| t.name == *name).map_or(String::new(), target_cell));
         }
         lines.push(line);
     }
-    columns(&lines)
+    let mut out = columns(&lines);
+    out += "vs floor: median x none minus that of the floor row with the same attachments in this run \
+            (floor-timers; floor-backup without TIME_WAIT probes), in points of the baseline's conn/s. \
+            CPU vs bpftrace: median tracer CPU per 100k events over bpftrace's in this run.\n";
+    out += &format!(
+        "Goals: exact in >= 95 % of runs, attach and RSS in the worst run; --connections also: vs json \
+         (x none minus -o json's) >= {:.0} pt, CPU <= {:.2} s per 100k transitions, every run exact \
+         (transitions and connection records). Unmarked values are for information; - = the row compared \
+         with did not run.\n",
+        super::summary::CONNECTIONS_VS_JSON_PT,
+        super::summary::CONNECTIONS_CPU_S
+    );
+    out
+}
+
+/// One target's value, as its column shows it, and its verdict.
+fn target_cell(t: &Target) -> String {
+    let Some(v) = t.value else { return "-".into() };
+    let value = match t.name {
+        "vs_floor" | "vs_json" => format!("{v:+.1} pt"),
+        "cpu_vs_bpftrace" | "cpu_vs_json" => format!("{v:.2} x {}", t.reference.unwrap_or("?")),
+        "exact" => format!("{:.0} %", v * 100.0),
+        "cpu" => format!("{v:.3}"),
+        _ => format!("{v:.1}"),
+    };
+    match t.met {
+        Some(true) => format!("{value} {CHECK}"),
+        Some(false) => format!("{value} {CROSS}"),
+        None => value,
+    }
 }
 
 /// What a reader needs to read the tables right.
@@ -120,8 +161,9 @@ pub fn notes(opts: &Options, rows: &[RowSummary], took: Duration) -> String {
         "x none: conn/s over the mean of the baseline runs just before and after (min/median/max over rounds)."
             .to_string(),
         format!(
-            "Counts: totals over successful runs; exact = runs with received == expected; {CROSS} after \
-             received = a run where received + dropped + missed - recovered != expected."
+            "Counts: totals over successful runs; exact = runs with received == expected (and, with \
+             --connections, every connection record: records = seen/expected, two per connection); {CROSS} \
+             after received = a run where received + dropped + missed - recovered != expected."
         ),
         "CPU: the tracer process's utime+stime per 100k expected events (median), startup included; \
          startup CPU = its CPU when attached (BPF load, BTF). BPF programs run in the storm's own \
@@ -194,6 +236,56 @@ fn columns(lines: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::runner::measure::Record;
+    use crate::runner::rows::ALL;
+    use crate::runner::summary::judge;
+
+    #[test]
+    fn target_cells() {
+        let t = |name, reference, value, met| Target { name, goal: "", reference, value, met };
+        assert_eq!(target_cell(&t("vs_floor", Some("floor-timers"), Some(-4.06), None)), "-4.1 pt");
+        assert_eq!(target_cell(&t("vs_json", Some("json"), Some(0.3), Some(true))), "+0.3 pt ✓");
+        assert_eq!(target_cell(&t("cpu_vs_bpftrace", Some("bpftrace"), Some(0.1), None)), "0.10 x bpftrace");
+        assert_eq!(target_cell(&t("cpu", None, Some(0.0512), Some(false))), "0.051 ✗");
+        assert_eq!(target_cell(&t("exact", None, Some(1.0), Some(true))), "100 % ✓");
+        assert_eq!(target_cell(&t("vs_json", Some("json"), None, None)), "-");
+    }
+
+    #[test]
+    fn the_target_table_has_a_column_per_target_and_dashes_for_rows_not_run() {
+        let run = |id: &str, ratio, cpu| Record {
+            row: id.into(),
+            ratio_to_none: Some(ratio),
+            cpu_s_per_100k: Some(cpu),
+            expected: Some(10),
+            received: Some(10),
+            records_expected: (id == "connections").then_some(4),
+            records_seen: (id == "connections").then_some(4),
+            attach_ms: Some(20.0),
+            peak_rss_kib: Some(10 * 1024),
+            tw_probes: Some("timer (tp_btf/timer_start)".into()),
+            ..Record::default()
+        };
+        let runs = [run("json", 0.89, 0.04), run("connections", 0.885, 0.042)];
+        let mut rows: Vec<RowSummary> = ["none", "json", "connections"]
+            .iter()
+            .map(|id| {
+                let row = ALL.iter().find(|r| r.id == *id).unwrap();
+                RowSummary::of(row, &runs.iter().filter(|r| r.row == *id).collect::<Vec<_>>())
+            })
+            .collect();
+        judge(&mut rows);
+        let text = targets(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("target") && lines[0].ends_with("vs json  CPU vs json"), "{}", lines[0]);
+        // No floor or bpftrace row ran: "-", not a failure.
+        assert!(lines[1].starts_with("tcpstate -o json ") && lines[1].contains("  -  "), "{}", lines[1]);
+        assert!(!lines[1].contains("x json") && !lines[1].contains(CROSS), "{}", lines[1]);
+        assert!(lines[2].ends_with("-0.5 pt ✓  1.05 x json"), "{}", lines[2]);
+        assert!(lines[2].contains("0.042 ✓"), "{}", lines[2]);
+        assert!(table(&rows).contains(" 4/4 "));
+    }
 
     #[test]
     fn columns_align_on_characters_not_bytes() {

@@ -29,8 +29,9 @@ pub enum Kind {
     /// A bpftrace printf one-liner.
     Bpftrace,
     /// tcpstate with an output format (None: the original line, on
-    /// stderr) and optionally without TIME_WAIT probes.
-    Tcpstate { format: Option<&'static str>, tw_off: bool },
+    /// stderr), optionally without TIME_WAIT probes, optionally printing
+    /// one record per connection (`--connections`) instead of transitions.
+    Tcpstate { format: Option<&'static str>, tw_off: bool, connections: bool },
 }
 
 /// Every row, in table order.
@@ -48,14 +49,35 @@ pub const ALL: &[Row] = &[
         kind: Kind::Floor(Empty { backup: true, timers: true }),
     },
     Row { id: "bpftrace", label: "bpftrace printf", kind: Kind::Bpftrace },
-    Row { id: "original", label: "tcpstate (original line)", kind: Kind::Tcpstate { format: None, tw_off: false } },
-    Row { id: "table", label: "tcpstate -o table", kind: Kind::Tcpstate { format: Some("table"), tw_off: false } },
-    Row { id: "json", label: "tcpstate -o json", kind: Kind::Tcpstate { format: Some("json"), tw_off: false } },
-    Row { id: "csv", label: "tcpstate -o csv", kind: Kind::Tcpstate { format: Some("csv"), tw_off: false } },
+    Row {
+        id: "original",
+        label: "tcpstate (original line)",
+        kind: Kind::Tcpstate { format: None, tw_off: false, connections: false },
+    },
+    Row {
+        id: "table",
+        label: "tcpstate -o table",
+        kind: Kind::Tcpstate { format: Some("table"), tw_off: false, connections: false },
+    },
+    Row {
+        id: "json",
+        label: "tcpstate -o json",
+        kind: Kind::Tcpstate { format: Some("json"), tw_off: false, connections: false },
+    },
+    Row {
+        id: "csv",
+        label: "tcpstate -o csv",
+        kind: Kind::Tcpstate { format: Some("csv"), tw_off: false, connections: false },
+    },
     Row {
         id: "tw-off",
         label: "tcpstate -o json --tw-probe off",
-        kind: Kind::Tcpstate { format: Some("json"), tw_off: true },
+        kind: Kind::Tcpstate { format: Some("json"), tw_off: true, connections: false },
+    },
+    Row {
+        id: "connections",
+        label: "tcpstate -o json --connections",
+        kind: Kind::Tcpstate { format: Some("json"), tw_off: false, connections: true },
     },
 ];
 
@@ -100,10 +122,6 @@ pub struct Files {
 }
 
 impl Row {
-    pub fn is_tcpstate(&self) -> bool {
-        matches!(self.kind, Kind::Tcpstate { .. })
-    }
-
     /// Why this row cannot run here, if it cannot.
     pub fn unavailable(&self, tools: &Tools) -> Option<String> {
         match self.kind {
@@ -133,7 +151,7 @@ impl Row {
                 c.args(["-e", &bpftrace_program(port)]);
                 (c, true)
             }
-            Kind::Tcpstate { format, tw_off } => {
+            Kind::Tcpstate { format, tw_off, connections } => {
                 let mut c = Command::new(&tools.tcpstate);
                 // The positional server: only the bench's sockets count.
                 c.args([SERVER_IP.to_string(), port.to_string()]);
@@ -142,6 +160,9 @@ impl Row {
                 }
                 if tw_off {
                     c.args(["--tw-probe", "off"]);
+                }
+                if connections {
+                    c.arg("--connections");
                 }
                 // -v: the exit summary and the TIME_WAIT probes in use.
                 c.arg("-v");
@@ -165,6 +186,19 @@ impl Row {
     pub fn expected(&self, report: &Report, follows_time_wait: bool) -> Option<u64> {
         let base = report.expected_transitions?;
         Some(if follows_time_wait { base + report.time_wait_created } else { base })
+    }
+
+    /// Connection records a `--connections` row should print: one per
+    /// client and one per server socket of every connection (the listener
+    /// is not a connection). None for other rows, and for a storm that did
+    /// not complete (its count is then not exact).
+    pub fn expected_records(&self, report: &Report) -> Option<u64> {
+        match self.kind {
+            Kind::Tcpstate { connections: true, .. } if report.completed == report.connections => {
+                Some(2 * report.connections)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -213,6 +247,23 @@ mod tests {
         assert_eq!(json.expected(&report, true), Some(35));
     }
 
+    fn report(connections: u64, completed: u64) -> Report {
+        serde_json::from_str(&format!(
+            r#"{{"mode":"client-close","connections":{connections},"concurrency":1,"port":1,"completed":{completed},
+               "elapsed_s":1,"conn_per_s":3,"expected_transitions":null,"per_connection":10,"listener":2,
+               "by_pair":[],"time_wait_created":0,"time_wait_at_exit":0,"time_wait_overflow":0,"error":null}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_connections_row_expects_two_records_per_connection() {
+        let row = |id: &str| *ALL.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(row("connections").expected_records(&report(20_000, 20_000)), Some(40_000));
+        assert_eq!(row("connections").expected_records(&report(20_000, 19_999)), None);
+        assert_eq!(row("json").expected_records(&report(20_000, 20_000)), None);
+    }
+
     #[test]
     fn floor_rows_ask_for_their_empty_programs() {
         let tools =
@@ -230,6 +281,8 @@ mod tests {
         assert_eq!(args("floor"), ["--port", "20123"]);
         assert_eq!(args("floor-backup"), ["--port", "20123", "--backup"]);
         assert_eq!(args("floor-timers"), ["--port", "20123", "--backup", "--timers"]);
+        assert_eq!(args("connections"), ["127.0.0.1", "20123", "-o", "json", "--connections", "-v"]);
+        assert_eq!(args("json"), ["127.0.0.1", "20123", "-o", "json", "-v"]);
         let _ = std::fs::remove_file(&files.stdout);
         let _ = std::fs::remove_file(&files.stderr);
     }

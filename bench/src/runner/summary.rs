@@ -1,9 +1,10 @@
-//! Per-row aggregates over rounds, and the targets tcpstate is held to.
+//! Per-row aggregates over rounds, and the targets and yardsticks
+//! tcpstate is held to.
 
 use serde::Serialize;
 
 use super::measure::Record;
-use super::rows::Row;
+use super::rows::{Kind, Row};
 use super::stats::Spread;
 
 /// One row's runs, summed up.
@@ -24,7 +25,12 @@ pub struct RowSummary {
     pub dropped: Option<u64>,
     pub missed: Option<u64>,
     pub recovered: Option<u64>,
-    /// Runs with received == expected.
+    /// Connection records expected and seen, summed over the successful
+    /// runs (`--connections` rows only).
+    pub records_expected: Option<u64>,
+    pub records_seen: Option<u64>,
+    /// Runs with received == expected (and, for `--connections`, every
+    /// connection record).
     pub exact_runs: usize,
     /// Runs where received + dropped + missed - recovered != expected.
     pub unbalanced_runs: usize,
@@ -33,17 +39,10 @@ pub struct RowSummary {
     pub peak_rss_mib: Option<Spread>,
     pub attach_ms: Option<Spread>,
     pub tw_probes: Option<String>,
+    /// Set by [`judge`], on tcpstate rows only.
     pub targets: Vec<Target>,
-}
-
-/// A goal from the issue, checked on one tcpstate row.
-#[derive(Clone, Debug, Serialize)]
-pub struct Target {
-    pub name: &'static str,
-    pub goal: &'static str,
-    pub value: Option<f64>,
-    /// None: nothing to judge (no successful run).
-    pub met: Option<bool>,
+    #[serde(skip)]
+    pub kind: Kind,
 }
 
 impl RowSummary {
@@ -62,7 +61,7 @@ impl RowSummary {
             let v: Vec<u64> = ok.iter().filter_map(|r| f(r)).collect();
             (!v.is_empty()).then(|| v.iter().sum())
         };
-        let mut s = RowSummary {
+        RowSummary {
             id: row.id.to_string(),
             label: row.label.to_string(),
             skipped,
@@ -76,6 +75,8 @@ impl RowSummary {
             dropped: total(&|r| r.dropped),
             missed: total(&|r| r.missed),
             recovered: total(&|r| r.recovered),
+            records_expected: total(&|r| r.records_expected),
+            records_seen: total(&|r| r.records_seen),
             exact_runs: ok.iter().filter(|r| r.exact() == Some(true)).count(),
             unbalanced_runs: ok.iter().filter(|r| r.balanced() == Some(false)).count(),
             cpu_s_per_100k: spread(&|r| r.cpu_s_per_100k),
@@ -84,30 +85,261 @@ impl RowSummary {
             attach_ms: spread(&|r| r.attach_ms),
             tw_probes: ok.iter().rev().find_map(|r| r.tw_probes.clone()),
             targets: Vec::new(),
-        };
-        if row.is_tcpstate() && s.skipped.is_none() {
-            s.targets = targets(&s);
+            kind: row.kind,
         }
-        s
+    }
+
+    fn median_ratio(&self) -> Option<f64> {
+        self.ratio_to_none.map(|s| s.median)
+    }
+
+    fn median_cpu(&self) -> Option<f64> {
+        self.cpu_s_per_100k.map(|s| s.median)
     }
 }
 
-/// The issue's targets. Throughput and CPU are judged on the median (they
-/// are noisy); exactness on every run; attach time and memory on the worst
-/// run (they should hold every time).
-fn targets(s: &RowSummary) -> Vec<Target> {
-    let check = |value: Option<f64>, ok: fn(f64) -> bool| (value, value.map(ok));
+/// A goal from the issue, or a yardstick against another row of the same
+/// bench run, on one tcpstate row.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub name: &'static str,
+    pub goal: &'static str,
+    /// The row compared with, for yardsticks against another row.
+    pub reference: Option<&'static str>,
+    /// None: nothing to judge (no successful run, or the reference row was
+    /// not run or has no value).
+    pub value: Option<f64>,
+    /// None: informational, or nothing to judge.
+    pub met: Option<bool>,
+}
+
+/// Most a `--connections` row may cost in throughput over `-o json`, in
+/// points of the baseline's conn/s.
+pub const CONNECTIONS_VS_JSON_PT: f64 = -1.0;
+/// Most tracer CPU a `--connections` row may use per 100k transitions.
+pub const CONNECTIONS_CPU_S: f64 = 0.05;
+
+/// Sets the targets of every tcpstate row that ran. Throughput is judged
+/// against the rows of the same bench run, not against a fixed share of
+/// the baseline: the attachments the kernel makes tcpstate use cost
+/// several points even as empty programs (the floor rows show how much).
+pub fn judge(rows: &mut [RowSummary]) {
+    let targets: Vec<Vec<Target>> = rows
+        .iter()
+        .map(|r| match r.kind {
+            Kind::Tcpstate { connections, .. } if r.skipped.is_none() => targets(r, rows, connections),
+            _ => Vec::new(),
+        })
+        .collect();
+    for (r, t) in rows.iter_mut().zip(targets) {
+        r.targets = t;
+    }
+}
+
+/// The floor row with the attachments tcpstate had, from its `-v` line:
+/// floor-timers with the timer tracepoint probes, floor-backup without
+/// TIME_WAIT probes. None for fentry or kprobe probes, which no floor row
+/// has.
+pub fn matching_floor(tw_probes: Option<&str>) -> Option<&'static str> {
+    let first = tw_probes.and_then(|p| p.split_whitespace().next()).unwrap_or("off");
+    match first.trim_matches(|c: char| !c.is_alphanumeric()) {
+        "timer" => Some("floor-timers"),
+        "off" | "none" | "" => Some("floor-backup"),
+        _ => None,
+    }
+}
+
+/// `a - b` in points (hundredths of the baseline): the distance between
+/// two median ratios to none.
+pub fn points(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some((a? - b?) * 100.0)
+}
+
+/// `a / b`, None unless b > 0.
+pub fn times(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    let b = b.filter(|b| *b > 0.0)?;
+    Some(a? / b)
+}
+
+/// The targets and yardsticks of one tcpstate row. Throughput and CPU are
+/// judged on the median (they are noisy); exactness on every run; attach
+/// time and memory on the worst run (they should hold every time).
+fn targets(s: &RowSummary, all: &[RowSummary], connections: bool) -> Vec<Target> {
+    let find = |id: &str| all.iter().find(|r| r.id == id && r.skipped.is_none());
+    let info = |name, goal, reference: Option<&'static str>, value| Target { name, goal, reference, value, met: None };
+    let judged = |name, goal, value: Option<f64>, ok: &dyn Fn(f64) -> bool| Target {
+        name,
+        goal,
+        reference: None,
+        value,
+        met: value.map(ok),
+    };
+    let floor = matching_floor(s.tw_probes.as_deref());
+    let bpftrace = find("bpftrace");
     let exact_share = (s.runs > 0).then(|| s.exact_runs as f64 / s.runs as f64);
-    let rows = [
-        ("throughput", "median conn/s >= 0.95 x none", check(s.ratio_to_none.map(|x| x.median), |v| v >= 0.95)),
-        (
-            "cpu",
-            "median tracer CPU <= 0.05 s per 100k events",
-            check(s.cpu_s_per_100k.map(|x| x.median), |v| v <= 0.05),
+    let mut t = vec![
+        info(
+            "vs_floor",
+            "informational: median x none minus that of the floor row with the same attachments, in points",
+            floor,
+            points(s.median_ratio(), floor.and_then(find).and_then(RowSummary::median_ratio)),
         ),
-        ("exact", "received == expected in >= 95 % of runs", check(exact_share, |v| v >= 0.95)),
-        ("attach", "start-to-attached < 150 ms (worst run)", check(s.attach_ms.map(|x| x.max), |v| v < 150.0)),
-        ("rss", "peak RSS < 16 MiB (worst run)", check(s.peak_rss_mib.map(|x| x.max), |v| v < 16.0)),
+        info(
+            "cpu_vs_bpftrace",
+            "informational: median tracer CPU per 100k events over bpftrace's",
+            Some("bpftrace"),
+            times(s.median_cpu(), bpftrace.and_then(RowSummary::median_cpu)),
+        ),
     ];
-    rows.into_iter().map(|(name, goal, (value, met))| Target { name, goal, value, met }).collect()
+    if connections {
+        t.push(judged("cpu", "median tracer CPU <= 0.05 s per 100k transitions", s.median_cpu(), &|v| {
+            v <= CONNECTIONS_CPU_S
+        }));
+        t.push(judged("exact", "every run exact: transitions and connection records", exact_share, &|v| v >= 1.0));
+    } else {
+        t.push(info("cpu", "informational: median tracer CPU s per 100k events", None, s.median_cpu()));
+        t.push(judged("exact", "received == expected in >= 95 % of runs", exact_share, &|v| v >= 0.95));
+    }
+    t.push(judged("attach", "start-to-attached < 150 ms (worst run)", s.attach_ms.map(|x| x.max), &|v| v < 150.0));
+    t.push(judged("rss", "peak RSS < 16 MiB (worst run)", s.peak_rss_mib.map(|x| x.max), &|v| v < 16.0));
+    if connections {
+        let json = find("json");
+        t.push(Target {
+            reference: Some("json"),
+            ..judged(
+                "vs_json",
+                "median x none within 1 point of -o json's (>= -1 pt)",
+                points(s.median_ratio(), json.and_then(RowSummary::median_ratio)),
+                &|v| v >= CONNECTIONS_VS_JSON_PT,
+            )
+        });
+        t.push(info(
+            "cpu_vs_json",
+            "informational: median tracer CPU per 100k events over -o json's",
+            Some("json"),
+            times(s.median_cpu(), json.and_then(RowSummary::median_cpu)),
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::rows::ALL;
+
+    fn row(id: &str) -> &'static Row {
+        ALL.iter().find(|r| r.id == id).unwrap()
+    }
+
+    /// One successful run of `id` with these medians.
+    fn run(id: &str, ratio: f64, cpu: f64) -> Record {
+        Record {
+            row: id.into(),
+            ratio_to_none: Some(ratio),
+            cpu_s_per_100k: Some(cpu),
+            expected: Some(10),
+            received: Some(10),
+            attach_ms: Some(20.0),
+            peak_rss_kib: Some(10 * 1024),
+            tw_probes: matches!(row(id).kind, Kind::Tcpstate { tw_off: false, .. })
+                .then(|| "timer (tp_btf/timer_start, timer_cancel, timer_expire_entry)".into()),
+            ..Record::default()
+        }
+    }
+
+    fn summaries(runs: &[Record]) -> Vec<RowSummary> {
+        let ids: Vec<&str> = runs.iter().map(|r| r.row.as_str()).collect();
+        let mut rows: Vec<RowSummary> = ALL
+            .iter()
+            .filter(|r| ids.contains(&r.id))
+            .map(|r| RowSummary::of(r, &runs.iter().filter(|x| x.row == r.id).collect::<Vec<_>>()))
+            .collect();
+        judge(&mut rows);
+        rows
+    }
+
+    fn target<'a>(rows: &'a [RowSummary], id: &str, name: &str) -> &'a Target {
+        let r = rows.iter().find(|r| r.id == id).unwrap();
+        r.targets.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{id} has no {name} target"))
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    #[test]
+    fn points_and_times() {
+        assert!(close(points(Some(0.889), Some(0.930)), -4.1));
+        assert_eq!(points(Some(0.9), None), None);
+        assert!(close(times(Some(0.07), Some(0.7)), 0.1));
+        assert_eq!(times(Some(0.07), Some(0.0)), None);
+        assert_eq!(times(None, Some(1.0)), None);
+    }
+
+    #[test]
+    fn each_row_is_measured_against_the_floor_with_its_attachments() {
+        assert_eq!(matching_floor(Some("timer (tp_btf/timer_start, ...); HZ 250")), Some("floor-timers"));
+        assert_eq!(matching_floor(Some("off; HZ 250 (measured)")), Some("floor-backup"));
+        assert_eq!(matching_floor(Some("fentry (tcp_time_wait, ...)")), None);
+        let rows = summaries(&[
+            run("floor-backup", 0.96, 0.005),
+            run("floor-timers", 0.93, 0.006),
+            run("bpftrace", 0.13, 0.5),
+            run("json", 0.89, 0.05),
+            Record { tw_probes: Some("off; HZ 250".into()), ..run("tw-off", 0.92, 0.04) },
+        ]);
+        let t = target(&rows, "json", "vs_floor");
+        assert_eq!((t.reference, t.met), (Some("floor-timers"), None));
+        assert!(close(t.value, -4.0));
+        let t = target(&rows, "tw-off", "vs_floor");
+        assert_eq!(t.reference, Some("floor-backup"));
+        assert!(close(t.value, -4.0));
+        assert!(close(target(&rows, "json", "cpu_vs_bpftrace").value, 0.1));
+        assert!(close(target(&rows, "tw-off", "cpu_vs_bpftrace").value, 0.08));
+        // Informational for the transition rows; only --connections has a CPU goal.
+        assert_eq!(target(&rows, "json", "cpu").met, None);
+        assert_eq!(target(&rows, "json", "exact").met, Some(true));
+        assert!(rows.iter().filter(|r| !matches!(r.kind, Kind::Tcpstate { .. })).all(|r| r.targets.is_empty()));
+        assert!(rows.iter().find(|r| r.id == "json").unwrap().targets.iter().all(|t| t.name != "vs_json"));
+    }
+
+    #[test]
+    fn rows_not_run_leave_their_yardsticks_empty_not_failed() {
+        let rows = summaries(&[run("connections", 0.88, 0.04)]);
+        for name in ["vs_floor", "cpu_vs_bpftrace", "vs_json", "cpu_vs_json"] {
+            let t = target(&rows, "connections", name);
+            assert_eq!((t.value, t.met), (None, None), "{name}");
+        }
+        assert_eq!(target(&rows, "connections", "cpu").met, Some(true));
+    }
+
+    #[test]
+    fn connections_are_held_to_json_and_to_every_run_exact() {
+        let conn = |ratio, cpu| run("connections", ratio, cpu);
+        let rows = summaries(&[run("json", 0.890, 0.040), conn(0.885, 0.044)]);
+        let t = target(&rows, "connections", "vs_json");
+        assert!(close(t.value, -0.5));
+        assert_eq!((t.reference, t.met), (Some("json"), Some(true)));
+        assert!(close(target(&rows, "connections", "cpu_vs_json").value, 1.1));
+        assert_eq!(target(&rows, "connections", "cpu").met, Some(true));
+
+        let rows = summaries(&[run("json", 0.890, 0.040), conn(0.875, 0.051)]);
+        assert_eq!(target(&rows, "connections", "vs_json").met, Some(false));
+        assert_eq!(target(&rows, "connections", "cpu").met, Some(false));
+
+        // One run of 20 short of its records: 95 % exact is enough for the
+        // transition rows, not for --connections.
+        let short = Record { records_expected: Some(40), records_seen: Some(38), ..conn(0.88, 0.04) };
+        let mut runs: Vec<Record> = (0..19)
+            .map(|_| Record { records_expected: Some(40), records_seen: Some(40), ..conn(0.88, 0.04) })
+            .collect();
+        runs.push(short);
+        let rows = summaries(&runs);
+        let r = rows.iter().find(|r| r.id == "connections").unwrap();
+        assert_eq!((r.exact_runs, r.records_expected, r.records_seen), (19, Some(800), Some(798)));
+        let t = target(&rows, "connections", "exact");
+        assert!(close(t.value, 0.95));
+        assert_eq!(t.met, Some(false));
+    }
 }
