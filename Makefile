@@ -11,7 +11,7 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 # gcc with a static libc for the guest's socket helper), a font for PNG
 # pictures, bpftrace (a peer in make bench).
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
-              nginx-light curl iproute2 ca-certificates \
+              nginx-light curl iproute2 procps ca-certificates \
               qemu-system-x86 busybox-static cpio xz-utils util-linux gcc libc6-dev \
               fonts-dejavu-core bpftrace
 
@@ -44,7 +44,7 @@ run: build
 test: deps lint
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --workspace --all-targets
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --no-default-features \
-		--lib --bins --test trace --test errors --test hardening
+		--lib --bins --test trace --test errors --test hardening --test connections
 
 # The house style: rustfmt.toml, and clippy with warnings as errors.
 lint: deps

@@ -91,22 +91,25 @@ impl Nginx {
     /// Like [`Nginx::start_on`], inside a network namespace when given.
     pub fn start_in(netns: Option<&Netns>, addr: &str) -> Nginx {
         let addr: SocketAddr = addr.parse().unwrap();
-        let port = addr.port();
-        let dir = std::env::temp_dir().join(format!("tcpstate-nginx-{}-{port}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tcpstate-nginx-{}-{}", std::process::id(), addr.port()));
+        Nginx::launch(netns, addr, dir, "", "location / { return 200 \"tcpstate test\\n\"; }")
+    }
+
+    /// Writes a configuration with `http` lines and a `server` block body
+    /// for `addr` into `dir`, starts nginx (in `netns` when given), and
+    /// returns once it listens.
+    fn launch(netns: Option<&Netns>, addr: SocketAddr, dir: PathBuf, http: &str, server: &str) -> Nginx {
         fs::create_dir_all(&dir).unwrap();
         let conf = format!(
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             http {{\n  access_log off;\n  {http}\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen {addr};\n    location / {{ return 200 \"tcpstate test\\n\"; }}\n  }}\n}}\n",
+               server {{\n    listen {addr};\n    {server}\n  }}\n}}\n",
             d = dir.display()
         );
         fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut cmd = match netns {
-            Some(ns) => ns.cmd("nginx"),
-            None => Command::new("nginx"),
-        };
+        let mut cmd = netns.map_or_else(|| Command::new("nginx"), |ns| ns.cmd("nginx"));
         let child = cmd
             .args(["-e", "stderr", "-p"])
             .arg(&dir)
@@ -120,7 +123,7 @@ impl Nginx {
         let nginx = Nginx { addr, child, dir };
         let pid = nginx.child.id();
         wait_for(Duration::from_secs(10), "nginx to listen", || {
-            socket_states_of(Some(pid), port).iter().any(|s| s == "0A")
+            socket_states_of(Some(pid), addr.port()).iter().any(|s| s == "0A")
         });
         nginx
     }
@@ -464,4 +467,332 @@ impl Drop for Netns {
 fn run(cmd: &mut Command) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e} (run `make deps`)"));
     assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+// Connection records (`--connections`, issue 13): their reader and checks,
+// and the peers their tests need (an nginx serving a file, HTTP exchanges
+// that count their bytes, a routed pair of namespaces).
+
+/// A JSON connection record's keys, in the spec's order (spec/records.md).
+pub const RECORD_KEYS: [&str; 30] = [
+    "conn_id",
+    "side",
+    "side_by",
+    "start_ns",
+    "end_ns",
+    "start_unix_ns",
+    "end_unix_ns",
+    "duration_ns",
+    "family",
+    "saddr",
+    "sport",
+    "daddr",
+    "dport",
+    "netns",
+    "pid",
+    "comm",
+    "states",
+    "time_wait_ns",
+    "bytes_sent",
+    "bytes_acked",
+    "bytes_received",
+    "bytes_retrans",
+    "segs_in",
+    "segs_out",
+    "retransmits",
+    "srtt_us",
+    "min_rtt_us",
+    "error",
+    "end",
+    "open",
+];
+
+/// The counters read together from `tcp_sock`: all null or all numbers.
+pub const RECORD_COUNTERS: [&str; 7] =
+    ["bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans", "segs_in", "segs_out", "retransmits"];
+
+/// Every end cause the spec names.
+pub const END_CAUSES: [&str; 13] = [
+    "active_close",
+    "passive_close",
+    "reset_sent",
+    "reset_received",
+    "refused",
+    "timed_out",
+    "unreachable",
+    "aborted",
+    "time_wait_expired",
+    "time_wait_reused",
+    "time_wait_netns_exit",
+    "time_wait_killed",
+    "open",
+];
+
+/// CLOCK_MONOTONIC now, the clock of `ts_ns`, `start_ns` and `end_ns`.
+pub fn mono_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// CLOCK_REALTIME now, the clock of `start_unix_ns` and `end_unix_ns`.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// The connection records of JSON output, each checked against the spec:
+/// its keys in order, durations that add up, a wall clock that is the
+/// monotonic one shifted by the offset of today, `open` and `time_wait_ns`
+/// that agree with `end` and `states`, counters all there or all null.
+pub fn records(stdout: &str) -> Vec<serde_json::Value> {
+    let offset = wall_ns() as i128 - mono_ns() as i128;
+    stdout
+        .lines()
+        .map(|line| {
+            let r: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            check_record(line, &r, offset);
+            r
+        })
+        .collect()
+}
+
+fn check_record(line: &str, r: &serde_json::Value, offset: i128) {
+    let obj = r.as_object().unwrap_or_else(|| panic!("not an object: {line}"));
+    assert_eq!(obj.len(), RECORD_KEYS.len(), "keys of {line}");
+    let at: Vec<usize> = RECORD_KEYS
+        .iter()
+        .map(|k| line.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("no {k:?} in {line}")))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "keys out of the spec's order: {line}");
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} is not a number in {line}"));
+    assert_eq!(n("duration_ns"), n("end_ns") - n("start_ns"), "{line}");
+    assert_eq!(n("end_unix_ns") - n("start_unix_ns"), n("duration_ns"), "{line}");
+    // NTP may slew the wall clock a little while a test runs.
+    let skew = n("start_unix_ns") as i128 - n("start_ns") as i128 - offset;
+    assert!(skew.abs() < 100_000_000, "wall clock off by {skew} ns: {line}");
+    assert!(r["side"] == "client" || r["side"] == "server", "{line}");
+    assert!(["server", "origin", "ports"].contains(&r["side_by"].as_str().unwrap()), "{line}");
+    assert!(r["family"] == 4 || r["family"] == 6, "{line}");
+    let end = r["end"].as_str().unwrap_or_else(|| panic!("no end in {line}"));
+    assert!(END_CAUSES.contains(&end), "unknown end {end:?}");
+    assert_eq!(r["open"], end == "open", "{line}");
+    let spans = r["states"].as_array().unwrap_or_else(|| panic!("no states in {line}"));
+    assert!(!spans.is_empty(), "a record with no state (a listener's own life?): {line}");
+    for s in spans {
+        assert_eq!(s.as_object().map(|o| o.len()), Some(3), "span {s} in {line}");
+        assert!(s["state"].is_string() && s["inferred"].is_boolean(), "span {s} in {line}");
+        assert!(s["ns"].is_null() || s["ns"].is_u64(), "span {s} in {line}");
+        assert_ne!(s["state"], "CLOSE", "the final CLOSE is not a span: {line}");
+    }
+    let tw: Vec<&serde_json::Value> = spans.iter().filter(|s| s["state"] == "TIME_WAIT").collect();
+    match tw[..] {
+        [] => assert!(r["time_wait_ns"].is_null(), "{line}"),
+        [one] => assert_eq!(r["time_wait_ns"], one["ns"], "{line}"),
+        _ => panic!("TIME_WAIT twice: {line}"),
+    }
+    let known: Option<Vec<u64>> = spans.iter().map(|s| s["ns"].as_u64()).collect();
+    if let (false, Some(known)) = (r["open"] == true, known) {
+        assert_eq!(known.iter().sum::<u64>(), n("duration_ns"), "spans add up to the duration: {line}");
+    }
+    let present = RECORD_COUNTERS.iter().filter(|k| r[**k].is_u64()).count();
+    assert!(present == 0 || present == RECORD_COUNTERS.len(), "counters half there: {line}");
+    if present == 0 {
+        assert!(r["srtt_us"].is_null() && r["min_rtt_us"].is_null() && r["error"].is_null(), "{line}");
+    }
+    assert!(r["error"].is_null() || r["error"].as_str().is_some_and(|e| e.starts_with('E')), "{line}");
+}
+
+/// The names of a record's states, in order.
+pub fn record_states(r: &serde_json::Value) -> Vec<String> {
+    r["states"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap().to_string()).collect()
+}
+
+/// A counter of a record, which must be there.
+pub fn counter(r: &serde_json::Value, name: &str) -> u64 {
+    r[name].as_u64().unwrap_or_else(|| panic!("no {name} in {r}"))
+}
+
+/// When TIME_WAIT began (the hand-off to the timewait socket).
+pub fn time_wait_start(r: &serde_json::Value) -> u64 {
+    counter(r, "end_ns") - counter(r, "time_wait_ns")
+}
+
+/// How much later a tracer attached second stamps a kernel event than the
+/// one attached first: the programs on one tracepoint run in attach order,
+/// so never earlier, and later by the first one's run time (a few µs), or
+/// by an interrupt that lands in between.
+pub const LAG_NS: i128 = 1_000_000;
+
+/// A record (from a tracer with `--connections`, attached first) tells
+/// what the transition stream (from a tracer attached second, one
+/// connection's events from [`connections`]) shows: the same id, side,
+/// tuple and owner, the states entered in order, each entered when the
+/// stream saw it (within [`LAG_NS`]), and each span as long as the
+/// stream's `prev_state_ms` for leaving it.
+pub fn assert_record_tells_stream(r: &serde_json::Value, events: &[serde_json::Value]) {
+    let last = events.last().unwrap();
+    for e in events {
+        assert_eq!(e["conn_id"], r["conn_id"], "one id: {e} vs {r}");
+    }
+    for k in ["side", "family", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm"] {
+        assert_eq!(r[k], last[k], "{k} of {r} vs the stream's {last}");
+    }
+    let entered = if last["new"] == "CLOSE" { &events[..events.len() - 1] } else { events };
+    let want: Vec<&str> = entered.iter().map(|e| e["new"].as_str().unwrap()).collect();
+    assert_eq!(record_states(r), want, "{r}");
+    let spans = r["states"].as_array().unwrap();
+    let ts = |e: &serde_json::Value| e["ts_ns"].as_u64().unwrap() as i128;
+    let mut at = counter(r, "start_ns") as i128;
+    for (i, e) in events.iter().enumerate() {
+        let lag = ts(e) - at;
+        assert!((0..=LAG_NS).contains(&lag), "{} seen {lag} ns after the record's time: {r}", transition(e));
+        if i > 0 {
+            let ms = e["prev_state_ms"].as_f64().unwrap_or_else(|| panic!("no prev_state_ms in {e}"));
+            let ns = spans[i - 1]["ns"].as_u64().unwrap_or_else(|| panic!("span {i} unknown: {r}"));
+            let diff = ns as i128 - (ms * 1e6).round() as i128;
+            assert!(diff.abs() <= LAG_NS, "{} span {ns} ns, stream {ms} ms: {r}", transition(e));
+        }
+        if let Some(span) = spans.get(i) {
+            assert_eq!(span["inferred"], e["inferred"], "{r} vs {e}");
+            at += span["ns"].as_u64().unwrap_or_else(|| panic!("span {i} unknown: {r}")) as i128;
+        }
+    }
+    if last["new"] == "CLOSE" {
+        assert_eq!(at, counter(r, "end_ns") as i128, "the record ends when its last span does: {r}");
+    }
+}
+
+/// Waits until the tracer has printed `n` records.
+pub fn wait_for_records(tracer: &Tracer, n: usize, limit: Duration) {
+    wait_for(limit, &format!("{n} connection records"), || records(&tracer.stdout_now()).len() >= n);
+}
+
+/// Waits until the tracer's transition stream has `n` transitions `what`.
+pub fn wait_for_in_stream(tracer: &Tracer, what: &str, n: usize, limit: Duration) {
+    wait_for(limit, &format!("{n} {what}"), || {
+        json_events(&tracer.stdout_now()).iter().filter(|e| transition(e) == what).count() >= n
+    });
+}
+
+/// The inode number of a network namespace: what tcpstate prints as `netns`.
+pub fn netns_inode(ns: &Netns) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino()
+}
+
+/// Whether a [`Nginx::serve`] keeps connections open between requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    /// nginx's default (75 s): the client closes first.
+    On,
+    /// `keepalive_timeout 0`: nginx closes each connection once it has
+    /// answered (a client that waits for the end of the answer sees nginx
+    /// close first; curl, which stops at Content-Length, races it).
+    Off,
+}
+
+impl Nginx {
+    /// A private nginx on `addr` (in `netns` when given) serving
+    /// `/body`, a file of `body_len` bytes.
+    pub fn serve(netns: Option<&Netns>, addr: &str, body_len: usize, keepalive: Keepalive) -> Nginx {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let dir = std::env::temp_dir().join(format!("tcpstate-nginx-site-{}-{}", std::process::id(), addr.port()));
+        fs::create_dir_all(dir.join("www")).unwrap();
+        fs::write(dir.join("www/body"), vec![b'x'; body_len]).unwrap();
+        let keepalive = if keepalive == Keepalive::Off { "keepalive_timeout 0;" } else { "" };
+        let root = format!("root {}/www;", dir.display());
+        Nginx::launch(netns, addr, dir, keepalive, &root)
+    }
+}
+
+/// The bytes one HTTP exchange moved, as the application wrote and read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// `GET path` on a connected stream: reads the whole answer, and with
+/// `to_eof` also the server's FIN (so the server closes first); then
+/// closes the stream.
+pub fn get_counted(mut stream: TcpStream, path: &str, to_eof: bool) -> Exchange {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    while to_eof || !answer_complete(&got) {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            assert!(to_eof, "the server closed before answering: {}", String::from_utf8_lossy(&got));
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer_complete(&got), "{}", String::from_utf8_lossy(&got));
+    Exchange { sent: request.len() as u64, received: got.len() as u64 }
+}
+
+/// A whole HTTP answer: its head and Content-Length bytes of body.
+fn answer_complete(got: &[u8]) -> bool {
+    let Some(head) = got.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let text = String::from_utf8_lossy(&got[..head]);
+    let len: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap_or_else(|| panic!("no Content-Length in {text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    got.len() >= head + 4 + len
+}
+
+/// A TCP connection to an IPv4 `server` from 127.0.0.1:`local_port`, as
+/// the tests that reuse a tuple need.
+pub fn connect_from(server: SocketAddr, local_port: u16) -> TcpStream {
+    use nix::sys::socket::{bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    let SocketAddr::V4(v4) = server else { panic!("IPv4 server expected") };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).unwrap();
+    setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, local_port)).unwrap();
+    connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).unwrap();
+    // SAFETY: a connected TCP socket we own.
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// A client namespace whose traffic leaves through a router namespace (a
+/// veth pair between them). The router forwards, silently drops what is
+/// sent to [`Routed::BLACKHOLE`] and answers what is sent to
+/// [`Routed::UNREACHABLE`] with ICMP host unreachable (no rate limit). The
+/// client's connect gives up after one SYN retransmission
+/// (`tcp_syn_retries=1`). Both are deleted on drop, the veth pair with them.
+pub struct Routed {
+    pub client: Netns,
+    pub router: Netns,
+}
+
+impl Routed {
+    pub const BLACKHOLE: &'static str = "10.200.9.9";
+    pub const UNREACHABLE: &'static str = "10.200.8.8";
+
+    pub fn new(tag: &str) -> Routed {
+        let routed = Routed { client: Netns::new(&format!("{tag}-c")), router: Netns::new(&format!("{tag}-r")) };
+        let (c, r) = (routed.client.name.as_str(), routed.router.name.as_str());
+        for args in [
+            &["-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", r][..],
+            &["-n", c, "addr", "add", "10.200.0.1/24", "dev", "c0"],
+            &["-n", r, "addr", "add", "10.200.0.2/24", "dev", "r0"],
+            &["-n", c, "link", "set", "c0", "up"],
+            &["-n", r, "link", "set", "r0", "up"],
+            &["-n", c, "route", "add", "default", "via", "10.200.0.2"],
+            &["-n", r, "route", "add", "blackhole", Routed::BLACKHOLE],
+            &["-n", r, "route", "add", "unreachable", Routed::UNREACHABLE],
+        ] {
+            run(Command::new("ip").args(args));
+        }
+        run(routed.router.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"]));
+        run(routed.client.cmd("sysctl").args(["-qw", "net.ipv4.tcp_syn_retries=1"]));
+        routed
+    }
 }
