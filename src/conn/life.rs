@@ -59,6 +59,8 @@ pub(super) struct Life {
     /// A reset it sent: the socket's state then, and who wanted it.
     reset_sent: Option<(TcpState, ResetCause)>,
     tw_end: Option<TwEnd>,
+    /// A new connection took its tuple while its TIME_WAIT was ending.
+    reused: bool,
 }
 
 /// How a TIME_WAIT ended.
@@ -99,7 +101,9 @@ impl Life {
                 self.start_ns = t.ts_ns.saturating_sub(t.time_in_old_ns.unwrap_or(0));
             }
         }
-        if t.new == TcpState::LISTEN {
+        // A listener, or one seen only as it stops listening (its accepted
+        // children leave LISTEN for SYN_RECV).
+        if t.new == TcpState::LISTEN || (t.old == TcpState::LISTEN && t.new != TcpState::SYN_RECV) {
             self.listener = true;
         }
         if t.new == t.old {
@@ -175,6 +179,7 @@ impl Life {
         match self.tw_end {
             Some(TwEnd::Expired) => return EndCause::TimeWaitExpired,
             Some(TwEnd::NetnsExit) => return EndCause::TimeWaitNetnsExit,
+            Some(TwEnd::CutShort) if self.reused => return EndCause::TimeWaitReused,
             Some(TwEnd::CutShort) => return EndCause::TimeWaitKilled,
             None => {}
         }
@@ -202,15 +207,18 @@ fn state_bit(state: TcpState) -> u32 {
 #[derive(Default)]
 pub(super) struct Ended {
     queue: VecDeque<Ending>,
-    /// TIME_WAITs cut short, by namespace and tuple: a new connection with
-    /// the same tuple that completes its handshake in the hold reused it.
-    cut_short: HashMap<(u32, Tuple), ConnId>,
+    /// TIME_WAITs that may be ending early, by namespace and tuple: cut
+    /// short, or with a timer cancel pending (a reuse cancels the timer; the
+    /// death is known only once no re-arm followed, after the handshake of
+    /// the connection that reused it may have completed). A new connection
+    /// with the same tuple that completes its handshake reused it.
+    watch: HashMap<(u32, Tuple), ConnId>,
 }
 
 impl Ended {
-    /// Whether a TIME_WAIT cut short waits to learn whether it was reused.
+    /// Whether any TIME_WAIT may be ending early.
     pub(super) fn awaits_reuse(&self) -> bool {
-        !self.cut_short.is_empty()
+        !self.watch.is_empty()
     }
 }
 
@@ -225,11 +233,11 @@ impl ConnTable {
     /// its record goes out after its hold.
     pub(super) fn end(&mut self, id: ConnId, ts_ns: u64) {
         let Some(mut conn) = self.remove(id) else { return };
-        let Some(mut life) = conn.life.take().filter(|l| !l.listener) else { return };
-        let cut_short = life.tw_end == Some(TwEnd::CutShort);
-        let hold = if cut_short { REUSE_HOLD_NS } else { RESET_HOLD_NS };
-        if cut_short {
-            self.ended.cut_short.insert((conn.netns, conn.tuple), id);
+        let Some(mut life) = conn.life.take().filter(|l| !l.listener && !l.spans.is_empty()) else { return };
+        let awaits_reuse = life.tw_end == Some(TwEnd::CutShort) && !life.reused;
+        let hold = if awaits_reuse { REUSE_HOLD_NS } else { RESET_HOLD_NS };
+        if awaits_reuse {
+            self.ended.watch.insert((conn.netns, conn.tuple), id);
         }
         // Its cause is decided when its hold is over.
         let states = std::mem::take(&mut life.spans);
@@ -247,12 +255,22 @@ impl ConnTable {
         }
     }
 
-    /// A connection completed its handshake: if a TIME_WAIT with its tuple
-    /// was cut short just before, the tuple was reused.
+    /// A timer cancel of connection `id`'s timewait socket: its TIME_WAIT
+    /// may be ending early.
+    pub(super) fn watch_reuse(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get(id).filter(|c| c.life.is_some()) {
+            self.ended.watch.insert((conn.netns, conn.tuple), id);
+        }
+    }
+
+    /// A connection completed its handshake: a TIME_WAIT with its tuple
+    /// that was ending early was reused.
     pub(super) fn established(&mut self, netns: u32, tuple: &Tuple) {
-        let Some(id) = self.ended.cut_short.remove(&(netns, *tuple)) else { return };
-        if let Some(ending) = self.ended.queue.iter_mut().find(|e| e.record.conn_id == id) {
-            ending.record.end = EndCause::TimeWaitReused;
+        let Some(id) = self.ended.watch.remove(&(netns, *tuple)) else { return };
+        if let Some(life) = self.conns.get_mut(id).and_then(|c| c.life.as_mut()) {
+            life.reused = true;
+        } else if let Some(ending) = self.ended.queue.iter_mut().find(|e| e.record.conn_id == id) {
+            ending.life.reused = true;
             ending.due_ns = 0;
         }
     }
@@ -264,11 +282,10 @@ impl ConnTable {
         // Mostly in order; a reuse found makes one due early.
         while let Some(i) = self.ended.queue.iter().position(due) {
             let Ending { life, mut record, .. } = self.ended.queue.remove(i).expect("found");
-            if record.end != EndCause::TimeWaitReused {
-                record.end = life.end_cause();
-            }
-            if life.tw_end == Some(TwEnd::CutShort) {
-                self.ended.cut_short.retain(|_, &mut of| of != record.conn_id);
+            record.end = life.end_cause();
+            let key = (record.netns, record.tuple);
+            if self.ended.watch.get(&key) == Some(&record.conn_id) {
+                self.ended.watch.remove(&key);
             }
             out.push_back(Record::Connection(Box::new(record)));
         }

@@ -1106,6 +1106,28 @@ fn a_time_wait_cut_short_is_reused_when_its_tuple_connects_again() {
 }
 
 #[test]
+fn a_timer_cancel_then_the_tuple_connecting_again_is_a_reuse() {
+    // The timer kind: the kill is a cancel, known as a death only after its
+    // hold, by when the new connection's handshake is done.
+    let mut events = client_life(5);
+    events.push(tw_c(5_000_000, 5, TwEvent::Cancelled, TW));
+    events.push(state_c(5_000_000, 6, CLOSE, SYN_SENT));
+    events.push(state_c(5_100_000, 6, SYN_SENT, ESTABLISHED));
+    let out = run_on(&mut records_table(), events, 5_000_000 + CANCEL_HOLD_NS + 10_000_000);
+    let recs = records(&out);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!((recs[0].conn_id, recs[0].end, recs[0].end_ns), (5, EndCause::TimeWaitReused, 5_000_000));
+}
+
+#[test]
+fn a_listener_older_than_tcpstate_has_no_record_either() {
+    let mut t = records_table();
+    let mut out = run_on(&mut t, vec![state_c(10, 1, LISTEN, CLOSE)], 100_000_000);
+    t.flush(&mut out);
+    assert!(records(&out).is_empty(), "{:?}", records(&out));
+}
+
+#[test]
 fn a_time_wait_cut_short_with_no_reuse_is_killed_after_the_hold() {
     let mut events = client_life(5);
     events.push(tw_c(5_000_000, 5, TwEvent::Freed, TW));

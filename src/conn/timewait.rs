@@ -268,12 +268,15 @@ impl ConnTable {
             }
         };
         let Some(tw) = self.conns.get_mut(id).and_then(|c| c.tw.as_mut()) else { return };
+        tw.last_ns = ev.ts_ns;
         if tw.cancel == At::NONE {
             (tw.cancel, tw.cancel_substate, tw.cancel_armed) = (At::of(ev.ts_ns), substate, At::from(ev.tw_armed_ns));
             tw.cancel_netns_dying = ev.netns_dying;
             self.tw.cancels.push_back((ev.ts_ns, id));
+            if self.cfg.records && !ev.netns_dying {
+                self.watch_reuse(id);
+            }
         }
-        tw.last_ns = ev.ts_ns;
     }
 
     /// A death reported by a probe: of a socket we follow, or of one that
