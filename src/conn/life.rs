@@ -150,6 +150,21 @@ impl Life {
         states.iter().any(|&s| self.passed & state_bit(s) != 0)
     }
 
+    /// How long its record waits after its end for what may still tell
+    /// why it ended: a reuse of its tuple for a TIME_WAIT cut short, a
+    /// reset sent after a CLOSE that an application's close() may have made.
+    /// Nothing when the cause is settled: a TIME_WAIT's end, a reset
+    /// received or an error, a CLOSE from LAST_ACK or CLOSING (an ack).
+    fn hold_ns(&self) -> u64 {
+        match (self.tw_end, self.closed_from) {
+            (Some(TwEnd::CutShort), _) if !self.reused => REUSE_HOLD_NS,
+            (Some(_), _) => 0,
+            _ if self.reset_received || self.counters.is_some_and(|c| c.error != 0) => 0,
+            (None, Some(TcpState::LAST_ACK | TcpState::CLOSING)) => 0,
+            (None, _) => RESET_HOLD_NS,
+        }
+    }
+
     /// Why it ended, from what the kernel left behind.
     pub(super) fn end_cause(&self) -> EndCause {
         let error = self.counters.map_or(0, |c| c.error);
@@ -230,17 +245,26 @@ struct Ending {
 
 impl ConnTable {
     /// Connection `id` ended at `ts_ns`: forgotten, and with `--connections`
-    /// its record goes out after its hold.
-    pub(super) fn end(&mut self, id: ConnId, ts_ns: u64) {
+    /// its record goes out, at once or after its hold.
+    pub(super) fn end(&mut self, id: ConnId, ts_ns: u64, out: &mut VecDeque<Record>) {
         let Some(mut conn) = self.remove(id) else { return };
         let Some(mut life) = conn.life.take().filter(|l| !l.listener && !l.spans.is_empty()) else { return };
-        let awaits_reuse = life.tw_end == Some(TwEnd::CutShort) && !life.reused;
-        let hold = if awaits_reuse { REUSE_HOLD_NS } else { RESET_HOLD_NS };
-        if awaits_reuse {
-            self.ended.watch.insert((conn.netns, conn.tuple), id);
+        let states = std::mem::take(&mut life.spans);
+        let hold = life.hold_ns();
+        let key = (conn.netns, conn.tuple);
+        if self.ended.watch.get(&key) == Some(&id) {
+            // Watched since a timer cancel; from now on only if cut short.
+            self.ended.watch.remove(&key);
+        }
+        if hold == 0 {
+            let record = conn_record(&conn, &life, states, ts_ns, life.end_cause());
+            out.push_back(Record::Connection(Box::new(record)));
+            return;
+        }
+        if hold == REUSE_HOLD_NS {
+            self.ended.watch.insert(key, id);
         }
         // Its cause is decided when its hold is over.
-        let states = std::mem::take(&mut life.spans);
         let record = conn_record(&conn, &life, states, ts_ns, EndCause::ActiveClose);
         self.ended.queue.push_back(Ending { due_ns: ts_ns + hold, life, record });
     }

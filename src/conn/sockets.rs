@@ -95,7 +95,7 @@ impl ConnTable {
         }
         self.reports.report(conn, t, out);
         if new == TcpState::CLOSE {
-            self.end(id, ev.ts_ns);
+            self.end(id, ev.ts_ns, out);
         }
     }
 

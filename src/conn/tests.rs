@@ -1120,6 +1120,24 @@ fn a_timer_cancel_then_the_tuple_connecting_again_is_a_reuse() {
 }
 
 #[test]
+fn nothing_stays_watched_for_a_reuse_once_the_records_are_out() {
+    let mut t = records_table();
+    let mut events = client_life(5);
+    events.push(tw_c(5_000_000, 5, TwEvent::Cancelled, TW));
+    run_on(&mut t, events, 5_000_000 + CANCEL_HOLD_NS);
+    assert!(t.ended.awaits_reuse(), "cut short: waits for a reuse");
+    let out = run_on(&mut t, vec![], 2_000_000_000);
+    assert_eq!(records(&out)[0].end, EndCause::TimeWaitKilled);
+    assert!(!t.ended.awaits_reuse());
+    // A death at the namespace's exit is settled at once.
+    let mut events = client_life(7);
+    events.push(ProbeEvent { netns_dying: true, ..tw_c(3_000_000_000, 7, TwEvent::Cancelled, TW) });
+    let out = run_on(&mut t, events, 3_000_000_000 + CANCEL_HOLD_NS);
+    assert_eq!(records(&out)[0].end, EndCause::TimeWaitNetnsExit);
+    assert!(!t.ended.awaits_reuse());
+}
+
+#[test]
 fn a_listener_older_than_tcpstate_has_no_record_either() {
     let mut t = records_table();
     let mut out = run_on(&mut t, vec![state_c(10, 1, LISTEN, CLOSE)], 100_000_000);

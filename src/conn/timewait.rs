@@ -332,7 +332,7 @@ impl ConnTable {
             life.time_wait_ended(TwEnd::of(word.expired, word.netns_dying, armed, ts_ns));
         }
         self.reports.report(conn, t, out);
-        self.end(id, ts_ns);
+        self.end(id, ts_ns, out);
     }
 
     /// A hand-off's claim, where the kernel gave no cookie: the timewait
