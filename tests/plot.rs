@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use resvg::tiny_skia::Pixmap;
+use tcpstate::conn::EndCause;
 use tcpstate::plot::model::{GroupKind, Lane, Role};
 use tcpstate::plot::{
-    build_timeline, parse_trace, render_png, render_svg, run, PlotArgs, PlotEvent, PlotOptions, Side, Tuple,
+    build_timeline, parse_trace, render_labelled_svg, render_png, render_svg, run, ConnEnd, Ends, PlotArgs, PlotEvent,
+    PlotOptions, Side, Tuple,
 };
 use tcpstate::state::TcpState;
 
@@ -320,6 +322,38 @@ fn the_command_writes_svg_and_png() {
     assert!(run(&strict).is_err());
     strict.strict = false;
     run(&strict).unwrap();
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn connection_records_label_their_lanes_and_change_nothing_else() {
+    // The curl → nginx trace as a --connections run sees it: each socket
+    // with its own connection id, then one record per socket.
+    let trace = fs::read_to_string(data("curl_nginx.jsonl")).unwrap();
+    let trace = trace.replace(r#""side":"client""#, r#""conn_id":7,"side":"client""#);
+    let trace = trace.replace(r#""side":"server""#, r#""conn_id":8,"side":"server""#);
+    let records = [
+        r#"{"conn_id":7,"side":"client","states":[],"bytes_sent":78,"bytes_received":10240,"end":"time_wait_expired"}"#,
+        r#"{"conn_id":8,"side":"server","states":[],"bytes_sent":10240,"bytes_received":78,"end":"passive_close"}"#,
+    ];
+    let dir = scratch("records");
+    fs::write(dir.join("t.jsonl"), format!("{trace}{}\n", records.join("\n"))).unwrap();
+    run(&args(dir.join("t.jsonl"), dir.join("t.svg"))).unwrap();
+    let texts = texts(&fs::read_to_string(dir.join("t.svg")).unwrap());
+    for label in ["time_wait_expired · 78 B out, 10.0 KiB in", "passive_close · 10.0 KiB out, 78 B in"] {
+        assert!(texts.iter().any(|t| t == label), "{label} not in {texts:?}");
+    }
+
+    // Records alone: one error that says what to trace.
+    fs::write(dir.join("r.jsonl"), records.join("\n")).unwrap();
+    let err = run(&args(dir.join("r.jsonl"), dir.join("r.svg"))).unwrap_err().to_string();
+    assert!(err.contains("only 2 connection records") && err.contains("-o json (transitions)"), "{err}");
+
+    // Ends of no drawn connection leave the picture as it was, to the byte.
+    let (evs, _) = parse_trace(trace.as_bytes(), true).unwrap();
+    let unrelated = Ends::from([(99, ConnEnd { end: EndCause::Refused, bytes: Some((0, 0)) })]);
+    let opts = PlotOptions::default();
+    assert_eq!(render_labelled_svg(&evs, &unrelated, &opts).unwrap(), render_svg(&evs, &opts).unwrap());
     let _ = fs::remove_dir_all(dir);
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::{fonts_available, parse_trace, render_png, render_svg, PlotEvent, PlotOptions};
+use super::{fonts_available, read_trace, render_labelled_svg, render_png, PlotOptions, Trace};
 
 /// Warnings printed before the rest are only counted.
 const MAX_WARNINGS_SHOWN: usize = 20;
@@ -22,7 +22,9 @@ Input: the tracer's default lines (ts:<ns>:<side>:<OLD>:<NEW>, other text is ski
 JSON lines (tcpstate -o json), told apart automatically. Only JSON lines carry addresses: with \
 them each connection gets a server and a client lane, and --port/--conn work; the original \
 lines give one server and one client lane per connection, told apart by state continuity. \
-Listening sockets get their own 'listener' lane.
+Listening sockets get their own 'listener' lane. JSON connection records (tcpstate \
+--connections -o json) among the transitions label each lane with how its connection ended \
+and the bytes it moved; records alone have no transitions to draw.
 
 Examples:
   tcpstate 127.0.0.1 80 2> trace.log; tcpstate plot trace.log
@@ -94,16 +96,16 @@ fn parse_max_conns(s: &str) -> Result<usize, String> {
 pub fn run(args: &PlotArgs) -> Result<()> {
     check_svg_path(&args.output)?;
     let input = read_input(&args.input)?;
-    let (events, warnings) = parse_trace(&input, args.strict)?;
+    let (trace, warnings) = read_trace(&input, args.strict)?;
     print_warnings(&warnings);
-    write_picture(&events, &args.options(), &args.output, args.png.as_deref())
+    write_picture(&trace, &args.options(), &args.output, args.png.as_deref())
 }
 
-/// Draws `events` into an SVG file (`-` for stdout) and, if asked, a PNG
-/// file. This is what the tracer's `--plot FILE` calls with its events.
-pub fn write_picture(events: &[PlotEvent], opts: &PlotOptions, svg_path: &Path, png_path: Option<&Path>) -> Result<()> {
+/// Draws `trace` into an SVG file (`-` for stdout) and, if asked, a PNG
+/// file. This is what the tracer's `--plot FILE` calls with what it kept.
+pub fn write_picture(trace: &Trace, opts: &PlotOptions, svg_path: &Path, png_path: Option<&Path>) -> Result<()> {
     check_svg_path(svg_path)?;
-    let svg = render_svg(events, opts)?;
+    let svg = render_labelled_svg(&trace.events, &trace.ends, opts)?;
     if svg_path == Path::new("-") {
         io::stdout().write_all(svg.as_bytes()).context("cannot write the SVG to standard output")?;
     } else {

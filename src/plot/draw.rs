@@ -46,7 +46,9 @@ impl Metrics {
         let detail = t.groups.len() <= DETAIL_MAX_GROUPS;
         let (font, small_font) = if detail { (12.0, 11.0) } else { (11.0, 10.0) };
         let margin = 14.0;
-        let widest_lane = lane_labels(t).iter().map(|l| text_width(l, font)).fold(0.0, f64::max);
+        let labels = lane_labels(t);
+        let widest_end = labels.iter().flat_map(|l| &l.end).map(|e| text_width(e, small_font));
+        let widest_lane = labels.iter().map(|l| text_width(&l.name, font)).chain(widest_end).fold(0.0, f64::max);
         let gutter = (widest_lane + 16.0).clamp(80.0, width * 0.3);
         let widest_mark = if detail {
             t.lanes().flat_map(|l| &l.marks).map(|m| text_width(&mark_label(m), small_font)).fold(0.0, f64::max)
@@ -56,7 +58,7 @@ impl Metrics {
         // Rotated labels of the last markers reach this far right of the axis.
         let right = (widest_mark * FRAC_1_SQRT_2 + 8.0).max(STUB_PX + 12.0).min(width * 0.25);
         let plot_left = margin + gutter;
-        Metrics {
+        let mut m = Metrics {
             width,
             margin,
             gutter,
@@ -70,7 +72,18 @@ impl Metrics {
             label_band: if detail { (widest_mark * FRAC_1_SQRT_2 + LABEL_RISE + 5.0).clamp(24.0, 176.0) } else { 0.0 },
             lane_gap: if detail { 10.0 } else { 4.0 },
             group_pad: if detail { 10.0 } else { 6.0 },
+        };
+        // Room under the bar for the end line of a lane's label, with its descenders.
+        if labels.iter().any(|l| l.end.is_some()) {
+            m.lane_gap = m.lane_gap.max(m.end_line_below() + m.small_font * 0.3 - m.bar_h / 2.0);
         }
+        m
+    }
+
+    /// Where the second line of a lane's label (how its connection ended)
+    /// stands: its baseline this far below the middle of the bar.
+    pub fn end_line_below(&self) -> f64 {
+        self.font * 0.36 + self.small_font + 2.0
     }
 
     pub fn lane_height(&self) -> f64 {

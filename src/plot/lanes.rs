@@ -1,8 +1,14 @@
 //! Drawing the connection groups: per lane its label, state segments (with
 //! tears where they cross an axis break), transition markers and, in the
 //! detailed layout, the `time:STATE` label of each marker.
+//!
+//! A lane's label is its name (`client 127.0.0.1:51234`) and, when a
+//! connection record says how the connection ended, a second, smaller line
+//! under it (`time_wait_expired · 78 B out, 853 B in`): two short lines
+//! keep the gutter narrow where one long line would be cut.
 
 use std::f64::consts::FRAC_1_SQRT_2;
+use std::fmt;
 
 use svg::node::element::{Circle, Group as G, Line, Polyline, Rectangle, Text, Title};
 use svg::Node;
@@ -10,7 +16,10 @@ use svg::Node;
 use super::axis::{Axis, Span};
 use super::draw::Metrics;
 use super::model::{GroupKind, Lane, Mark, Role, Segment, Timeline};
-use super::style::{fit_text, format_duration, format_instant, px, state_colour, text_colour_on, text_width};
+use super::style::{
+    fit_text, format_bytes, format_duration, format_instant, px, state_colour, text_colour_on, text_width,
+};
+use super::ConnEnd;
 use crate::state::TcpState;
 
 /// Length of the open-ended segment after a lane's last event.
@@ -29,7 +38,38 @@ const NARROW_BREAK_PX: f64 = 56.0;
 /// Marker labels rise at 45°.
 const LABEL_ANGLE: f64 = -45.0;
 
-/// The text left of a lane: its role and, when known, its own endpoint.
+/// The text left of a lane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaneLabel {
+    /// Its role and, when known, its own endpoint (see [`lane_label`]).
+    pub name: String,
+    /// How its connection ended (see [`end_label`]), drawn under the name.
+    pub end: Option<String>,
+}
+
+/// One line: the name, then the end after a `·`.
+impl fmt::Display for LaneLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        match &self.end {
+            Some(end) => write!(f, " · {end}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A connection record's word on a lane: its end cause and, when the record
+/// has counters, the payload bytes the socket sent and received.
+pub fn end_label(end: &ConnEnd) -> String {
+    match end.bytes {
+        Some((sent, received)) => {
+            format!("{} · {} out, {} in", end.end, format_bytes(sent), format_bytes(received))
+        }
+        None => end.end.to_string(),
+    }
+}
+
+/// A lane's name: its role and, when known, its own endpoint.
 pub fn lane_label(kind: &GroupKind, role: Role, ordinal: Option<usize>) -> String {
     let numbered = |name: &str| match ordinal {
         Some(n) => format!("{name} #{n}"),
@@ -53,7 +93,7 @@ pub fn mark_label(mark: &Mark) -> String {
 /// Every lane label of `t`, in drawing order. Groups without addresses are
 /// numbered (connections and listeners each from 1) when there are several
 /// of their kind, so their lanes can be told apart.
-pub fn lane_labels(t: &Timeline) -> Vec<String> {
+pub fn lane_labels(t: &Timeline) -> Vec<LaneLabel> {
     let count = |kind: GroupKind| t.groups.iter().filter(|g| g.kind == kind).count();
     let mut seen: Vec<(GroupKind, usize, usize)> =
         [GroupKind::Unaddressed, GroupKind::Listener(None)].into_iter().map(|k| (k, count(k), 0)).collect();
@@ -63,7 +103,11 @@ pub fn lane_labels(t: &Timeline) -> Vec<String> {
             *n += 1;
             (*total > 1).then_some(*n)
         });
-        labels.extend(g.lanes.iter().map(|l| lane_label(&g.kind, l.role, ordinal)));
+        labels.extend(
+            g.lanes
+                .iter()
+                .map(|l| LaneLabel { name: lane_label(&g.kind, l.role, ordinal), end: l.end.as_ref().map(end_label) }),
+        );
     }
     labels
 }
@@ -101,12 +145,21 @@ struct LaneDrawing<'a> {
 }
 
 impl LaneDrawing<'_> {
-    fn lane(&self, lane: &Lane, label: &str) -> G {
+    fn lane(&self, lane: &Lane, label: &LaneLabel) -> G {
         let m = self.m;
         let mid = self.bar_y + m.bar_h / 2.0;
         let mut g = G::new();
-        let gutter_text = fit_text(label, m.font, m.gutter - 8.0);
+        let gutter_text = fit_text(&label.name, m.font, m.gutter - 8.0);
         g.append(text(m.margin, mid + m.font * 0.36, gutter_text, m.font).set("fill", "#222222"));
+        if let Some(end) = &label.end {
+            // Cut to the gutter like the name; the whole label stays as a tooltip.
+            let end_text = fit_text(end, m.small_font, m.gutter - 8.0);
+            g.append(
+                text(m.margin, mid + m.end_line_below(), end_text, m.small_font)
+                    .set("fill", "#555555")
+                    .add(Title::new(label.to_string())),
+            );
+        }
         g.append(line(m.plot_left, mid, m.plot_left + m.plot_width, mid, "#d0d4da", 1.0));
         if lane.marks.is_empty() {
             g.append(
@@ -382,6 +435,45 @@ mod tests {
         assert_eq!(lane_label(&kind, Role::Client, None), "client [::1]:5000");
         assert_eq!(lane_label(&GroupKind::Unaddressed, Role::Client, Some(2)), "client #2");
         assert_eq!(lane_label(&GroupKind::Listener(None), Role::Listener, None), "listener");
+    }
+
+    #[test]
+    fn a_lane_with_a_connection_record_is_labelled_with_its_end_and_bytes() {
+        use crate::conn::EndCause;
+        use crate::plot::{build_labelled_timeline, draw, Ends, PlotEvent, PlotOptions, Side, Tuple};
+        let lo = "127.0.0.1".parse().unwrap();
+        let ev = |ts_ns, side, (old, new), (sport, dport), id| PlotEvent {
+            ts_ns,
+            side,
+            old,
+            new,
+            conn: Some(Tuple { saddr: lo, sport, daddr: lo, dport }),
+            socket: Some(id),
+            inferred: false,
+        };
+        let events = [
+            ev(0, Side::Client, (TcpState::CLOSE, TcpState::SYN_SENT), (5000, 80), 7),
+            ev(1, Side::Server, (TcpState::LISTEN, TcpState::SYN_RECV), (80, 5000), 8),
+            ev(2, Side::Client, (TcpState::SYN_SENT, TcpState::ESTABLISHED), (5000, 80), 7),
+        ];
+        let netns_exit = ConnEnd { end: EndCause::TimeWaitNetnsExit, bytes: Some((78, 10_240)) };
+        // The server's record is not there: its lane keeps its name alone.
+        let ends = Ends::from([(7, netns_exit), (9, ConnEnd { end: EndCause::Open, bytes: None })]);
+        let opts = PlotOptions::default();
+        let t = build_labelled_timeline(&events, &ends, &opts).unwrap();
+        let labels: Vec<String> = lane_labels(&t).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            labels,
+            ["server 127.0.0.1:80", "client 127.0.0.1:5000 · time_wait_netns_exit · 78 B out, 10.0 KiB in"]
+        );
+        // Drawn as a second line under the name, whole at the default width.
+        let svg = draw::document(&t, &opts);
+        assert!(svg.contains("\ntime_wait_netns_exit · 78 B out, 10.0 KiB in\n<title>"), "{svg}");
+        // Cut to the gutter in a narrow picture; the tooltip keeps it whole.
+        let narrow = draw::document(&t, &PlotOptions { width: 480, ..opts });
+        assert!(narrow.contains("\ntime_wait_netns_exit…\n<title>"), "{narrow}");
+        assert!(narrow.contains(&format!("<title>{}</title>", labels[1])), "{narrow}");
+        assert_eq!(end_label(&ConnEnd { end: EndCause::Open, bytes: None }), "open");
     }
 
     #[test]

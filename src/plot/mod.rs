@@ -19,6 +19,12 @@
 //!
 //! `command` is the `tcpstate plot` subcommand that strings them together.
 //!
+//! Connection records (`--connections`, or JSON lines of them in a file)
+//! are not drawn themselves: each one only adds how its connection ended
+//! and the bytes it moved to the label of that connection's lane, matched
+//! by connection id (each side of a connection is its own socket, with its
+//! own id and record).
+//!
 //! Choices a user can see:
 //! - Listening sockets get their own one-lane "listener" group (rather than
 //!   being dropped): when nginx starts during the trace, that is news.
@@ -46,18 +52,19 @@ mod png;
 mod select;
 mod style;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::conn::{Record, Transition};
+use crate::conn::{ConnRecord, EndCause, Record, Transition};
 pub use crate::model::{Side, Tuple};
 use crate::output::{Sink, Status};
 use crate::state::TcpState;
 
 pub use self::command::{run, write_picture, PlotArgs};
-pub use self::model::{build_timeline, Timeline};
-pub use self::parse::parse_trace;
+pub use self::model::{build_labelled_timeline, build_timeline, Timeline};
+pub use self::parse::{parse_trace, read_trace};
 pub use self::png::{fonts_available, render_png};
 
 /// One TCP state transition, as much as the picture needs of it.
@@ -84,6 +91,33 @@ pub struct PlotEvent {
     pub socket: Option<u64>,
     /// The transition was deduced rather than seen; drawn with a hollow marker.
     pub inferred: bool,
+}
+
+/// How a connection ended, as much as its lane's label tells: what one
+/// connection record (`--connections`) adds to the picture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEnd {
+    pub end: EndCause,
+    /// Payload bytes sent and received; `None` when the record has no
+    /// counters (still open, or its full socket's last moment not seen).
+    pub bytes: Option<(u64, u64)>,
+}
+
+/// Connection ends by connection id (`conn_id`).
+pub type Ends = HashMap<u64, ConnEnd>;
+
+impl From<&ConnRecord> for ConnEnd {
+    fn from(r: &ConnRecord) -> ConnEnd {
+        ConnEnd { end: r.end, bytes: r.counters.map(|c| (c.bytes_sent, c.bytes_received)) }
+    }
+}
+
+/// A trace as read: the transitions to draw and the ends of connections
+/// that have a record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    pub events: Vec<PlotEvent>,
+    pub ends: Ends,
 }
 
 /// What to draw and how big. `Default` is what `tcpstate plot` uses without
@@ -116,7 +150,13 @@ impl Default for PlotOptions {
 /// draw, when the filters leave nothing, or when `opts.conn` is malformed;
 /// each message says what to change.
 pub fn render_svg(events: &[PlotEvent], opts: &PlotOptions) -> Result<String> {
-    let timeline = build_timeline(events, opts)?;
+    render_labelled_svg(events, &Ends::new(), opts)
+}
+
+/// Draws `events` as [`render_svg`] does, each lane whose connection id has
+/// an entry in `ends` labelled with how it ended.
+pub fn render_labelled_svg(events: &[PlotEvent], ends: &Ends, opts: &PlotOptions) -> Result<String> {
+    let timeline = build_labelled_timeline(events, ends, opts)?;
     Ok(draw::document(&timeline, opts))
 }
 
@@ -135,43 +175,56 @@ impl From<&Transition> for PlotEvent {
     }
 }
 
-/// `--plot`: the transitions of a run, kept to be drawn when tracing ends.
+/// `--plot`: the transitions of a run, and with `--connections` or
+/// `--metrics` the ends of its connections, kept to be drawn when tracing
+/// ends.
 pub struct Recorder {
-    events: Vec<PlotEvent>,
-    /// More came than PLOT_MAX.
+    trace: Trace,
+    /// More transitions came than PLOT_MAX.
     full: bool,
+    /// More connection records came than PLOT_MAX.
+    ends_full: bool,
     path: PathBuf,
     quiet: bool,
 }
 
-/// `--plot` keeps this many transitions at most (about 60 MB), so that a
-/// long run cannot grow without bound.
+/// `--plot` keeps this many transitions at most (about 60 MB), and as many
+/// connection ends, so that a long run cannot grow without bound.
 const PLOT_MAX: usize = 1_000_000;
 
 impl Recorder {
     pub fn new(path: PathBuf, quiet: bool) -> Recorder {
-        Recorder { events: Vec::new(), full: false, path, quiet }
+        Recorder { trace: Trace::default(), full: false, ends_full: false, path, quiet }
     }
 }
 
 impl Sink for Recorder {
     fn record(&mut self, record: &Record) -> Result<()> {
-        // Raw probe events (--raw) are not transitions.
-        if let Record::Transition(t) = record {
-            if self.events.len() < PLOT_MAX {
-                self.events.push(PlotEvent::from(t));
-            } else {
-                self.full = true;
+        match record {
+            Record::Transition(t) if self.trace.events.len() < PLOT_MAX => self.trace.events.push(PlotEvent::from(t)),
+            Record::Transition(_) => self.full = true,
+            Record::Connection(c) if self.trace.ends.len() < PLOT_MAX || self.trace.ends.contains_key(&c.conn_id) => {
+                self.trace.ends.insert(c.conn_id, ConnEnd::from(&**c));
             }
+            Record::Connection(_) => self.ends_full = true,
+            // Raw probe events (--raw) are not transitions.
+            Record::Probe(_) => {}
         }
         Ok(())
     }
 
     fn finish(&mut self, _status: &Status<'_>) -> Result<()> {
-        if self.full && !self.quiet {
-            eprintln!("tcpstate: warning: the picture shows the first {PLOT_MAX} transitions only");
+        if !self.quiet {
+            if self.full {
+                eprintln!("tcpstate: warning: the picture shows the first {PLOT_MAX} transitions only");
+            }
+            if self.ends_full {
+                eprintln!(
+                    "tcpstate: warning: the picture labels lanes with the first {PLOT_MAX} connection records only"
+                );
+            }
         }
-        write_picture(&self.events, &PlotOptions::default(), &self.path, None)
+        write_picture(&self.trace, &PlotOptions::default(), &self.path, None)
             .with_context(|| format!("drawing {}", self.path.display()))
     }
 }

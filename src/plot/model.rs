@@ -37,6 +37,9 @@
 //!   group, except that an accepted server socket joins the oldest group
 //!   whose client is connecting and has no server yet. For one connection
 //!   this gives the original script's single server lane and client lane.
+//!
+//! A lane whose events carry the connection id of a connection record
+//! (see [`super::Ends`]) keeps how that connection ended, for its label.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +47,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Result};
 
 use super::select::select;
-use super::{PlotEvent, PlotOptions, Side, Tuple};
+use super::{ConnEnd, Ends, PlotEvent, PlotOptions, Side, Tuple};
 use crate::state::TcpState;
 
 /// Everything one picture shows.
@@ -87,6 +90,8 @@ pub struct Lane {
     pub marks: Vec<Mark>,
     /// One per mark: the state entered, until the next mark (or open-ended).
     pub segments: Vec<Segment>,
+    /// How its connection ended, when a connection record says.
+    pub end: Option<ConnEnd>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,6 +151,12 @@ impl Timeline {
 
 /// Groups, filters and orders `events` into what one picture shows.
 pub fn build_timeline(events: &[PlotEvent], opts: &PlotOptions) -> Result<Timeline> {
+    build_labelled_timeline(events, &Ends::new(), opts)
+}
+
+/// As [`build_timeline`], each lane given the end in `ends` of the
+/// connection id its events carry.
+pub fn build_labelled_timeline(events: &[PlotEvent], ends: &Ends, opts: &PlotOptions) -> Result<Timeline> {
     if events.is_empty() {
         bail!("no events to draw: nothing was traced (check the server address and port, or trace without them)");
     }
@@ -163,7 +174,7 @@ pub fn build_timeline(events: &[PlotEvent], opts: &PlotOptions) -> Result<Timeli
         .unwrap_or(0);
     Ok(Timeline {
         t0_ns,
-        groups: chosen.kept.into_iter().map(|d| d.finish(t0_ns)).collect(),
+        groups: chosen.kept.into_iter().map(|d| d.finish(t0_ns, ends)).collect(),
         omitted_conns: chosen.omitted_conns,
         omitted_listeners: chosen.omitted_listeners,
     })
@@ -249,13 +260,13 @@ impl Draft {
         self.lanes.iter().all(|(r, _)| self.state(*r) == Some(TcpState::CLOSE))
     }
 
-    fn finish(self, t0_ns: u64) -> Group {
-        let lanes = self.lanes.into_iter().map(|(role, evs)| lane(role, &evs, t0_ns)).collect();
+    fn finish(self, t0_ns: u64, ends: &Ends) -> Group {
+        let lanes = self.lanes.into_iter().map(|(role, evs)| lane(role, &evs, t0_ns, ends)).collect();
         Group { kind: self.kind, lanes }
     }
 }
 
-fn lane(role: Role, events: &[PlotEvent], t0_ns: u64) -> Lane {
+fn lane(role: Role, events: &[PlotEvent], t0_ns: u64, ends: &Ends) -> Lane {
     let marks: Vec<Mark> =
         events.iter().map(|e| Mark { t_ns: e.ts_ns - t0_ns, old: e.old, new: e.new, inferred: e.inferred }).collect();
     let segments = marks
@@ -263,7 +274,8 @@ fn lane(role: Role, events: &[PlotEvent], t0_ns: u64) -> Lane {
         .enumerate()
         .map(|(i, m)| Segment { state: m.new, start_ns: m.t_ns, end_ns: marks.get(i + 1).map(|n| n.t_ns) })
         .collect();
-    Lane { role, marks, segments }
+    let end = events.iter().find_map(|e| e.socket.and_then(|id| ends.get(&id))).copied();
+    Lane { role, marks, segments, end }
 }
 
 fn role(key: Key, side: Side) -> Role {

@@ -7,6 +7,10 @@
 //! everything else is skipped silently. A candidate that fails to parse is a
 //! warning naming its line, because it is most likely a truncated or edited
 //! event the user wants to know about.
+//!
+//! A JSON line can also be a connection record (`--connections -o json`:
+//! it has `end` and `states`, and no `old` or `new`). Records are not drawn;
+//! they label the lanes of their connections (see [`Trace::ends`]).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -14,35 +18,47 @@ use std::net::IpAddr;
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
-use super::{PlotEvent, Side, Tuple};
+use super::{ConnEnd, PlotEvent, Side, Trace, Tuple};
+use crate::conn::EndCause;
 use crate::state::TcpState;
 
 /// What one line of input turned out to be.
 enum Line {
     Event(PlotEvent),
+    /// A connection record: its connection id and how it ended.
+    Record((u64, ConnEnd)),
     /// Looked like an event but was not one: why.
     Broken(String),
     /// Anything else (banners, log chatter, blank lines).
     Other,
 }
 
+/// Parses a whole trace: [`read_trace`] without the connection records.
+pub fn parse_trace(input: &[u8], strict: bool) -> Result<(Vec<PlotEvent>, Vec<String>)> {
+    read_trace(input, strict).map(|(trace, warnings)| (trace.events, warnings))
+}
+
 /// Parses a whole trace.
 ///
-/// Returns the events in input order and one warning per broken line, each
-/// starting with `line N:`. With `strict`, the first broken line is an error
-/// instead. No events at all is an error too, since there is nothing to draw
-/// and the user most likely gave the wrong file.
+/// Returns the events in input order, the ends of the connection records
+/// among them, and one warning per broken line, each starting with
+/// `line N:`. With `strict`, the first broken line is an error instead. No
+/// events at all is an error too, since there is nothing to draw and the
+/// user most likely gave the wrong file (or records without transitions).
 ///
 /// Never panics: invalid UTF-8 is replaced (so such a line cannot parse and
 /// becomes a warning if it looked like an event).
-pub fn parse_trace(input: &[u8], strict: bool) -> Result<(Vec<PlotEvent>, Vec<String>)> {
-    let mut events = Vec::new();
+pub fn read_trace(input: &[u8], strict: bool) -> Result<(Trace, Vec<String>)> {
+    let mut trace = Trace::default();
     let mut warnings = Vec::new();
     for (index, raw) in input.split(|&b| b == b'\n').enumerate() {
         let n = index + 1;
         let text: Cow<str> = String::from_utf8_lossy(raw);
         match classify(text.trim()) {
-            Line::Event(ev) => events.push(ev),
+            Line::Event(ev) => trace.events.push(ev),
+            Line::Record((conn_id, end)) => {
+                trace.ends.insert(conn_id, end);
+            }
             Line::Broken(why) if strict => {
                 bail!("line {n}: {why} (fix or delete that line, or drop --strict to skip broken lines)")
             }
@@ -50,12 +66,20 @@ pub fn parse_trace(input: &[u8], strict: bool) -> Result<(Vec<PlotEvent>, Vec<St
             Line::Other => {}
         }
     }
-    if events.is_empty() {
+    if trace.events.is_empty() && !trace.ends.is_empty() {
+        let records = trace.ends.len();
+        bail!(
+            "no TCP state transitions in the input, only {records} connection record{}: trace with -o json \
+             (transitions) to draw; --connections records alone have no transitions",
+            if records == 1 { "" } else { "s" }
+        );
+    }
+    if trace.events.is_empty() {
         // A final newline ends the last line rather than starting another.
         let lines = input.split(|&b| b == b'\n').count() - usize::from(input.is_empty() || input.ends_with(b"\n"));
         bail!("{}", no_events_message(lines, &warnings));
     }
-    Ok((events, warnings))
+    Ok((trace, warnings))
 }
 
 fn no_events_message(lines: usize, warnings: &[String]) -> String {
@@ -111,6 +135,11 @@ fn parse_json(line: &str) -> Line {
         Ok(obj) => obj,
         Err(e) => return Line::Broken(format!("not a complete JSON object ({e})")),
     };
+    let record =
+        ["end", "states"].iter().all(|k| obj.contains_key(*k)) && !["old", "new"].iter().any(|k| obj.contains_key(*k));
+    if record {
+        return json_record(&obj).map_or_else(Line::Broken, Line::Record);
+    }
     // A JSON object with none of our keys is someone else's log line.
     if !["ts_ns", "side", "old", "new"].iter().any(|k| obj.contains_key(*k)) {
         return Line::Other;
@@ -142,6 +171,21 @@ fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
     })
 }
 
+/// A connection record's id, end cause and payload bytes (`bytes_sent`,
+/// `bytes_received`; null when the record has no counters).
+fn json_record(obj: &Map<String, Value>) -> Result<(u64, ConnEnd), String> {
+    let conn_id = whole(obj, "conn_id")?.filter(|&id| id != 0).ok_or("connection record has no \"conn_id\"")?;
+    let name = required_str(obj, "end")?;
+    let end = EndCause::from_name(name).ok_or_else(|| {
+        format!("end '{}' is not an end cause (expected a name like time_wait_expired or reset_received)", clip(name))
+    })?;
+    let bytes = match (whole(obj, "bytes_sent")?, whole(obj, "bytes_received")?) {
+        (Some(sent), Some(received)) => Some((sent, received)),
+        _ => None,
+    };
+    Ok((conn_id, ConnEnd { end, bytes }))
+}
+
 /// The 4-tuple when all four keys are there; `None` when any is missing or
 /// null (older traces, other producers). A value of the wrong kind is an error
 /// because it means the line is not what it claims to be.
@@ -161,13 +205,17 @@ fn json_conn(obj: &Map<String, Value>) -> Result<Option<Tuple>, String> {
 /// Which socket's life an event belongs to: its connection id where the
 /// trace has them, else the socket's kernel address.
 fn socket(obj: &Map<String, Value>) -> Result<Option<u64>, String> {
-    match present(obj, "conn_id") {
-        Some(v) => v
-            .as_u64()
-            .map(|id| Some(id).filter(|&id| id != 0))
-            .ok_or_else(|| format!("\"conn_id\" {} is not a whole number", clip(&v.to_string()))),
+    match whole(obj, "conn_id")? {
+        Some(id) => Ok(Some(id).filter(|&id| id != 0)),
         None => skaddr(obj),
     }
+}
+
+/// The whole number under `key`; `None` when missing or null.
+fn whole(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+    present(obj, key)
+        .map(|v| v.as_u64().ok_or_else(|| format!("\"{key}\" {} is not a whole number", clip(&v.to_string()))))
+        .transpose()
 }
 
 /// The socket's kernel address: `"0xffff…"` as tcpstate writes it (or a
@@ -294,6 +342,40 @@ mod tests {
         let (events, warnings) = parse_trace(input, false).unwrap();
         assert_eq!(events.iter().map(|e| e.socket).collect::<Vec<_>>(), [Some(4242), Some(4242)]);
         assert!(warnings.len() == 1 && warnings[0].contains("conn_id"), "{warnings:?}");
+    }
+
+    /// `tcpstate --connections -o json`'s line for a client that closed first.
+    const RECORD: &str = r#"{"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":10240,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#;
+
+    #[test]
+    fn connection_records_among_transitions_give_their_connections_ends() {
+        let input = [
+            r#"{"ts_ns":1,"side":"client","old":"CLOSE","new":"SYN_SENT","conn_id":77}"#,
+            RECORD,
+            r#"{"conn_id":78,"side":"server","states":[],"bytes_sent":null,"bytes_received":null,"end":"open"}"#,
+            r#"{"conn_id":79,"side":"server","states":[],"end":"gone"}"#,
+            r#"{"side":"server","states":[],"end":"open"}"#,
+        ]
+        .join("\n");
+        let (trace, warnings) = read_trace(input.as_bytes(), false).unwrap();
+        assert_eq!(trace.events.len(), 1);
+        assert_eq!(trace.events[0].socket, Some(77));
+        assert_eq!(trace.ends.len(), 2, "{:?}", trace.ends);
+        assert_eq!(trace.ends[&77], ConnEnd { end: EndCause::TimeWaitExpired, bytes: Some((77, 10_240)) });
+        assert_eq!(trace.ends[&78], ConnEnd { end: EndCause::Open, bytes: None });
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("line 4:") && warnings[0].contains("'gone'"), "{warnings:?}");
+        assert!(warnings[1].starts_with("line 5:") && warnings[1].contains("conn_id"), "{warnings:?}");
+        // parse_trace reads the same lines, without the records.
+        assert_eq!(parse_trace(input.as_bytes(), false).unwrap().0, trace.events);
+    }
+
+    #[test]
+    fn records_without_transitions_are_one_error_naming_the_fix() {
+        let err = read_trace(format!("{RECORD}\n").as_bytes(), false).unwrap_err().to_string();
+        assert!(err.starts_with("no TCP state transitions in the input, only 1 connection record:"), "{err}");
+        assert!(err.contains("trace with -o json (transitions) to draw"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -101,6 +101,22 @@ pub fn format_duration(ns: u64) -> String {
     }
 }
 
+/// A byte count in binary units, with three significant figures above
+/// 1 KiB: `78 B`, `10.0 KiB`, `1.50 MiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", three_figures(v), UNITS[unit])
+}
+
 fn three_figures(v: f64) -> String {
     match v {
         v if v >= 100.0 => format!("{v:.0}"),
@@ -161,6 +177,10 @@ mod tests {
         assert_eq!(format_duration(412_000_000), "412 ms");
         assert_eq!(format_duration(35_000), "35.0 µs");
         assert_eq!(format_duration(12), "12 ns");
+        assert_eq!(format_bytes(78), "78 B");
+        assert_eq!(format_bytes(10_240), "10.0 KiB");
+        assert_eq!(format_bytes(1_572_864), "1.50 MiB");
+        assert_eq!(format_bytes(u64::MAX), "16384 PiB");
         assert_eq!(format_tick(200_000, 100_000), "0.2 ms");
         assert_eq!(format_tick(60_000_000_000, 5_000_000_000), "60 s");
         assert_eq!(format_tick(3_000_000, 1_000_000), "3 ms");
