@@ -33,13 +33,18 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let user = args.user.as_deref().map(preflight::lookup_user).transpose()?;
     preflight::check_privileges()?;
     preflight::check_btf(&args.btf)?;
+    preflight::check_kernel()?;
+    let trace_config = args.trace_config();
+    for lost in preflight::optional_tracepoints(trace_config.records) {
+        eprintln!("tcpstate: {lost}");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
 
     let mut slots = crate::trace::slots();
-    let (tracer, links, probes) = Tracer::start(&args.trace_config(), &mut slots)?;
+    let (tracer, links, probes) = Tracer::start(&trace_config, &mut slots)?;
     report_probes(args, &tracer, &probes);
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };

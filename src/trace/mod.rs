@@ -117,7 +117,7 @@ impl<'obj> Tracer<'obj> {
         // it reports nothing on a kernel that never raises it for tracepoints.
         let backup = kernel.skips_nested_runs() != Some(false);
         let hz = kernel.hz().unwrap_or(0);
-        let resets = cfg.records.then(Resets::of_running_kernel);
+        let resets = cfg.records.then(Resets::of_running_kernel).flatten();
         let kinds = match cfg.tw_probe {
             TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
             kind => vec![kind],
@@ -207,9 +207,6 @@ fn attach_named(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<Link> {
     prog.attach().with_context(|| format!("attaching {what}"))
 }
 
-/// Where tracefs is mounted, newest place first.
-const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-
 /// The reset programs connection records need: tcp_send_reset's arguments
 /// differ between kernels, so one of two programs is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,19 +219,19 @@ enum Resets {
 impl Resets {
     /// The kind this kernel's tracepoint has: its format in tracefs lists
     /// a `reason` field from 6.10. (Parsing the kernel's BTF would tell too,
-    /// at several MiB of memory and tens of ms.) Without tracefs, the
-    /// program without the reason, which loads everywhere.
-    fn of_running_kernel() -> Resets {
-        let has_reason = TRACEFS.iter().any(|dir| {
-            std::fs::read_to_string(format!("{dir}/events/tcp/tcp_send_reset/format")).is_ok_and(|format| {
-                format.lines().any(|l| l.trim_start().starts_with("field:") && l.contains(" reason;"))
-            })
-        });
-        if has_reason {
+    /// at several MiB of memory and tens of ms.) None where tracefs shows no
+    /// reset tracepoints (records then cannot tell resets apart: preflight
+    /// said so); without tracefs, the program without the reason, which
+    /// loads everywhere.
+    fn of_running_kernel() -> Option<Resets> {
+        let Some(events) = preflight::tracefs_events() else { return Some(Resets::WithoutReason) };
+        let format = std::fs::read_to_string(events.join("tcp/tcp_send_reset/format")).ok()?;
+        let has_reason = format.lines().any(|l| l.trim_start().starts_with("field:") && l.contains(" reason;"));
+        events.join("tcp/tcp_receive_reset").is_dir().then_some(if has_reason {
             Resets::WithReason
         } else {
             Resets::WithoutReason
-        }
+        })
     }
 
     /// What -v adds to the probes line.

@@ -101,6 +101,75 @@ pub fn check_btf(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The oldest kernel with everything the tracer cannot do without: the
+/// BPF ring buffer (5.8), BTF-typed tracepoints (5.5) and the state
+/// tracepoint (4.16).
+pub const MINIMUM_KERNEL: &str = "5.8";
+
+/// What the kernel offers, asked before the object is loaded, so that a
+/// kernel without it gets one line naming what is missing and the minimum
+/// instead of libbpf's error about a map or a program.
+pub fn check_kernel() -> Result<()> {
+    // SAFETY: a plain probe call; NULL options are allowed.
+    let ring = unsafe { libbpf_rs::libbpf_sys::libbpf_probe_bpf_map_type(RINGBUF, std::ptr::null()) };
+    // 1: supported, 0: not; below 0 the probe itself failed (say, a
+    // locked-down kernel): the load will tell then.
+    if ring == 0 {
+        bail!(
+            "this kernel ({}) has no BPF ring buffer: tcpstate needs Linux {MINIMUM_KERNEL} or newer",
+            kernel_release()
+        );
+    }
+    if let Some(missing) = missing_tracepoint(&tracefs_events(), STATE_TRACEPOINT) {
+        bail!(
+            "this kernel ({}) has no {missing} tracepoint, which every transition comes from: \
+             tcpstate needs Linux {MINIMUM_KERNEL} or newer",
+            kernel_release()
+        );
+    }
+    Ok(())
+}
+
+/// Tracepoints only some features need, and what is lost without them:
+/// one line each (on stderr, before tracing), nothing fails.
+pub fn optional_tracepoints(records: bool) -> Vec<String> {
+    let events = tracefs_events();
+    let mut lost = Vec::new();
+    if records {
+        for tp in RESET_TRACEPOINTS {
+            if let Some(missing) = missing_tracepoint(&events, tp) {
+                lost.push(format!("no {missing} tracepoint: connection records cannot tell resets apart"));
+            }
+        }
+    }
+    lost
+}
+
+const RINGBUF: libbpf_rs::libbpf_sys::bpf_map_type = libbpf_rs::libbpf_sys::BPF_MAP_TYPE_RINGBUF;
+const STATE_TRACEPOINT: &str = "sock/inet_sock_set_state";
+const RESET_TRACEPOINTS: [&str; 2] = ["tcp/tcp_send_reset", "tcp/tcp_receive_reset"];
+
+/// tracefs's events directory, where it is mounted; `None` when it is not
+/// (then nothing can be told from it).
+pub(crate) fn tracefs_events() -> Option<std::path::PathBuf> {
+    ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.join("sock").is_dir() || p.join("tcp").is_dir() || p.join("sched").is_dir())
+}
+
+/// `group/name` as `group:name` when tracefs is there and lacks it.
+fn missing_tracepoint(events: &Option<std::path::PathBuf>, tp: &str) -> Option<String> {
+    let events = events.as_ref()?;
+    (!events.join(tp).is_dir()).then(|| tp.replace('/', ":"))
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| format!("Linux {}", u.release().to_string_lossy()))
+        .unwrap_or_else(|_| "Linux, release unknown".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +185,20 @@ mod tests {
     fn missing_btf_names_the_path_and_the_fix() {
         let err = check_btf(Path::new("/nonexistent/vmlinux")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/vmlinux") && err.contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+
+    #[test]
+    fn this_kernel_has_what_tcpstate_needs() {
+        check_kernel().unwrap();
+        assert!(optional_tracepoints(true).is_empty(), "{:?}", optional_tracepoints(true));
+    }
+
+    #[test]
+    fn a_missing_tracepoint_is_named_as_tracefs_names_it() {
+        let events = tracefs_events();
+        assert_eq!(missing_tracepoint(&events, "tcp/no_such_tracepoint").as_deref(), Some("tcp:no_such_tracepoint"));
+        assert_eq!(missing_tracepoint(&events, STATE_TRACEPOINT), None);
+        assert_eq!(missing_tracepoint(&None, "tcp/no_such_tracepoint"), None, "no tracefs: nothing to tell");
     }
 
     #[test]
