@@ -35,7 +35,7 @@ impl ConnTable {
         let provisional = accepted && ev.tuple.dport == 0;
         let unclaimed;
         let ev = if provisional {
-            unclaimed = ProbeEvent { cookie: 0, ..*ev };
+            unclaimed = ProbeEvent { cookie: 0, counters: ev.counters.clone(), ..*ev };
             &unclaimed
         } else {
             ev
@@ -70,7 +70,7 @@ impl ConnTable {
         if new == TcpState::CLOSE {
             let active_open = conn.origin == Some(Side::Client);
             if let Some(life) = self.reports.life(conn) {
-                life.closed(old, ev.counters, active_open);
+                life.closed(old, ev.counters.as_deref().copied(), active_open);
             }
         } else if new == TcpState::ESTABLISHED && self.ended.awaits_reuse() {
             self.established(ev.netns, &ev.tuple);

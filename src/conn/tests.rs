@@ -275,7 +275,7 @@ fn a_pid_filter_keeps_only_that_owner_sockets() {
 fn raw_timewait_probe_events_pass_as_they_came() {
     let mut t = ConnTable::new(Config { pid: Some(1), raw: true, ..Config::default() });
     let ev = tw_c(5, 77, TwEvent::Armed, TW);
-    let out = run_on(&mut t, vec![ev], 5);
+    let out = run_on(&mut t, vec![ev.clone()], 5);
     assert_eq!(
         out,
         [Record::Probe(RawProbe {
@@ -426,12 +426,12 @@ fn an_accept_waits_for_its_socket_however_late_the_reader_is() {
     let mut out = VecDeque::new();
     let events = accept_then(110);
     for ev in &events[..2] {
-        t.push(*ev, &mut out);
+        t.push(ev.clone(), &mut out);
     }
     t.tick(110 + 100 * CANCEL_HOLD_NS, &mut out);
     assert_eq!(t.held_since(), Some(100), "still held");
     for ev in &events[2..] {
-        t.push(*ev, &mut out);
+        t.push(ev.clone(), &mut out);
     }
     assert_eq!(transitions(&out).iter().map(|t| t.conn_id).collect::<Vec<_>>(), [10, 20, 20, 20]);
     assert_eq!(t.held_since(), None);
@@ -1038,7 +1038,7 @@ const COUNTERS: Counters = Counters {
 };
 
 fn closing(ts_ns: u64, cookie: u64, old: TcpState, counters: Counters) -> ProbeEvent {
-    ProbeEvent { counters: Some(counters), ..state_c(ts_ns, cookie, old, CLOSE) }
+    ProbeEvent { counters: Some(Box::new(counters)), ..state_c(ts_ns, cookie, old, CLOSE) }
 }
 
 fn reset(ts_ns: u64, cookie: u64, sent: bool, in_state: TcpState, cause: ResetCause) -> ProbeEvent {

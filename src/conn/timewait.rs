@@ -347,7 +347,7 @@ impl ConnTable {
             // re-arm: the old life ended at that cancel.
             let Some(cancel) = tw.rearm_cancel.get() else { return false };
             self.tw_died(tw.addr(), cancel, LastWord::NOTHING, out);
-            let reborn = ProbeEvent { ts_ns: cancel, skaddr: tw.addr(), cookie: 0, ..*ev };
+            let reborn = ProbeEvent { ts_ns: cancel, skaddr: tw.addr(), cookie: 0, counters: None, ..*ev };
             self.tw_born(&reborn, tw.substate, false, out);
             return self.claim_by_tuple(id, ev, out);
         }

@@ -76,7 +76,7 @@ impl TwEvent {
 }
 
 /// One ring record, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeEvent {
     /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns), as the original printed.
     pub ts_ns: u64,
@@ -96,8 +96,9 @@ pub struct ProbeEvent {
     /// Timewait events in TIME_WAIT: when the kernel last armed the timer
     /// for TCP_TIMEWAIT_LEN (the kernel's clock), if known.
     pub tw_armed_ns: Option<u64>,
-    /// `--connections`, on a full socket's CLOSE: its counters then.
-    pub counters: Option<Counters>,
+    /// `--connections`, on a full socket's CLOSE: its counters then (boxed:
+    /// every event is moved several times, few carry these).
+    pub counters: Option<Box<Counters>>,
     /// Timewait deaths: the socket's network namespace is being deleted.
     pub netns_dying: bool,
 }
@@ -126,7 +127,7 @@ impl ProbeEvent {
             if plain::copy_from_bytes(&mut raw, &data[std::mem::size_of::<RawEvent>()..]).is_err() {
                 bail!("short counters record ({} bytes): the BPF object and the binary disagree", data.len());
             }
-            ev.counters = Some(counters(&raw));
+            ev.counters = Some(Box::new(counters(&raw)));
         }
         Ok(ev)
     }
