@@ -94,6 +94,21 @@ fn assert_segments(client: &Value, server: &Value, to_server: u64, to_client: u6
     assert_eq!(counter(client, "segs_in"), counter(server, "segs_out") + 1 + to_client, "{client}\n{server}");
 }
 
+/// A TIME_WAIT entered just now, ended 300 ms later by deleting its
+/// namespace (nginx first): the moments it was known entered, the deletion
+/// began, and both tracers had told its end.
+fn end_time_wait_with_the_namespace(ns: Netns, nginx: Nginx, records: &Tracer, stream: &Tracer) -> (u64, u64, u64) {
+    let handed_off = mono_ns();
+    thread::sleep(Duration::from_millis(300));
+    let deleting = mono_ns();
+    drop(nginx);
+    ns.delete();
+    wait_for_in_stream(stream, "TIME_WAIT:CLOSE", 1, Duration::from_secs(20));
+    let seen = mono_ns();
+    wait_for_records(records, 2, Duration::from_secs(5));
+    (handed_off, deleting, seen)
+}
+
 /// A connection that carried no payload.
 fn assert_no_bytes(r: &Value) {
     for k in ["bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans"] {
@@ -160,14 +175,7 @@ fn curl_to_nginx_records_match_curl_and_the_transition_stream() {
     assert_eq!(curl.download, 10_000);
     wait_for_in_stream(&stream, "LAST_ACK:CLOSE", 1, Duration::from_secs(5));
     wait_for_in_stream(&stream, "FIN_WAIT2:TIME_WAIT", 1, Duration::from_secs(5));
-    let handed_off = mono_ns();
-    thread::sleep(Duration::from_millis(300));
-    let deleting = mono_ns();
-    drop(nginx);
-    ns.delete();
-    wait_for_in_stream(&stream, "TIME_WAIT:CLOSE", 1, Duration::from_secs(20));
-    let seen = mono_ns();
-    wait_for_records(&records, 2, Duration::from_secs(5));
+    let (handed_off, deleting, seen) = end_time_wait_with_the_namespace(ns, nginx, &records, &stream);
     let (out, stream) = (records.stop(), stream.stop());
     let recs = records_of(&out);
     assert_eq!(recs.len(), 2, "{recs:#?}");
@@ -383,14 +391,7 @@ fn nginx_closing_first_leaves_the_time_wait_on_the_server() {
     let ex = ns.run_in(move || get_counted(TcpStream::connect(addr).unwrap(), "/body", true));
     wait_for_in_stream(&stream, "FIN_WAIT2:TIME_WAIT", 1, Duration::from_secs(5));
     wait_for_in_stream(&stream, "LAST_ACK:CLOSE", 1, Duration::from_secs(5));
-    let handed_off = mono_ns();
-    thread::sleep(Duration::from_millis(300));
-    let deleting = mono_ns();
-    drop(nginx);
-    ns.delete();
-    wait_for_in_stream(&stream, "TIME_WAIT:CLOSE", 1, Duration::from_secs(20));
-    let seen = mono_ns();
-    wait_for_records(&records, 2, Duration::from_secs(5));
+    let (handed_off, deleting, seen) = end_time_wait_with_the_namespace(ns, nginx, &records, &stream);
     let (out, stream) = (records.stop(), stream.stop());
     let recs = records_of(&out);
     assert_eq!(recs.len(), 2, "{recs:#?}");

@@ -1201,7 +1201,8 @@ fn end_causes_come_from_resets_and_errors() {
             EndCause::ResetReceived,
         ),
         (
-            // A keepalive timeout: the reset goes out first, then the error.
+            // The kernel's own reset (say, memory pressure): sent while the
+            // socket is still open, and no error.
             vec![
                 state_c(0, 1, CLOSE, SYN_SENT),
                 state_c(10, 1, SYN_SENT, ESTABLISHED),
