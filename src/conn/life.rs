@@ -35,12 +35,12 @@ const REUSE_HOLD_NS: u64 = 1_000_000_000;
 const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
 const TIME_WAIT_MARGIN_NS: u64 = 100_000_000;
 
-/// errno values the kernel leaves in sk_err (include/uapi/asm-generic).
-const EPIPE: u32 = 32;
-const ECONNABORTED: u32 = 103;
-const ECONNRESET: u32 = 104;
-const ETIMEDOUT: u32 = 110;
-const ECONNREFUSED: u32 = 111;
+/// errno values the kernel leaves in sk_err.
+const EPIPE: u32 = libc::EPIPE as u32;
+const ECONNABORTED: u32 = libc::ECONNABORTED as u32;
+const ECONNRESET: u32 = libc::ECONNRESET as u32;
+const ETIMEDOUT: u32 = libc::ETIMEDOUT as u32;
+const ECONNREFUSED: u32 = libc::ECONNREFUSED as u32;
 
 /// What the table gathers for one connection's record.
 #[derive(Clone, Debug, Default)]
