@@ -106,10 +106,21 @@ impl Kernel {
             || self.btf_ids.as_ref().is_some_and(|ids| ids.contains_key(RECURSION_CHECK_FN));
         (found || self.btf_ids.is_some() || !self.symbols.is_empty()).then_some(found)
     }
+
+    /// Whether tracing programs may call bpf_get_socket_cookie(): 5.12
+    /// (commit c5dbb89fc2ac) gave it to them as [`COOKIE_FN`]. Where that
+    /// cannot be told, no: the kernel side then reads no cookie at all, and
+    /// tcpstate numbers connections itself.
+    pub fn tracing_socket_cookies(&self) -> bool {
+        self.symbol(COOKIE_FN).is_some()
+    }
 }
 
 /// Made global by the commit that made raw tracepoints skip nested runs.
 pub const RECURSION_CHECK_FN: &str = "bpf_prog_inc_misses_counter";
+
+/// What bpf_get_socket_cookie() runs in tracing programs (5.12+).
+pub const COOKIE_FN: &str = "bpf_get_socket_ptr_cookie";
 
 /// Jiffies and CLOCK_MONOTONIC (ns) read at one moment.
 type Clocks = (u64, u64);
