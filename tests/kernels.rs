@@ -75,15 +75,34 @@ struct Offers {
     cookies: bool,
     /// tcp_send_reset gives the kernel's reason (6.10+).
     reset_reason: bool,
+    /// kernel_facts, a syscall program (5.14+) with 5.16's helpers, loads;
+    /// else the functions come from /proc/kallsyms.
+    kernel_facts: bool,
 }
 
 fn offers(version: &str) -> Offers {
     match version {
-        "5.10" => Offers { birth: "inet_twsk_hashdance", skips_nested: false, cookies: false, reset_reason: false },
-        "6.1" => Offers { birth: "inet_twsk_hashdance", skips_nested: true, cookies: true, reset_reason: false },
-        "6.12" => {
-            Offers { birth: "inet_twsk_hashdance_schedule", skips_nested: true, cookies: true, reset_reason: true }
-        }
+        "5.10" => Offers {
+            birth: "inet_twsk_hashdance",
+            skips_nested: false,
+            cookies: false,
+            reset_reason: false,
+            kernel_facts: false,
+        },
+        "6.1" => Offers {
+            birth: "inet_twsk_hashdance",
+            skips_nested: true,
+            cookies: true,
+            reset_reason: false,
+            kernel_facts: true,
+        },
+        "6.12" => Offers {
+            birth: "inet_twsk_hashdance_schedule",
+            skips_nested: true,
+            cookies: true,
+            reset_reason: true,
+            kernel_facts: true,
+        },
         other => panic!("no guest kernel {other}"),
     }
 }
@@ -417,6 +436,9 @@ fn check_kernel(version: &str) {
         assert!(stderr.contains(backup), "{ctx}: want {backup:?} in {stderr}");
         let own_ids = "; connection ids: tcpstate's own (tracing programs get no socket cookie before 5.12)";
         assert_eq!(stderr.contains(own_ids), !offers(version).cookies, "{ctx}: {stderr}");
+        // 5.10 knows no syscall programs: the kernel says EINVAL.
+        let kallsyms = "; functions from /proc/kallsyms (this kernel refuses kernel_facts: Invalid argument";
+        assert_eq!(stderr.contains(kallsyms), !offers(version).kernel_facts, "{ctx}: {stderr}");
         // Debian's kernels are built with CONFIG_HZ_250 and ship no config
         // file the guest can read: tcpstate measures the tick (from
         // jiffies' start, which 5.10 shows in /proc/timer_list only).

@@ -34,6 +34,9 @@ pub struct Kernel {
     hz: Option<u32>,
     /// The kernel's config file gave `hz` (else it was measured).
     hz_configured: bool,
+    /// Why kernel_facts could not ask the kernel, where it could not (the
+    /// facts then come from /proc).
+    refused: Option<String>,
 }
 
 impl Kernel {
@@ -46,7 +49,7 @@ impl Kernel {
             }
             // Kernels before 5.16 (5.10 among them: no syscall programs
             // before 5.14) refuse kernel_facts.
-            Err(_) => {
+            Err(e) => {
                 let (hz, hz_configured) = tick_rate(timer_list_clocks(), || None);
                 Kernel {
                     symbols: File::open("/proc/kallsyms")
@@ -55,6 +58,7 @@ impl Kernel {
                     btf_ids: None,
                     hz,
                     hz_configured,
+                    refused: Some(e.root_cause().to_string()),
                 }
             }
         }
@@ -72,6 +76,15 @@ impl Kernel {
             (Some(hz), true) => format!("HZ {hz} (the kernel's config)"),
             (Some(hz), false) => format!("HZ {hz} (measured)"),
             (None, _) => "HZ unknown".into(),
+        }
+    }
+
+    /// What -v says of where the functions were looked up, when not by
+    /// kernel_facts.
+    pub fn describe_source(&self) -> String {
+        match &self.refused {
+            Some(why) => format!("; functions from /proc/kallsyms (this kernel refuses kernel_facts: {why})"),
+            None => String::new(),
         }
     }
 
@@ -161,7 +174,7 @@ fn ask_the_kernel(names: &[&str]) -> Result<(Kernel, Clocks)> {
             btf_ids.insert(name.to_string(), id);
         }
     }
-    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: None, hz_configured: false };
+    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: None, hz_configured: false, refused: None };
     Ok((kernel, (bss.jiffies_now, bss.mono_now)))
 }
 
@@ -442,6 +455,7 @@ mod tests {
             btf_ids: btf.map(|names| names.iter().map(|s| (s.to_string(), 1)).collect()),
             hz: None,
             hz_configured: false,
+            refused: None,
         };
         assert_eq!(kernel(&[RECURSION_CHECK_FN], Some(&[])).skips_nested_runs(), Some(true));
         assert_eq!(kernel(&[], Some(&[RECURSION_CHECK_FN])).skips_nested_runs(), Some(true));

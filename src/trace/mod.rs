@@ -142,7 +142,8 @@ impl<'obj> Tracer<'obj> {
                     links.push(attach_named(backup, "tp_btf/inet_sock_set_state (backup)")?);
                 }
                 links.extend(plan.attach(&skel)?);
-                let mut described = format!("{}; {}", plan.describe(), kernel.describe_hz());
+                let mut described =
+                    format!("{}; {}{}", plan.describe(), kernel.describe_hz(), kernel.describe_source());
                 if let Some(resets) = setup.resets {
                     links.extend(resets.attach(&skel)?);
                     described.push_str(resets.describe());
