@@ -52,7 +52,7 @@ lint: deps
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 # Only the QEMU part: fentry/fexit and kprobe TIME_WAIT probes on stock
-# Debian 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).
+# Debian 5.10, 6.1 and 6.12 kernels (fetched from Debian's archive, cached in .kernels/).
 test-kernels: deps
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E") $(CARGO) test --locked --test kernels --test kernels_parked
 

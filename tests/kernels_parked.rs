@@ -1,4 +1,4 @@
-//! Issue 12's wrong story on stock Debian 6.1 and 6.12 kernels booted in
+//! Issue 12's wrong story on stock Debian 5.10, 6.1 and 6.12 kernels booted in
 //! QEMU, with every TIME_WAIT probe kind that they run: fentry, kprobe and
 //! timer. tests/kernels/payload-parked.sh traces parked-fin-wait2 (built by
 //! tests/parked/mod.rs and put in the guest) once per way of parking the
@@ -68,6 +68,11 @@ fn check_kernel(version: &str) {
         }
     }
     assert!(failures.is_empty(), "{} of {} runs failed:\n\n{}", failures.len(), KINDS.len() * 2, failures.join("\n\n"));
+}
+
+#[test]
+fn debian_5_10_parked_fin_wait2_is_told_as_time_wait() {
+    check_kernel("5.10");
 }
 
 #[test]

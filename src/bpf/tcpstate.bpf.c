@@ -37,6 +37,7 @@ const volatile __u64 tw_timer_fn = 0;       /* timer kind: address of tw_timer_h
 const volatile bool tw_free_on_put = false; /* free probes sit on inet_twsk_put */
 const volatile __u32 hz = 0;                /* CONFIG_HZ; 0: not known */
 const volatile bool want_counters = false;  /* --connections: CLOSE records carry counters */
+const volatile bool cookies = false;        /* tracing may call bpf_get_socket_cookie() (5.12+) */
 
 /* ---- Maps and globals ---- */
 struct {
@@ -105,8 +106,10 @@ static __always_inline struct event *full_socket_record(const struct sock *sk, b
 	e = with_counters ? reserve_with_counters(tp) : reserve_record(CNT_RINGBUF_FULL);
 	if (!e)
 		return NULL;
-	/* The cookie once generated is a plain load; the helper generates it. */
-	e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
+	/* The cookie once generated is a plain load; the helper generates it.
+	 * Without the helper no record carries one (see report_tw_record()). */
+	if (cookies)
+		e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
 	e->skaddr = (__u64)sk;
 	fill_tuple(e, &t);
 	e->side = side;

@@ -110,7 +110,10 @@ enum armed {
 };
 
 /* Every timewait record: the whole record zeroed, TCP only (checked by the
- * callers), the cookie the one the connection had as a full socket. */
+ * callers), the cookie the one the connection had as a full socket. Where
+ * tracing programs cannot generate cookies (before 5.12), a cookie that some
+ * other user made would name some sockets of a connection and not others: no
+ * record carries one then, and user space claims timewait sockets by tuple. */
 static __always_inline int report_tw_record(__u64 twaddr, __u64 cookie, const struct tuple *t,
 					    __u8 substate, __u8 source, enum armed armed,
 					    unsigned long expires, __u8 flags)
@@ -125,7 +128,7 @@ static __always_inline int report_tw_record(__u64 twaddr, __u64 cookie, const st
 		return 0;
 	fill_tuple(e, t);
 	e->skaddr = twaddr;
-	e->cookie = cookie;
+	e->cookie = cookies ? cookie : 0;
 	e->side = side;
 	e->oldstate = substate;
 	e->newstate = substate;

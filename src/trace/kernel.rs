@@ -5,7 +5,8 @@
 //! assumed.
 //!
 //! Asked of the kernel by a small syscall program (src/bpf/kernel_facts.bpf.c)
-//! where the kernel has its helpers (5.16+); /proc/kallsyms otherwise.
+//! where the kernel has its helpers (5.16+); /proc/kallsyms and
+//! /proc/timer_list otherwise.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
@@ -33,6 +34,9 @@ pub struct Kernel {
     hz: Option<u32>,
     /// The kernel's config file gave `hz` (else it was measured).
     hz_configured: bool,
+    /// Why kernel_facts could not ask the kernel, where it could not (the
+    /// facts then come from /proc).
+    refused: Option<String>,
 }
 
 impl Kernel {
@@ -40,25 +44,23 @@ impl Kernel {
     pub fn inspect(names: &[&str]) -> Kernel {
         match ask_the_kernel(names) {
             Ok((kernel, clocks)) => {
-                // Jiffies' start tells the tick rate, but within a minute of
-                // its wrap: then the config file, else a jiffy measured.
-                let (hz, hz_configured) = match hz_of_clocks(clocks) {
-                    Some(hz) => (Some(hz), false),
-                    None => match config_hz() {
-                        Some(hz) => (Some(hz), true),
-                        None => (measure_hz(), false),
-                    },
-                };
+                let (hz, hz_configured) = tick_rate(Some(clocks), measure_hz);
                 Kernel { hz, hz_configured, ..kernel }
             }
-            Err(_) => Kernel {
-                symbols: File::open("/proc/kallsyms")
-                    .map(|f| find_symbols(BufReader::new(f), names))
-                    .unwrap_or_default(),
-                btf_ids: None,
-                hz: config_hz(),
-                hz_configured: true,
-            },
+            // Kernels before 5.16 (5.10 among them: no syscall programs
+            // before 5.14) refuse kernel_facts.
+            Err(e) => {
+                let (hz, hz_configured) = tick_rate(timer_list_clocks(), || None);
+                Kernel {
+                    symbols: File::open("/proc/kallsyms")
+                        .map(|f| find_symbols(BufReader::new(f), names))
+                        .unwrap_or_default(),
+                    btf_ids: None,
+                    hz,
+                    hz_configured,
+                    refused: Some(e.root_cause().to_string()),
+                }
+            }
         }
     }
 
@@ -74,6 +76,15 @@ impl Kernel {
             (Some(hz), true) => format!("HZ {hz} (the kernel's config)"),
             (Some(hz), false) => format!("HZ {hz} (measured)"),
             (None, _) => "HZ unknown".into(),
+        }
+    }
+
+    /// What -v says of where the functions were looked up, when not by
+    /// kernel_facts.
+    pub fn describe_source(&self) -> String {
+        match &self.refused {
+            Some(why) => format!("; functions from /proc/kallsyms (this kernel refuses kernel_facts: {why})"),
+            None => String::new(),
         }
     }
 
@@ -100,17 +111,29 @@ impl Kernel {
     /// Whether this kernel skips a raw tracepoint program that fires while
     /// the same program runs on the CPU: since 6.1 (commit 05b24ff9b2cf)
     /// __bpf_trace_run() checks prog->active, and that commit introduced
-    /// [`RECURSION_CHECK_FN`]. `None` when it cannot be told (only
-    /// /proc/kallsyms was read, and found nothing).
+    /// [`RECURSION_CHECK_FN`]. Its absence tells where the kernel was asked,
+    /// or where /proc/kallsyms showed the other functions asked for;
+    /// `None` when it cannot be told (kallsyms hid every address).
     pub fn skips_nested_runs(&self) -> Option<bool> {
         let found = self.symbol(RECURSION_CHECK_FN).is_some()
             || self.btf_ids.as_ref().is_some_and(|ids| ids.contains_key(RECURSION_CHECK_FN));
-        (found || self.btf_ids.is_some()).then_some(found)
+        (found || self.btf_ids.is_some() || !self.symbols.is_empty()).then_some(found)
+    }
+
+    /// Whether tracing programs may call bpf_get_socket_cookie(): 5.12
+    /// (commit c5dbb89fc2ac) gave it to them as [`COOKIE_FN`]. Where that
+    /// cannot be told, no: the kernel side then reads no cookie at all, and
+    /// tcpstate numbers connections itself.
+    pub fn tracing_socket_cookies(&self) -> bool {
+        self.symbol(COOKIE_FN).is_some()
     }
 }
 
 /// Made global by the commit that made raw tracepoints skip nested runs.
 pub const RECURSION_CHECK_FN: &str = "bpf_prog_inc_misses_counter";
+
+/// What bpf_get_socket_cookie() runs in tracing programs (5.12+).
+pub const COOKIE_FN: &str = "bpf_get_socket_ptr_cookie";
 
 /// Jiffies and CLOCK_MONOTONIC (ns) read at one moment.
 type Clocks = (u64, u64);
@@ -151,7 +174,7 @@ fn ask_the_kernel(names: &[&str]) -> Result<(Kernel, Clocks)> {
             btf_ids.insert(name.to_string(), id);
         }
     }
-    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: None, hz_configured: false };
+    let kernel = Kernel { symbols, btf_ids: Some(btf_ids), hz: None, hz_configured: false, refused: None };
     Ok((kernel, (bss.jiffies_now, bss.mono_now)))
 }
 
@@ -164,6 +187,39 @@ fn measure_hz() -> Option<u32> {
     let skel = open.load().ok()?;
     skel.progs.measure_jiffy.test_run(Default::default()).ok()?;
     hz_of_jiffy(skel.maps.bss_data.as_deref()?.jiffy_ns)
+}
+
+/// The tick rate, and whether the kernel's config gave it. Jiffies' start
+/// tells it (`clocks`), but not within a minute of its wrap: then the config
+/// file, else `measure`.
+fn tick_rate(clocks: Option<Clocks>, measure: impl FnOnce() -> Option<u32>) -> (Option<u32>, bool) {
+    if let Some(hz) = clocks.and_then(hz_of_clocks) {
+        return (Some(hz), false);
+    }
+    match config_hz() {
+        Some(hz) => (Some(hz), true),
+        None => (measure(), false),
+    }
+}
+
+/// Jiffies and CLOCK_MONOTONIC from /proc/timer_list (root only), for
+/// kernels that refuse kernel_facts.
+fn timer_list_clocks() -> Option<Clocks> {
+    File::open("/proc/timer_list").ok().and_then(|f| clocks_of_timer_list(BufReader::new(f)))
+}
+
+/// Its top line `now at N nsecs` (ktime_get(), the monotonic clock) and the
+/// first CPU's `jiffies: N`, a few lines on: printed microseconds apart.
+fn clocks_of_timer_list(text: impl BufRead) -> Option<Clocks> {
+    let mut now = None;
+    for line in text.lines().map_while(Result::ok) {
+        if let Some(ns) = line.strip_prefix("now at ").and_then(|l| l.strip_suffix(" nsecs")) {
+            now = ns.parse().ok();
+        } else if let Some(jiffies) = line.strip_prefix("jiffies: ") {
+            return Some((jiffies.trim().parse().ok()?, now?));
+        }
+    }
+    None
 }
 
 /// The tick rate from jiffies and CLOCK_MONOTONIC read at one moment. The
@@ -356,6 +412,23 @@ mod tests {
     }
 
     #[test]
+    fn timer_list_gives_both_clocks() {
+        let text = "Timer List Version: v0.8\nHRTIMER_MAX_CLOCK_BASES: 8\nnow at 12345678901 nsecs\n\ncpu: 0\n \
+                    clock 0:\n  .idle_jiffies   : 4294670000\njiffies: 4294670123\n\njiffies: 4294670999\n";
+        assert_eq!(clocks_of_timer_list(text.as_bytes()), Some((4294670123, 12345678901)));
+        assert_eq!(clocks_of_timer_list("jiffies: 5\n".as_bytes()), None, "no time before it");
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // Read here, it tells what kernel_facts' clocks tell.
+        let (_, clocks) = ask_the_kernel(&["tw_timer_handler"]).unwrap();
+        let uptime = clocks.1 / 1_000_000_000;
+        if !(240..=360).contains(&uptime) {
+            assert_eq!(timer_list_clocks().and_then(hz_of_clocks), hz_of_clocks(clocks));
+        }
+    }
+
+    #[test]
     fn jiffies_start_tells_the_tick_rate() {
         let at = |hz: u64, secs: f64| {
             let jiffies = (1u64 << 32) - 300 * hz + (hz as f64 * secs) as u64;
@@ -382,11 +455,15 @@ mod tests {
             btf_ids: btf.map(|names| names.iter().map(|s| (s.to_string(), 1)).collect()),
             hz: None,
             hz_configured: false,
+            refused: None,
         };
         assert_eq!(kernel(&[RECURSION_CHECK_FN], Some(&[])).skips_nested_runs(), Some(true));
         assert_eq!(kernel(&[], Some(&[RECURSION_CHECK_FN])).skips_nested_runs(), Some(true));
         assert_eq!(kernel(&["tw_timer_handler"], Some(&[])).skips_nested_runs(), Some(false));
-        // Only /proc/kallsyms, and nothing there: cannot be told.
+        // Only /proc/kallsyms (5.10): it showed the others, so it would
+        // show this one; nothing there at all: cannot be told.
+        assert_eq!(kernel(&["tw_timer_handler"], None).skips_nested_runs(), Some(false));
+        assert_eq!(kernel(&[RECURSION_CHECK_FN], None).skips_nested_runs(), Some(true));
         assert_eq!(kernel(&[], None).skips_nested_runs(), None);
         if nix::unistd::geteuid().is_root() {
             // 6.18 here: it skips.

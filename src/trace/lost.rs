@@ -66,11 +66,17 @@ fn counter(skel: &TcpstateSkel<'_>, index: usize) -> Result<u64> {
 
 /// The kernel's count of runs it skipped for `prog`, from the program's
 /// /proc/self/fdinfo entry: unlike bpf_prog_get_info_by_fd() that needs no
-/// privilege, so it still works after --user.
+/// privilege, so it still works after --user. Kernels before 5.12 have no
+/// such count (and their raw tracepoints and trampolines never skip a
+/// program): 0 there.
 fn recursion_misses_of(prog: &libbpf_rs::Program<'_>) -> Result<u64> {
     let path = format!("/proc/self/fdinfo/{}", prog.as_fd().as_raw_fd());
     let info = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    fdinfo_field(&info, "recursion_misses").ok_or_else(|| anyhow!("{path} has no recursion_misses"))
+    match fdinfo_field(&info, "recursion_misses") {
+        Some(misses) => Ok(misses),
+        None if fdinfo_field(&info, "prog_type").is_some() => Ok(0),
+        None => Err(anyhow!("{path} is not a BPF program's")),
+    }
 }
 
 fn fdinfo_field(info: &str, key: &str) -> Option<u64> {

@@ -21,7 +21,7 @@ mod tw_probe;
 
 use self::abi::{AF_INET, AF_INET6};
 pub use self::decode::{Probe, ProbeEvent, ResetCause, TwEvent};
-use self::kernel::{Kernel, RECURSION_CHECK_FN};
+use self::kernel::{Kernel, COOKIE_FN, RECURSION_CHECK_FN};
 pub use self::lost::Lost;
 pub use self::tw_probe::TwProbe;
 use self::tw_probe::{TwPlan, BIRTH_FNS, FREE_FNS, REARM_FN, TIMER_FN};
@@ -109,15 +109,19 @@ impl<'obj> Tracer<'obj> {
     /// accepts, and none rather than no tracing at all.
     pub fn start(cfg: &Config, slots: &'obj mut Slots) -> Result<(Tracer<'obj>, Links, String)> {
         let mut wanted = BIRTH_FNS.to_vec();
-        wanted.extend([REARM_FN, TIMER_FN, RECURSION_CHECK_FN]);
+        wanted.extend([REARM_FN, TIMER_FN, RECURSION_CHECK_FN, COOKIE_FN]);
         wanted.extend(FREE_FNS);
         wanted.extend(cfg.tw_free_fn.as_deref());
         let kernel = Kernel::inspect(&wanted);
-        // Where it cannot be told, the backup is loaded: keyed on prog->active
-        // it reports nothing on a kernel that never raises it for tracepoints.
-        let backup = kernel.skips_nested_runs() != Some(false);
-        let hz = kernel.hz().unwrap_or(0);
-        let resets = cfg.records.then(Resets::of_running_kernel).flatten();
+        let setup = Setup {
+            // Where it cannot be told, the backup is loaded: keyed on
+            // prog->active it reports nothing on a kernel that never raises
+            // it for tracepoints.
+            backup: kernel.skips_nested_runs() != Some(false),
+            hz: kernel.hz().unwrap_or(0),
+            cookies: kernel.tracing_socket_cookies(),
+            resets: cfg.records.then(Resets::of_running_kernel).flatten(),
+        };
         let kinds = match cfg.tw_probe {
             TwProbe::Auto => vec![TwProbe::Fentry, TwProbe::Kprobe, TwProbe::Timer, TwProbe::Off],
             kind => vec![kind],
@@ -127,21 +131,25 @@ impl<'obj> Tracer<'obj> {
         for kind in kinds {
             let attempt = TwPlan::new(kind, &kernel, cfg.tw_free_fn.as_deref()).and_then(|plan| {
                 let slot = slots.next().ok_or_else(|| anyhow!("no storage left for another attempt"))?;
-                let mut skel = load(cfg, &plan, backup, hz, resets, slot)?;
+                let mut skel = load(cfg, &plan, &setup, slot)?;
                 // The state program first: until it is attached nothing is
                 // traced, and a watcher that sees tcpstate's first link must
                 // be able to count on that (the iterator's comes next).
                 let mut links = vec![attach_named(&skel.progs.inet_sock_set_state, "tp_btf/inet_sock_set_state")?];
-                let nested = if backup { find_main_guard(&mut skel) } else { NestedBackup::NotNeeded };
+                let nested = if setup.backup { find_main_guard(&mut skel) } else { NestedBackup::NotNeeded };
                 if nested == NestedBackup::MainGuard {
                     let backup = &skel.progs.inet_sock_set_state_nested;
                     links.push(attach_named(backup, "tp_btf/inet_sock_set_state (backup)")?);
                 }
                 links.extend(plan.attach(&skel)?);
-                let mut described = format!("{}; {}", plan.describe(), kernel.describe_hz());
-                if let Some(resets) = resets {
+                let mut described =
+                    format!("{}; {}{}", plan.describe(), kernel.describe_hz(), kernel.describe_source());
+                if let Some(resets) = setup.resets {
                     links.extend(resets.attach(&skel)?);
                     described.push_str(resets.describe());
+                }
+                if !setup.cookies {
+                    described.push_str(NO_COOKIES);
                 }
                 Ok((skel, Links(links), described, nested))
             });
@@ -207,6 +215,22 @@ fn attach_named(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<Link> {
     prog.attach().with_context(|| format!("attaching {what}"))
 }
 
+/// What -v adds to the probes line on kernels whose tracing programs get
+/// no socket cookie.
+const NO_COOKIES: &str = "; connection ids: tcpstate's own (tracing programs get no socket cookie before 5.12)";
+
+/// What the kernel offers, which the object is configured for before load.
+struct Setup {
+    /// The nested-event backup is loaded.
+    backup: bool,
+    /// CONFIG_HZ; 0: not known.
+    hz: u32,
+    /// Tracing programs may call bpf_get_socket_cookie().
+    cookies: bool,
+    /// The reset programs to load, with --connections.
+    resets: Option<Resets>,
+}
+
 /// The reset programs connection records need: tcp_send_reset's arguments
 /// differ between kernels, so one of two programs is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,14 +293,12 @@ fn on_each_cpu(f: impl Fn() -> Result<()>) {
     let _ = sched_setaffinity(Pid::from_raw(0), &allowed);
 }
 
-/// Opens a fresh copy of the object, configures it for `plan`, the nested
-/// backup (when this kernel needs one) and the kernel's tick rate, loads it.
+/// Opens a fresh copy of the object, configures it for `plan` and for what
+/// the kernel offers (`setup`), loads it.
 fn load<'obj>(
     cfg: &Config,
     plan: &TwPlan,
-    backup: bool,
-    hz: u32,
-    resets: Option<Resets>,
+    setup: &Setup,
     slot: &'obj mut MaybeUninit<OpenObject>,
 ) -> Result<TcpstateSkel<'obj>> {
     let mut builder = TcpstateSkelBuilder::default();
@@ -286,11 +308,14 @@ fn load<'obj>(
     }
     let mut open = builder.open(slot).context("opening the BPF object")?;
     configure(&mut open, cfg)?;
-    rodata(&mut open)?.hz = hz;
+    let ro = rodata(&mut open)?;
+    ro.hz = setup.hz;
+    ro.cookies = setup.cookies;
+    ro.want_counters = cfg.records;
     plan.apply(&mut open)?;
-    open.progs.inet_sock_set_state_nested.set_autoload(backup);
-    open.progs.find_main_prog.set_autoload(backup);
-    rodata(&mut open)?.want_counters = cfg.records;
+    open.progs.inet_sock_set_state_nested.set_autoload(setup.backup);
+    open.progs.find_main_prog.set_autoload(setup.backup);
+    let resets = setup.resets;
     open.progs.tcp_send_reset.set_autoload(resets == Some(Resets::WithoutReason));
     open.progs.tcp_send_reset_reason.set_autoload(resets == Some(Resets::WithReason));
     open.progs.tcp_receive_reset.set_autoload(resets.is_some());

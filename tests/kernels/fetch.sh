@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# fetch.sh VERSION  (VERSION = 6.1 | 6.12)
+# fetch.sh VERSION  (VERSION = 5.10 | 6.1 | 6.12)
 #
-# Downloads the newest stock Debian bookworm cloud kernel of that series
-# through apt and extracts what the QEMU tests need into the cache directory
+# Downloads the newest stock Debian cloud kernel of that series (5.10 from
+# bullseye, 6.1 and 6.12 from bookworm) through apt and extracts what the
+# QEMU tests need into the cache directory
 # .kernels/VERSION/ at the repository root (override the root with
 # TCPSTATE_KERNEL_CACHE). Prints the absolute path of the vmlinuz on stdout;
 # everything else goes to stderr.
@@ -16,16 +17,23 @@
 #   package   "NAME VERSION" of the Debian package it came from
 #
 # The newest package is found through the meta package's Depends
-# (linux-image-cloud-amd64 for 6.1, linux-image-6.12-cloud-amd64 for 6.12).
-# A cache whose package matches is reused without touching the network.
+# (linux-image-cloud-amd64 for 5.10 and 6.1, linux-image-6.12-cloud-amd64 for
+# 6.12). A cache whose package matches is reused without touching the network.
 # `apt-get update` runs only when apt knows nothing about the meta package,
 # or when a download fails (stale lists), never otherwise.
+#
+# 6.1 and 6.12 come from the machine's own apt sources (bookworm). Bullseye's
+# 5.10 comes through a private apt configuration kept in .kernels/.apt-bullseye/
+# (its own sources list, package lists and cache, the archive's keyring): the
+# machine's apt sources are never changed.
 set -euo pipefail
 
-usage() { echo "usage: $0 6.1|6.12" >&2; exit 2; }
+usage() { echo "usage: $0 5.10|6.1|6.12" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 version=$1
+suite=
 case "$version" in
+    5.10) meta=linux-image-cloud-amd64; suite=bullseye ;;
     6.1)  meta=linux-image-cloud-amd64 ;;
     6.12) meta=linux-image-6.12-cloud-amd64 ;;
     *)    usage ;;
@@ -44,8 +52,19 @@ exec 8>"$cache_root/.lock"
 flock 8
 
 export DEBIAN_FRONTEND=noninteractive
-apt_opts=()
-[ "$(id -u)" -eq 0 ] && apt_opts=(-o APT::Sandbox::User=root)
+# apt_dirs: every apt-get and apt-cache call's options (the suite's private
+# configuration, if any); apt_opts: apt-get download's.
+apt_dirs=()
+if [ -n "$suite" ]; then
+    apt_dir=$cache_root/.apt-$suite
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
+        > "$apt_dir/sources.list"
+    apt_dirs=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
+fi
+apt_opts=("${apt_dirs[@]}")
+[ "$(id -u)" -eq 0 ] && apt_opts+=(-o APT::Sandbox::User=root)
 
 # The modules taken from the package (each may be missing from a kernel).
 modules=(veth dccp dccp_ipv4)
@@ -61,10 +80,10 @@ cache_ok() {
 # pipefail an early-closing reader can fail the pipeline with SIGPIPE.
 resolve() {
     local deps dep pol
-    deps=$(apt-cache depends "$meta" 2>/dev/null) || true
+    deps=$(apt-cache "${apt_dirs[@]}" depends "$meta" 2>/dev/null) || true
     dep=$(awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }' <<<"$deps")
     [ -n "$dep" ] || return 1
-    pol=$(apt-cache policy "$dep-unsigned" "$dep" 2>/dev/null) || true
+    pol=$(apt-cache "${apt_dirs[@]}" policy "$dep-unsigned" "$dep" 2>/dev/null) || true
     awk -v want1="$dep-unsigned:" -v want2="$dep:" '
         /^[^ ]/ { pkg = $1 }
         $1 == "Candidate:" && $2 != "(none)" { cand[pkg] = $2 }
@@ -83,7 +102,7 @@ if ! want=$(resolve); then
         exit 0
     fi
     log "apt knows no $meta: running apt-get update"
-    apt-get update -qq >&2
+    apt-get "${apt_opts[@]}" update -qq >&2
     want=$(resolve) || { log "ERROR: $meta not found even after apt-get update"; exit 1; }
 fi
 
@@ -101,7 +120,7 @@ trap 'rm -rf "$work"' EXIT
 t0=$(date +%s.%N)
 if ! (cd "$work" && apt-get download -q "${apt_opts[@]}" "$pkg" >&2); then
     log "download failed; refreshing package lists and retrying once"
-    apt-get update -qq >&2
+    apt-get "${apt_opts[@]}" update -qq >&2
     want=$(resolve) || { log "ERROR: cannot resolve $meta after apt-get update"; exit 1; }
     pkg=${want% *}
     (cd "$work" && apt-get download -q "${apt_opts[@]}" "$pkg" >&2)

@@ -9,8 +9,9 @@
 #             twhelper's two server processes (JSON)
 #   dccp      one DCCP connection that keeps its own TIME_WAIT on the traced
 #             port (--raw JSON: nothing may show); prints "note: dccp
-#             timewaited N", the namespace's TcpExt TW count, which DCCP's
-#             timewait sockets raise too
+#             timewaited N", the timewait timers armed meanwhile (tracefs:
+#             DCCP's timewait sockets arm the same timer as TCP's; TcpExt's
+#             TW count would do on 6.x, but 5.10 counts one only at its end)
 #   parked    a client parked in FIN_WAIT2 that the server's FIN turns into
 #             TIME_WAIT 300 ms later (--raw JSON)
 #   records   (--connections JSON) a connect refused (nothing listens yet),
@@ -33,10 +34,6 @@ runs=${RUNS:-"fentry fentry+parallel fentry+dccp fentry+parked
 for m in dccp dccp_ipv4; do
     if [ -e /lib/modules/$m.ko ]; then insmod /lib/modules/$m.ko; fi
 done
-# The TW column of TcpExt in /proc/net/netstat: timewait sockets scheduled.
-cat > /tmp/tw-count.awk <<'AWK'
-/^TcpExt:/ { if (!col) { for (i = 2; i <= NF; i++) if ($i == "TW") col = i } else print $col }
-AWK
 # Functions for the scenarios' namespace shells (`. /tmp/netns.sh`).
 cat > /tmp/netns.sh <<'SH'
 # stop PID: kills PID and waits up to 10 s for it to be gone.
@@ -104,15 +101,30 @@ scenario_parallel() {
     wait_until 60 deaths_seen "$1" $((2 * PARALLEL)) || echo "timed out waiting for TIME_WAIT:CLOSE"
 }
 
-scenario_dccp() {
+# tw_timers COMMAND...: runs COMMAND, then prints how many timewait timers
+# were armed meanwhile, from a tracefs instance of its own.
+tw_timers() {
+    i=/sys/kernel/tracing/instances/tw-timers
+    mkdir "$i"
+    echo 1 > "$i/events/timer/timer_start/enable"
+    "$@" >&2
+    echo 0 > "$i/events/timer/timer_start/enable"
+    grep -c 'function=tw_timer_handler' "$i/trace" || true
+    rmdir "$i"
+}
+
+dccp_connection() {
     unshare -n sh -c "
         ip link set lo up
         twhelper dccp-serve $port &
         sleep 0.3
         twhelper dccp-client $port
         wait
-        echo \"note: dccp timewaited \$(awk -f /tmp/tw-count.awk /proc/net/netstat)\"
     "
+}
+
+scenario_dccp() {
+    echo "note: dccp timewaited $(tw_timers dccp_connection)"
     sleep 1.5
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run.sh VERSION PAYLOAD_SCRIPT [FILE|HOST=GUEST]...
 #
-# Runs PAYLOAD_SCRIPT as root in a stock Debian bookworm cloud kernel
-# (VERSION = 6.1 | 6.12) under QEMU: fetch.sh, then initramfs.sh, then
+# Runs PAYLOAD_SCRIPT as root in a stock Debian cloud kernel (VERSION =
+# 5.10 | 6.1 | 6.12, see fetch.sh) under QEMU: fetch.sh, then initramfs.sh, then
 # boot.sh. FILEs are put in the guest as initramfs.sh describes (binaries in
 # /usr/local/bin, with their libraries). The kernel's modules that fetch.sh
 # extracted (veth, and DCCP's before 6.16) are in the guest as
@@ -17,7 +17,7 @@
 # TCPSTATE_QEMU_PARALLEL (see the other scripts).
 set -euo pipefail
 
-[ $# -ge 2 ] || { echo "usage: $0 6.1|6.12 PAYLOAD_SCRIPT [FILE|HOST=GUEST]..." >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: $0 5.10|6.1|6.12 PAYLOAD_SCRIPT [FILE|HOST=GUEST]..." >&2; exit 2; }
 version=$1
 payload=$2
 shift 2

@@ -1,5 +1,5 @@
 //! The "wrong story" of issue 12, shared by tests/timewait.rs (this host,
-//! timer probes) and tests/kernels_parked.rs (Debian 6.1 and 6.12 in QEMU,
+//! timer probes) and tests/kernels_parked.rs (Debian 5.10, 6.1 and 6.12 in QEMU,
 //! fentry, kprobe and timer probes): a client that the kernel parks in a
 //! FIN_WAIT2 timewait socket, turned into TIME_WAIT by the server's FIN
 //! with no timer event, then ended by its network namespace's exit.
