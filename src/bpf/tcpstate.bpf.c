@@ -179,9 +179,11 @@ int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	return report_reset(sk, SRC_RESET_SENT, RESET_UNTOLD);
 }
 
-/* Whether the application asked for the reset: close() with unread data or
- * SO_LINGER 0 in FIN_WAIT2, or a disconnect with data unsent. TCP_STATE
- * (any other disconnect) and NOT_SPECIFIED say nothing either way. */
+/* Whether the application asked for the reset: close() with unread data
+ * (ABORT_ON_CLOSE), close() in FIN_WAIT2 with TCP_LINGER2 < 0
+ * (ABORT_ON_LINGER), a disconnect with data unsent. TCP_STATE (any other
+ * disconnect, SO_LINGER 0 among them) and NOT_SPECIFIED say nothing either
+ * way: the socket's state then tells (see report_reset()). */
 static __always_inline __u32 reset_cause(int reason)
 {
 	if (!bpf_core_enum_value_exists(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_CLOSE))
