@@ -26,6 +26,7 @@ use prometheus_client::registry::Registry;
 use super::{Sink, Status};
 use crate::conn::{ConnRecord, ConnTable, EndCause, Record, Transition};
 use crate::model::{Side, TcpState};
+use crate::state::{connection_states, KERNEL_TRANSITIONS};
 use crate::trace::Lost;
 
 /// The `side` label.
@@ -131,20 +132,33 @@ impl Metrics {
         let lost = Family::<LostLabels, Counter>::default();
         let (recovered, inferred, evicted, tw_forgotten) =
             (Counter::default(), Counter::default(), Counter::default(), Counter::default());
-        // Both reasons exist from the start, at 0, rather than appearing
-        // with the first loss.
-        let _ = lost.get_or_create(&RINGBUF_FULL);
-        let _ = lost.get_or_create(&SKIPPED);
-        // Likewise every way a connection can end, on either side: a rate
-        // of refusals is 0 before the first one, not missing.
         let connections = Family::<ConnectionLabels, Counter>::default();
-        for side in [Side::Server, Side::Client] {
-            for end in EndCause::ALL {
-                let _ = connections.get_or_create(&ConnectionLabels { side: SideLabel(side), end: EndLabel(end) });
-            }
-        }
         let connection_duration = Durations::<ConnectionLabels>::new_with_constructor(duration_histogram);
         let state_duration = Durations::<SocketLabels>::new_with_constructor(duration_histogram);
+        // Every series that can count exists from the start, at 0, rather
+        // than appearing with its first count: Prometheus's increase() and
+        // rate() take a series' first sample as its start, so the counts
+        // that created a series would be missed (5 refused connects read as
+        // 1.13), and a rate is 0 before the first event, not missing.
+        for side in [Side::Server, Side::Client] {
+            for (old, new) in KERNEL_TRANSITIONS {
+                let _ = transitions.get_or_create(&TransitionLabels {
+                    side: SideLabel(side),
+                    old: StateLabel(old),
+                    new: StateLabel(new),
+                });
+            }
+            for end in EndCause::ALL {
+                let labels = ConnectionLabels { side: SideLabel(side), end: EndLabel(end) };
+                let _ = connections.get_or_create(&labels);
+                let _ = connection_duration.get_or_create(&labels);
+            }
+            for state in connection_states() {
+                let _ = state_duration.get_or_create(&SocketLabels { side: SideLabel(side), state: StateLabel(state) });
+            }
+        }
+        let _ = lost.get_or_create(&RINGBUF_FULL);
+        let _ = lost.get_or_create(&SKIPPED);
 
         let mut registry = Registry::with_prefix("tcpstate");
         // Counter names get their `_total` from the encoder.
@@ -449,11 +463,40 @@ mod tests {
         assert_eq!(value(&m, series).as_deref(), Some("1"));
     }
 
+    /// The series of `family` whose value is not 0, sorted.
+    fn counted(m: &Metrics, family: &str) -> Vec<String> {
+        let mut series: Vec<String> =
+            samples(m).into_iter().filter(|l| l.starts_with(&format!("{family}{{")) && !l.ends_with(" 0")).collect();
+        series.sort();
+        series
+    }
+
     #[test]
     fn raw_timewait_probe_events_are_not_transitions() {
         let m = Metrics::new();
         MetricsSink::new(m.clone()).record(&raw_probe()).unwrap();
-        assert!(!m.render().contains("tcpstate_transitions_total{"));
+        assert_eq!(counted(&m, "tcpstate_transitions_total"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_transition_the_kernel_makes_is_a_series_from_the_start() {
+        let m = Metrics::new();
+        let series: Vec<String> =
+            samples(&m).into_iter().filter(|l| l.starts_with("tcpstate_transitions_total{")).collect();
+        assert_eq!(series.len(), 2 * KERNEL_TRANSITIONS.len());
+        assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
+        for line in [
+            r#"tcpstate_transitions_total{side="client",old="SYN_SENT",new="CLOSE"} 0"#,
+            r#"tcpstate_transitions_total{side="client",old="FIN_WAIT2",new="TIME_WAIT"} 0"#,
+            r#"tcpstate_transitions_total{side="server",old="CLOSING",new="TIME_WAIT"} 0"#,
+            r#"tcpstate_transitions_total{side="client",old="TIME_WAIT",new="CLOSE"} 0"#,
+            r#"tcpstate_transitions_total{side="client",old="FIN_WAIT1",new="FIN_WAIT1"} 0"#,
+        ] {
+            assert!(series.iter().any(|l| l == line), "{line} missing from {series:?}");
+        }
+        // A pair the kernel never makes appears when it is first counted.
+        MetricsSink::new(m.clone()).record(&sample(1, 42)).unwrap();
+        assert_eq!(samples(&m).iter().filter(|l| l.starts_with("tcpstate_transitions_total{")).count(), 59);
     }
 
     #[test]
@@ -485,8 +528,8 @@ mod tests {
     #[test]
     fn exposition_has_help_and_type_lines() {
         let m = Metrics::new();
-        // A family without a series yet is left out altogether.
-        assert!(!m.render().contains("tcpstate_transitions_total"));
+        // A family without a series yet is left out altogether: the census
+        // has counted nothing yet.
         assert!(!m.render().contains("# TYPE tcpstate_sockets gauge"));
         MetricsSink::new(m.clone()).record(&sample(7, 2)).unwrap();
         let text = m.render();
@@ -525,8 +568,18 @@ mod tests {
         assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
         let refused = "tcpstate_connections_total{side=\"server\",end=\"refused\"}";
         assert_eq!(value(&m, refused).as_deref(), Some("0"));
-        // The histograms have no series until the first record.
-        assert!(!m.render().contains("duration_seconds"));
+        // The histograms too, one for each way to end and each state a
+        // connection can stay in, all empty.
+        let counts = |family: &str| {
+            let series: Vec<String> = samples(&m).into_iter().filter(|l| l.starts_with(family)).collect();
+            assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
+            series.len()
+        };
+        assert_eq!(counts("tcpstate_connection_duration_seconds_count{"), 2 * EndCause::ALL.len());
+        assert_eq!(counts("tcpstate_state_duration_seconds_count{"), 2 * 9);
+        let time_wait = r#"tcpstate_state_duration_seconds_bucket{side="server",state="TIME_WAIT",le="+Inf"}"#;
+        assert_eq!(value(&m, time_wait).as_deref(), Some("0"));
+        assert_eq!(value(&m, r#"tcpstate_state_duration_seconds_count{side="server",state="LISTEN"}"#), None);
     }
 
     #[test]
@@ -561,7 +614,16 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         // The open connection's one stay began before tracing: no time.
-        assert!(!text.contains(r#"tcpstate_state_duration_seconds_count{side="server""#), "{text}");
+        assert_eq!(
+            counted(&m, "tcpstate_state_duration_seconds_count"),
+            [
+                r#"tcpstate_state_duration_seconds_count{side="client",state="ESTABLISHED"} 1"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="FIN_WAIT1"} 1"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="FIN_WAIT2"} 1"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="SYN_SENT"} 3"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="TIME_WAIT"} 1"#,
+            ]
+        );
     }
 
     #[test]
@@ -574,7 +636,7 @@ mod tests {
         let count = |state: &str| {
             value(&m, &format!("tcpstate_state_duration_seconds_count{{side=\"client\",state=\"{state}\"}}"))
         };
-        assert_eq!((count("SYN_SENT").as_deref(), count("ESTABLISHED")), (Some("1"), None));
+        assert_eq!((count("SYN_SENT").as_deref(), count("ESTABLISHED").as_deref()), (Some("1"), Some("0")));
         let open = r#"tcpstate_connection_duration_seconds_count{side="client",end="open"}"#;
         assert_eq!(value(&m, open).as_deref(), Some("1"));
     }
