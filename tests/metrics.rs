@@ -163,17 +163,17 @@ fn curl_scrapes_the_transitions_and_gauges() {
             r#"tcpstate_sockets{side="server",state="LAST_ACK"} 0"#,
             "# TYPE tcpstate_connections_evicted_total counter",
             "tcpstate_connections_evicted_total 0",
-            "# TYPE tcpstate_time_wait_forgotten_total counter",
-            "tcpstate_time_wait_forgotten_total 0",
-            "# TYPE tcpstate_time_wait_sockets gauge",
-            "tcpstate_time_wait_sockets 1",
-            "# TYPE tcpstate_lost_events_total counter",
-            r#"tcpstate_lost_events_total{reason="ring_buffer_full"} 3"#,
-            r#"tcpstate_lost_events_total{reason="skipped_by_kernel"} 5"#,
-            "# TYPE tcpstate_recovered_events_total counter",
-            "tcpstate_recovered_events_total 4",
-            "# TYPE tcpstate_inferred_transitions_total counter",
-            "tcpstate_inferred_transitions_total 2",
+            "# TYPE tcpstate_timewait_sockets_forgotten_total counter",
+            "tcpstate_timewait_sockets_forgotten_total 0",
+            "# TYPE tcpstate_timewait_sockets gauge",
+            "tcpstate_timewait_sockets 1",
+            "# TYPE tcpstate_events_lost_total counter",
+            r#"tcpstate_events_lost_total{reason="ring_buffer_full"} 3"#,
+            r#"tcpstate_events_lost_total{reason="skipped_by_kernel"} 5"#,
+            "# TYPE tcpstate_events_recovered_total counter",
+            "tcpstate_events_recovered_total 4",
+            "# TYPE tcpstate_transitions_inferred_total counter",
+            "tcpstate_transitions_inferred_total 2",
         ],
     );
     let counted = |prefix: &str| got.body.lines().filter(|l| l.starts_with(prefix) && !l.ends_with(" 0")).count();
@@ -188,7 +188,7 @@ fn curl_scrapes_the_transitions_and_gauges() {
             r#"tcpstate_transitions_total{side="client",old="TIME_WAIT",new="CLOSE"} 1"#,
             r#"tcpstate_sockets{side="client",state="TIME_WAIT"} 0"#,
             r#"tcpstate_sockets{side="server",state="LISTEN"} 1"#,
-            "tcpstate_time_wait_sockets 0",
+            "tcpstate_timewait_sockets 0",
         ],
     );
 
@@ -268,7 +268,7 @@ fn a_taken_address_is_one_clear_error() {
     let err = serve(metrics, addr).unwrap_err();
     assert_eq!(format!("{err:#}"), format!("cannot listen on {addr} for --metrics: Address already in use"));
     // The first server is unharmed.
-    assert!(scrape(addr).contains("tcpstate_time_wait_sockets 0"));
+    assert!(scrape(addr).contains("tcpstate_timewait_sockets 0"));
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn dropping_the_server_stops_it_promptly() {
     let metrics = Metrics::new();
     let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
-    assert!(scrape(addr).contains("# TYPE tcpstate_time_wait_sockets gauge"));
+    assert!(scrape(addr).contains("# TYPE tcpstate_timewait_sockets gauge"));
 
     let start = Instant::now();
     drop(server);
@@ -297,7 +297,7 @@ fn dropping_the_server_stops_it_promptly() {
     }
     // And the address can be served again.
     let again = serve(Arc::clone(&metrics), addr).unwrap();
-    assert!(scrape(again.local_addr()).contains("tcpstate_time_wait_sockets 0"));
+    assert!(scrape(again.local_addr()).contains("tcpstate_timewait_sockets 0"));
 }
 
 #[test]
@@ -316,7 +316,7 @@ fn scrapes_from_many_threads_while_events_arrive() {
     };
     let scrapers: Vec<_> = (0..4).map(|_| thread::spawn(move || scrape(addr))).collect();
     for s in scrapers {
-        assert!(s.join().unwrap().contains("# TYPE tcpstate_inferred_transitions_total counter"));
+        assert!(s.join().unwrap().contains("# TYPE tcpstate_transitions_inferred_total counter"));
     }
     feeder.join().unwrap();
     assert_lines(

@@ -21,6 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::{Sink, Status};
@@ -119,6 +120,8 @@ pub struct Metrics {
     connections: Family<ConnectionLabels, Counter>,
     connection_duration: Durations<ConnectionLabels>,
     state_duration: Durations<SocketLabels>,
+    /// `net.ipv4.tcp_max_tw_buckets`, when it can be read.
+    tw_limit: Option<Gauge>,
     /// Held while the gauges move and while rendering, so that a scrape
     /// never sees a connection between two states.
     moving: Mutex<()>,
@@ -160,50 +163,75 @@ impl Metrics {
         let _ = lost.get_or_create(&RINGBUF_FULL);
         let _ = lost.get_or_create(&SKIPPED);
 
+        let tw_limit = read_tw_limit().map(|limit| {
+            let gauge = Gauge::default();
+            gauge.set(limit);
+            gauge
+        });
+
+        // One scheme for every name: tcpstate_, then the noun counted
+        // (transitions: what tcpstate reports; events: what the kernel side
+        // saw or missed; connections; sockets; timewait sockets), then what
+        // happened to them when that is more than being there (inferred,
+        // lost, recovered, evicted, forgotten); counters end in _total (the
+        // encoder adds it), durations in _seconds, a limit in _limit.
         let mut registry = Registry::with_prefix("tcpstate");
-        // Counter names get their `_total` from the encoder.
         registry.register(
             "transitions",
-            "TCP state transitions reported, by side, state left (old) and state entered (new)",
+            "State transitions reported, by side, state left (old) and state entered (new); every pair the kernel \
+             makes is there from the start",
             transitions.clone(),
         );
-        registry.register("sockets", "Connections in each state, as reported, by side", sockets.clone());
         registry.register(
-            "time_wait_sockets",
-            "Timewait sockets alive (TIME_WAIT, or FIN_WAIT2 held by a timewait socket)",
-            time_wait_alive.clone(),
+            "transitions_inferred",
+            "Transitions of tcpstate_transitions_total that no probe saw, deduced from what came next (printed \
+             with inferred set)",
+            inferred.clone(),
         );
         registry.register(
-            "lost_events",
-            "State transitions the main probe did not report: the ring buffer was full, or the kernel \
-             skipped the probe (tcpstate_recovered_events_total of those the backup probe caught)",
+            "events_lost",
+            "State changes the main program did not report: reason=ring_buffer_full dropped for want of room, \
+             reason=skipped_by_kernel not run by the kernel (nested in another run); of the skipped, \
+             tcpstate_events_recovered_total were reported by the backup program",
             lost.clone(),
         );
         registry.register(
-            "recovered_events",
-            "Transitions the kernel skipped the main probe for that the backup probe caught",
+            "events_recovered",
+            "State changes the kernel skipped the main program for that the backup program reported",
             recovered.clone(),
         );
         registry.register(
-            "inferred_transitions",
-            "Transitions no probe saw, deduced from what came next (reported with inferred set)",
-            inferred.clone(),
+            "sockets",
+            "Sockets traced, by side and the state last reported for each: connections, and listeners in LISTEN; \
+             a connection is in TIME_WAIT from its hand-off to a timewait socket to that socket's end, and a \
+             FIN_WAIT2 parked in a timewait socket stays FIN_WAIT2 (-p narrows it)",
+            sockets.clone(),
+        );
+        registry.register(
+            "timewait_sockets",
+            "Timewait sockets (inet_timewait_sock) of traced connections alive now, TIME_WAIT and FIN_WAIT2 \
+             parked by tcp_fin_timeout alike: what tcp_max_tw_buckets limits (-p does not narrow it; 0 with --raw)",
+            time_wait_alive.clone(),
+        );
+        if let Some(limit) = &tw_limit {
+            registry.register(
+                "timewait_sockets_limit",
+                "net.ipv4.tcp_max_tw_buckets of tcpstate's network namespace, read at each scrape: the most \
+                 timewait sockets the kernel keeps in a namespace (past it, a connection closes without TIME_WAIT)",
+                limit.clone(),
+            );
+        }
+        registry.register(
+            "timewait_sockets_forgotten",
+            "Timewait sockets forgotten after 10 minutes without an event: their end was never seen",
+            tw_forgotten.clone(),
         );
         registry.register(
             "connections_evicted",
             "Connections the connection table evicted when full: their later transitions lack owner and time",
             evicted.clone(),
         );
-        registry.register(
-            "time_wait_forgotten",
-            "Timewait sockets forgotten after 10 minutes without an event: their end was never seen",
-            tw_forgotten.clone(),
-        );
-        registry.register(
-            "connections",
-            "Connections that ended, by side and how they ended (end=\"open\": still open when tracing ended)",
-            connections.clone(),
-        );
+        registry.register("connections", "Connections that ended, by side and how they ended", connections.clone());
         registry.register(
             "connection_duration_seconds",
             "Connection lifetimes, from the first state seen to the end (after TIME_WAIT for the side that \
@@ -214,6 +242,11 @@ impl Metrics {
             "state_duration_seconds",
             "Time connections spent in each state, by side (only stays whose start was seen)",
             state_duration.clone(),
+        );
+        registry.register(
+            "build",
+            "tcpstate's version, as a label of a series that is always 1",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
         Arc::new(Metrics {
             registry,
@@ -228,6 +261,7 @@ impl Metrics {
             connections,
             connection_duration,
             state_duration,
+            tw_limit,
             moving: Mutex::new(()),
         })
     }
@@ -281,6 +315,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let (Some(gauge), Some(limit)) = (&self.tw_limit, read_tw_limit()) {
+            gauge.set(limit);
+        }
         let _moving = self.lock();
         let mut out = String::with_capacity(4096);
         prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -320,6 +357,13 @@ impl Sink for MetricsSink {
         self.metrics.update(status.table, status.lost);
         Ok(())
     }
+}
+
+/// The kernel's limit on timewait sockets (per network namespace): the
+/// one a TIME_WAIT count is compared with. World-readable, so still read
+/// after --user.
+fn read_tw_limit() -> Option<i64> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok()?.trim().parse().ok()
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -511,18 +555,18 @@ mod tests {
     fn counters_take_absolute_values_and_never_go_down() {
         let m = Metrics::new();
         let table = ConnTable::new(Config::default());
-        let lost = |v: &str| value(&m, &format!("tcpstate_lost_events_total{{reason=\"{v}\"}}"));
+        let lost = |v: &str| value(&m, &format!("tcpstate_events_lost_total{{reason=\"{v}\"}}"));
         assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
         let at = |ringbuf_full, skipped, recovered| Lost { ringbuf_full, skipped, recovered, ..Lost::default() };
         m.update(&table, &at(7, 5, 4));
         m.update(&table, &at(7, 5, 4));
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("7"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
-        assert_eq!(value(&m, "tcpstate_recovered_events_total").as_deref(), Some("4"));
+        assert_eq!(value(&m, "tcpstate_events_recovered_total").as_deref(), Some("4"));
         m.update(&table, &at(9, 1, 0));
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("9"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
-        assert_eq!(value(&m, "tcpstate_time_wait_sockets").as_deref(), Some("0"));
+        assert_eq!(value(&m, "tcpstate_timewait_sockets").as_deref(), Some("0"));
     }
 
     #[test]
@@ -535,17 +579,31 @@ mod tests {
         let text = m.render();
         for line in [
             "# TYPE tcpstate_transitions_total counter",
-            "# TYPE tcpstate_time_wait_sockets gauge",
-            "# TYPE tcpstate_lost_events_total counter",
-            "# TYPE tcpstate_recovered_events_total counter",
-            "# TYPE tcpstate_inferred_transitions_total counter",
+            "# TYPE tcpstate_timewait_sockets gauge",
+            "# TYPE tcpstate_events_lost_total counter",
+            "# TYPE tcpstate_events_recovered_total counter",
+            "# TYPE tcpstate_transitions_inferred_total counter",
             "# TYPE tcpstate_connections_evicted_total counter",
-            "# TYPE tcpstate_time_wait_forgotten_total counter",
+            "# TYPE tcpstate_timewait_sockets_forgotten_total counter",
             "# TYPE tcpstate_connections_total counter",
+            "# TYPE tcpstate_timewait_sockets_limit gauge",
+            "# HELP tcpstate_events_recovered_total State changes the kernel skipped the main program for that the \
+             backup program reported.",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("# EOF"), "OpenMetrics trailer in the Prometheus format");
+    }
+
+    #[test]
+    fn the_build_and_the_timewait_limit_are_there() {
+        let m = Metrics::new();
+        let text = m.render();
+        let version = format!(r#"tcpstate_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
+        assert!(text.lines().any(|l| l == version), "{text}");
+        assert!(text.lines().any(|l| l == "# TYPE tcpstate_build_info gauge"), "{text}");
+        let limit = read_tw_limit().expect("this kernel has net.ipv4.tcp_max_tw_buckets");
+        assert_eq!(value(&m, "tcpstate_timewait_sockets_limit"), Some(limit.to_string()));
     }
 
     #[test]
