@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use anyhow::{Context, Result};
-use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,7 +28,7 @@ use prometheus_client::registry::Registry;
 
 use super::{Sink, Status};
 use crate::conn::{ConnRecord, ConnTable, EndCause, Record, Transition};
-use crate::model::{Side, TcpState};
+use crate::model::{Side, TcpState, Tuple};
 use crate::state::{connection_states, KERNEL_TRANSITIONS};
 use crate::trace::Lost;
 
@@ -64,11 +66,29 @@ impl EncodeLabelValue for EndLabel {
     }
 }
 
+/// The `port` label (`--metrics-by-port`): a connection's server port
+/// (the local one on the server side, the peer's on the client side) when
+/// it is one of the ports asked for. Absent otherwise, and without the
+/// option: the label set is then what it always was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PortLabel(Option<u16>);
+
+impl EncodeLabelSet for PortLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        match self.0 {
+            Some(port) => ("port", port).encode(encoder.encode_label()),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransitionLabels {
     side: SideLabel,
     old: StateLabel,
     new: StateLabel,
+    #[prometheus(flatten)]
+    port: PortLabel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -81,6 +101,8 @@ struct SocketLabels {
 struct ConnectionLabels {
     side: SideLabel,
     end: EndLabel,
+    #[prometheus(flatten)]
+    port: PortLabel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -122,13 +144,33 @@ pub struct Metrics {
     state_duration: Durations<SocketLabels>,
     /// `net.ipv4.tcp_max_tw_buckets`, when it can be read.
     tw_limit: Option<Gauge>,
+    /// The ports that get a `port` label, sorted.
+    ports: Vec<u16>,
     /// Held while the gauges move and while rendering, so that a scrape
     /// never sees a connection between two states.
     moving: Mutex<()>,
 }
 
 impl Metrics {
+    /// The metrics, without a `port` label.
     pub fn new() -> Arc<Metrics> {
+        Metrics::by_port(&[])
+    }
+
+    /// The metrics, the transitions and connections of `ports` (at most
+    /// 1 + 2 x MAX_PORTS: SERVER_PORT, -L and -D) labelled with their port.
+    pub fn by_port(ports: &[u16]) -> Arc<Metrics> {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        // Without ports the one label set is the unlabelled one. With them
+        // only the labelled ones are made in advance: a connection none of
+        // whose ports was asked for is one the filters rarely let through
+        // (a socket bound to a listed port that connects out).
+        let port_labels: Vec<PortLabel> = match ports.len() {
+            0 => vec![PortLabel(None)],
+            _ => ports.iter().map(|&p| PortLabel(Some(p))).collect(),
+        };
         let transitions = Family::<TransitionLabels, Counter>::default();
         let sockets = Family::<SocketLabels, Gauge>::default();
         let time_wait_alive = Gauge::default();
@@ -143,21 +185,24 @@ impl Metrics {
         // rate() take a series' first sample as its start, so the counts
         // that created a series would be missed (5 refused connects read as
         // 1.13), and a rate is 0 before the first event, not missing.
-        for side in [Side::Server, Side::Client] {
-            for (old, new) in KERNEL_TRANSITIONS {
-                let _ = transitions.get_or_create(&TransitionLabels {
-                    side: SideLabel(side),
-                    old: StateLabel(old),
-                    new: StateLabel(new),
-                });
-            }
-            for end in EndCause::ALL {
-                let labels = ConnectionLabels { side: SideLabel(side), end: EndLabel(end) };
-                let _ = connections.get_or_create(&labels);
-                let _ = connection_duration.get_or_create(&labels);
+        for side in [Side::Server, Side::Client].map(SideLabel) {
+            for &port in &port_labels {
+                for (old, new) in KERNEL_TRANSITIONS {
+                    let _ = transitions.get_or_create(&TransitionLabels {
+                        side,
+                        old: StateLabel(old),
+                        new: StateLabel(new),
+                        port,
+                    });
+                }
+                for end in EndCause::ALL.map(EndLabel) {
+                    let labels = ConnectionLabels { side, end, port };
+                    let _ = connections.get_or_create(&labels);
+                    let _ = connection_duration.get_or_create(&labels);
+                }
             }
             for state in connection_states() {
-                let _ = state_duration.get_or_create(&SocketLabels { side: SideLabel(side), state: StateLabel(state) });
+                let _ = state_duration.get_or_create(&SocketLabels { side, state: StateLabel(state) });
             }
         }
         let _ = lost.get_or_create(&RINGBUF_FULL);
@@ -262,6 +307,7 @@ impl Metrics {
             connection_duration,
             state_duration,
             tw_limit,
+            ports,
             moving: Mutex::new(()),
         })
     }
@@ -273,15 +319,25 @@ impl Metrics {
                 side: SideLabel(t.side),
                 old: StateLabel(t.old),
                 new: StateLabel(t.new),
+                port: self.port_of(t.side, &t.tuple),
             })
             .inc();
+    }
+
+    /// The `port` label of a connection of `side` between `tuple`'s ends.
+    fn port_of(&self, side: Side, tuple: &Tuple) -> PortLabel {
+        let server = match side {
+            Side::Server => tuple.sport,
+            Side::Client => tuple.dport,
+        };
+        PortLabel(self.ports.binary_search(&server).is_ok().then_some(server))
     }
 
     /// Counts one connection record: how it ended, how long it lived, how
     /// long it stayed in each state.
     pub fn count_connection(&self, r: &ConnRecord) {
         let side = SideLabel(r.side);
-        let labels = ConnectionLabels { side, end: EndLabel(r.end) };
+        let labels = ConnectionLabels { side, end: EndLabel(r.end), port: self.port_of(r.side, &r.tuple) };
         self.connections.get_or_create(&labels).inc();
         self.connection_duration.get_or_create(&labels).observe(seconds(r.duration_ns()));
         // An open connection's last stay was cut short by the end of
@@ -593,6 +649,40 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("# EOF"), "OpenMetrics trailer in the Prometheus format");
+    }
+
+    #[test]
+    fn by_port_the_server_port_is_a_label_of_transitions_and_connections() {
+        // The sample is a client of port 80 from port 51234.
+        let m = Metrics::by_port(&[443, 80, 443]);
+        let mut sink = MetricsSink::new(m.clone());
+        sink.record(&sample(7, 2)).unwrap();
+        sink.record(&with(sample(10, 3), |t| (t.side, t.tuple.sport, t.tuple.dport) = (Side::Server, 443, 9))).unwrap();
+        sink.record(&with(sample(10, 3), |t| (t.side, t.tuple.dport) = (Side::Server, 80))).unwrap();
+        sink.record(&connection(refused_connection())).unwrap();
+        assert_eq!(
+            counted(&m, "tcpstate_transitions_total"),
+            [
+                r#"tcpstate_transitions_total{side="client",old="CLOSE",new="SYN_SENT",port="80"} 1"#,
+                r#"tcpstate_transitions_total{side="server",old="LISTEN",new="SYN_RECV",port="443"} 1"#,
+                // A server socket on port 51234: no port asked for.
+                r#"tcpstate_transitions_total{side="server",old="LISTEN",new="SYN_RECV"} 1"#,
+            ]
+        );
+        assert_eq!(
+            counted(&m, "tcpstate_connections_total"),
+            [r#"tcpstate_connections_total{side="client",end="refused",port="80"} 1"#]
+        );
+        let count = r#"tcpstate_connection_duration_seconds_count{side="client",end="refused",port="80"}"#;
+        assert_eq!(value(&m, count).as_deref(), Some("1"));
+        // Every series for each port from the start, and no other; the
+        // census and the times in a state have no port.
+        let all = |family: &str| samples(&m).into_iter().filter(|l| l.starts_with(family)).count();
+        assert_eq!(all("tcpstate_transitions_total{"), 2 * 2 * KERNEL_TRANSITIONS.len() + 1);
+        assert_eq!(all("tcpstate_connections_total{"), 2 * 2 * EndCause::ALL.len());
+        assert_eq!(all("tcpstate_connection_duration_seconds_count{"), 2 * 2 * EndCause::ALL.len());
+        assert_eq!(all("tcpstate_state_duration_seconds_count{"), 2 * 9);
+        assert!(!m.render().contains(r#"state="SYN_SENT",port"#));
     }
 
     #[test]
