@@ -3,8 +3,9 @@
 //! probe events by hand, as the run loop feeds them.
 #![cfg(feature = "metrics")]
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -107,6 +108,25 @@ fn assert_lines(body: &str, want: &[&str]) {
     }
 }
 
+/// A listener, and a connection to it that the client closes first, up
+/// to the client's TIME_WAIT.
+fn a_listener_and_a_connection() -> [ProbeEvent; 12] {
+    [
+        ev(Side::Server, LISTENER, "CLOSE", "LISTEN"),
+        ev(Side::Client, CLIENT, "CLOSE", "SYN_SENT"),
+        ev(Side::Client, CLIENT, "SYN_SENT", "ESTABLISHED"),
+        ev(Side::Server, SERVER, "LISTEN", "SYN_RECV"),
+        ev(Side::Server, SERVER, "SYN_RECV", "ESTABLISHED"),
+        ev(Side::Client, CLIENT, "ESTABLISHED", "FIN_WAIT1"),
+        ev(Side::Server, SERVER, "ESTABLISHED", "CLOSE_WAIT"),
+        ev(Side::Server, SERVER, "CLOSE_WAIT", "LAST_ACK"),
+        ev(Side::Client, CLIENT, "FIN_WAIT1", "FIN_WAIT2"),
+        tw(TwEvent::Born),
+        ev(Side::Client, CLIENT, "FIN_WAIT2", "CLOSE"),
+        ev(Side::Server, SERVER, "LAST_ACK", "CLOSE"),
+    ]
+}
+
 const CLIENT: u64 = 0xffff_8880_1000_0000;
 const SERVER: u64 = 0xffff_8880_2000_0000;
 const LISTENER: u64 = 0xffff_8880_3000_0000;
@@ -122,20 +142,7 @@ fn curl_scrapes_the_transitions_and_gauges() {
 
     let mut feed = Feed::new(&metrics);
     feed.lost = Lost { ringbuf_full: 3, tw_ringbuf_full: 0, skipped: 5, recovered: 4, tw_skipped: Vec::new() };
-    for e in [
-        ev(Side::Server, LISTENER, "CLOSE", "LISTEN"),
-        ev(Side::Client, CLIENT, "CLOSE", "SYN_SENT"),
-        ev(Side::Client, CLIENT, "SYN_SENT", "ESTABLISHED"),
-        ev(Side::Server, SERVER, "LISTEN", "SYN_RECV"),
-        ev(Side::Server, SERVER, "SYN_RECV", "ESTABLISHED"),
-        ev(Side::Client, CLIENT, "ESTABLISHED", "FIN_WAIT1"),
-        ev(Side::Server, SERVER, "ESTABLISHED", "CLOSE_WAIT"),
-        ev(Side::Server, SERVER, "CLOSE_WAIT", "LAST_ACK"),
-        ev(Side::Client, CLIENT, "FIN_WAIT1", "FIN_WAIT2"),
-        tw(TwEvent::Born),
-        ev(Side::Client, CLIENT, "FIN_WAIT2", "CLOSE"),
-        ev(Side::Server, SERVER, "LAST_ACK", "CLOSE"),
-    ] {
+    for e in a_listener_and_a_connection() {
         feed.push(e);
     }
     // Two server sockets seen mid-life whose CLOSE_WAIT -> LAST_ACK was lost:
@@ -327,4 +334,41 @@ fn scrapes_from_many_threads_while_events_arrive() {
             r#"tcpstate_sockets{side="client",state="SYN_SENT"} 0"#,
         ],
     );
+}
+
+/// What Prometheus's own linter, `promtool check metrics`, says of an
+/// exposition: its exit status and everything it printed.
+fn promtool_check(body: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool (install it: make deps)");
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn promtool_finds_nothing_to_lint() {
+    for metrics in [Metrics::new(), Metrics::by_port(&[8080])] {
+        let server = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        // Empty, then with every family holding counts.
+        let mut bodies = vec![scrape(addr)];
+        let mut feed = Feed::new(&metrics);
+        feed.lost = Lost { ringbuf_full: 1, tw_ringbuf_full: 0, skipped: 2, recovered: 2, tw_skipped: Vec::new() };
+        for e in a_listener_and_a_connection() {
+            feed.push(e);
+        }
+        feed.sink.record(&record(EndCause::Refused, &[("SYN_SENT", 80_000)])).unwrap();
+        bodies.push(scrape(addr));
+        assert!(bodies[1].contains(r#"tcpstate_sockets{side="server",state="LISTEN"} 1"#), "{}", bodies[1]);
+        for body in bodies {
+            let (clean, said) = promtool_check(&body);
+            assert!(clean && said.is_empty(), "promtool check metrics: {said}\n{body}");
+        }
+    }
 }
