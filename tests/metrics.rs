@@ -372,3 +372,29 @@ fn promtool_finds_nothing_to_lint() {
         }
     }
 }
+
+/// The shipped rules: `promtool check rules` (syntax, lint) and `promtool
+/// test rules` (their unit tests, next to them) pass, and every tcpstate
+/// metric they read is one tcpstate serves.
+#[test]
+fn the_shipped_rules_pass_promtool_and_read_served_metrics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    for args in [["check", "rules", "tcpstate.rules.yml"], ["test", "rules", "tcpstate.rules.test.yml"]] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("running promtool (install it: make deps)");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.contains("SUCCESS"), "promtool {}: {said}", args.join(" "));
+    }
+    let rules = std::fs::read_to_string(dir.join("tcpstate.rules.yml")).unwrap();
+    let served = Metrics::new().render();
+    let mut read = 0;
+    for (at, _) in rules.match_indices("(tcpstate_").chain(rules.match_indices(" tcpstate_")) {
+        let name: String = rules[at + 1..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        assert!(served.contains(&format!("# TYPE {name} ")), "the rules read {name}, which tcpstate does not serve");
+        read += 1;
+    }
+    assert!(read >= 5, "{read} metrics read by the rules");
+}
