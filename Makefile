@@ -9,11 +9,12 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 # leftover checks (bpftool), real peers for the tests (nginx, curl, iproute2),
 # stock kernels under QEMU (qemu, busybox, cpio, xz, util-linux's flock, and
 # gcc with a static libc for the guest's socket helper), a font for PNG
-# pictures, bpftrace (a peer in make bench).
+# pictures, bpftrace (a peer in make bench), prometheus (its server and
+# promtool check what --metrics serves and the rules in deploy/prometheus/).
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               nginx-light curl iproute2 procps ca-certificates \
               qemu-system-x86 busybox-static cpio xz-utils util-linux gcc libc6-dev \
-              fonts-dejavu-core bpftrace
+              fonts-dejavu-core bpftrace prometheus
 
 .PHONY: all deps build run test lint test-kernels demo bench soak install uninstall vmlinux clean
 

@@ -36,7 +36,7 @@ for round in $(seq "$rounds"); do
     # the background, seconds for tens of thousands): wait until tcpstate
     # has seen them all go, so that rounds do not overlap.
     for _ in $(seq 600); do
-        alive=$(curl -s "http://$metrics/metrics" | awk '/^tcpstate_time_wait_sockets / {print $2}')
+        alive=$(curl -s "http://$metrics/metrics" | awk '/^tcpstate_timewait_sockets / {print $2}')
         [ "${alive:-1}" = 0 ] && break
         sleep 0.1
     done

@@ -57,7 +57,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     #[cfg(feature = "metrics")]
     let _metrics_server = match args.metrics {
         Some(addr) => {
-            let metrics = crate::output::metrics::Metrics::new();
+            let metrics = crate::output::metrics::Metrics::by_port(&args.metrics_ports());
             let server = crate::output::metrics::serve(metrics.clone(), addr)?;
             sinks.push(Box::new(crate::output::metrics::MetricsSink::new(metrics)));
             Some(server)

@@ -51,6 +51,13 @@ impl Cli {
                 "--connections needs -o table, json or csv (the original line has no room for a record)",
             ));
         }
+        #[cfg(feature = "metrics")]
+        if self.trace.metrics_by_port && self.trace.metrics_ports().is_empty() {
+            return Err(Cli::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "--metrics-by-port labels the ports given: name them with SERVER_IP SERVER_PORT, --server, -L or -D",
+            ));
+        }
         Ok(self)
     }
 }
@@ -153,6 +160,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
 
+    /// Label the transition and connection metrics with the server's port, for the ports given
+    /// (SERVER_PORT, -L, -D)
+    #[cfg(feature = "metrics")]
+    #[arg(long = "metrics-by-port", requires = "metrics")]
+    pub metrics_by_port: bool,
+
     /// Drop to this user, with no capabilities left, once the programs are attached
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
@@ -229,6 +242,21 @@ impl TraceArgs {
         } else {
             Mode::Transitions
         }
+    }
+
+    /// The ports whose metrics get a `port` label (`--metrics-by-port`):
+    /// the server's and those of -L and -D, at most 1 + 2 x [`MAX_PORTS`],
+    /// so the label's values are bounded.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_ports(&self) -> Vec<u16> {
+        if !self.metrics_by_port {
+            return Vec::new();
+        }
+        let listed = self.lport.iter().chain(&self.rport).flatten().copied();
+        let mut ports: Vec<u16> = self.server().map(|s| s.port()).into_iter().chain(listed).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// `--metrics` was given (never, in a build without metrics).
@@ -431,6 +459,19 @@ mod tests {
         assert!(!cli.trace.conn_config().records);
         #[cfg(feature = "metrics")]
         assert!(parse(&["--metrics", "127.0.0.1:9187"]).unwrap().trace.conn_config().records);
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn metrics_by_port_labels_the_ports_given_and_no_other() {
+        let ports = |args: &[&str]| parse(args).map(|cli| cli.trace.metrics_ports()).map_err(|e| e.kind());
+        let by_port = ["--metrics", "127.0.0.1:9187", "--metrics-by-port"];
+        assert_eq!(ports(&[&["127.0.0.1", "8080"][..], &by_port].concat()), Ok(vec![8080]));
+        assert_eq!(ports(&[&["-L", "443,80", "-D", "80,5432"][..], &by_port].concat()), Ok(vec![80, 443, 5432]));
+        assert_eq!(ports(&[&["--server", "[::1]:8443", "-L", "8443"][..], &by_port].concat()), Ok(vec![8443]));
+        assert_eq!(ports(&["127.0.0.1", "8080", "--metrics", "127.0.0.1:9187"]), Ok(vec![]));
+        assert_eq!(ports(&by_port), Err(ErrorKind::MissingRequiredArgument));
+        assert_eq!(ports(&["127.0.0.1", "8080", "--metrics-by-port"]), Err(ErrorKind::MissingRequiredArgument));
     }
 
     #[cfg(feature = "plot")]

@@ -171,8 +171,8 @@ fn metrics_are_scrapeable_while_tracing() {
         "tcpstate_transitions_total{side=\"server\",old=\"LAST_ACK\",new=\"CLOSE\"} 1",
         "tcpstate_sockets{side=\"client\",state=\"TIME_WAIT\"} 1",
         "tcpstate_sockets{side=\"server\",state=\"LISTEN\"} 1",
-        "tcpstate_time_wait_sockets 1",
-        "tcpstate_lost_events_total{reason=\"ring_buffer_full\"} 0",
+        "tcpstate_timewait_sockets 1",
+        "tcpstate_events_lost_total{reason=\"ring_buffer_full\"} 0",
     ];
     let mut text = String::new();
     wait_for(Duration::from_secs(10), "the metrics to show the connection", || {

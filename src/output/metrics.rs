@@ -16,16 +16,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use anyhow::{Context, Result};
-use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::{Sink, Status};
 use crate::conn::{ConnRecord, ConnTable, EndCause, Record, Transition};
-use crate::model::{Side, TcpState};
+use crate::model::{Side, TcpState, Tuple};
+use crate::state::{connection_states, KERNEL_TRANSITIONS};
 use crate::trace::Lost;
 
 /// The `side` label.
@@ -62,11 +66,29 @@ impl EncodeLabelValue for EndLabel {
     }
 }
 
+/// The `port` label (`--metrics-by-port`): a connection's server port
+/// (the local one on the server side, the peer's on the client side) when
+/// it is one of the ports asked for. Absent otherwise, and without the
+/// option: the label set is then what it always was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PortLabel(Option<u16>);
+
+impl EncodeLabelSet for PortLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        match self.0 {
+            Some(port) => ("port", port).encode(encoder.encode_label()),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransitionLabels {
     side: SideLabel,
     old: StateLabel,
     new: StateLabel,
+    #[prometheus(flatten)]
+    port: PortLabel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -79,6 +101,8 @@ struct SocketLabels {
 struct ConnectionLabels {
     side: SideLabel,
     end: EndLabel,
+    #[prometheus(flatten)]
+    port: PortLabel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -118,78 +142,141 @@ pub struct Metrics {
     connections: Family<ConnectionLabels, Counter>,
     connection_duration: Durations<ConnectionLabels>,
     state_duration: Durations<SocketLabels>,
+    /// `net.ipv4.tcp_max_tw_buckets`, when it can be read.
+    tw_limit: Option<Gauge>,
+    /// The ports that get a `port` label, sorted.
+    ports: Vec<u16>,
     /// Held while the gauges move and while rendering, so that a scrape
     /// never sees a connection between two states.
     moving: Mutex<()>,
 }
 
 impl Metrics {
+    /// The metrics, without a `port` label.
     pub fn new() -> Arc<Metrics> {
+        Metrics::by_port(&[])
+    }
+
+    /// The metrics, the transitions and connections of `ports` (at most
+    /// 1 + 2 x MAX_PORTS: SERVER_PORT, -L and -D) labelled with their port.
+    pub fn by_port(ports: &[u16]) -> Arc<Metrics> {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        // Without ports the one label set is the unlabelled one. With them
+        // only the labelled ones are made in advance: a connection none of
+        // whose ports was asked for is one the filters rarely let through
+        // (a socket bound to a listed port that connects out).
+        let port_labels: Vec<PortLabel> = match ports.len() {
+            0 => vec![PortLabel(None)],
+            _ => ports.iter().map(|&p| PortLabel(Some(p))).collect(),
+        };
         let transitions = Family::<TransitionLabels, Counter>::default();
         let sockets = Family::<SocketLabels, Gauge>::default();
         let time_wait_alive = Gauge::default();
         let lost = Family::<LostLabels, Counter>::default();
         let (recovered, inferred, evicted, tw_forgotten) =
             (Counter::default(), Counter::default(), Counter::default(), Counter::default());
-        // Both reasons exist from the start, at 0, rather than appearing
-        // with the first loss.
-        let _ = lost.get_or_create(&RINGBUF_FULL);
-        let _ = lost.get_or_create(&SKIPPED);
-        // Likewise every way a connection can end, on either side: a rate
-        // of refusals is 0 before the first one, not missing.
         let connections = Family::<ConnectionLabels, Counter>::default();
-        for side in [Side::Server, Side::Client] {
-            for end in EndCause::ALL {
-                let _ = connections.get_or_create(&ConnectionLabels { side: SideLabel(side), end: EndLabel(end) });
-            }
-        }
         let connection_duration = Durations::<ConnectionLabels>::new_with_constructor(duration_histogram);
         let state_duration = Durations::<SocketLabels>::new_with_constructor(duration_histogram);
+        // Every series that can count exists from the start, at 0, rather
+        // than appearing with its first count: Prometheus's increase() and
+        // rate() take a series' first sample as its start, so the counts
+        // that created a series would be missed (5 refused connects read as
+        // 1.13), and a rate is 0 before the first event, not missing.
+        for side in [Side::Server, Side::Client].map(SideLabel) {
+            for &port in &port_labels {
+                for (old, new) in KERNEL_TRANSITIONS {
+                    let _ = transitions.get_or_create(&TransitionLabels {
+                        side,
+                        old: StateLabel(old),
+                        new: StateLabel(new),
+                        port,
+                    });
+                }
+                for end in EndCause::ALL.map(EndLabel) {
+                    let labels = ConnectionLabels { side, end, port };
+                    let _ = connections.get_or_create(&labels);
+                    let _ = connection_duration.get_or_create(&labels);
+                }
+            }
+            for state in connection_states() {
+                let _ = state_duration.get_or_create(&SocketLabels { side, state: StateLabel(state) });
+            }
+        }
+        let _ = lost.get_or_create(&RINGBUF_FULL);
+        let _ = lost.get_or_create(&SKIPPED);
 
+        let tw_limit = read_tw_limit().map(|limit| {
+            let gauge = Gauge::default();
+            gauge.set(limit);
+            gauge
+        });
+
+        // One scheme for every name: tcpstate_, then the noun counted
+        // (transitions: what tcpstate reports; events: what the kernel side
+        // saw or missed; connections; sockets; timewait sockets), then what
+        // happened to them when that is more than being there (inferred,
+        // lost, recovered, evicted, forgotten); counters end in _total (the
+        // encoder adds it), durations in _seconds, a limit in _limit.
         let mut registry = Registry::with_prefix("tcpstate");
-        // Counter names get their `_total` from the encoder.
         registry.register(
             "transitions",
-            "TCP state transitions reported, by side, state left (old) and state entered (new)",
+            "State transitions reported, by side, state left (old) and state entered (new); every pair the kernel \
+             makes is there from the start",
             transitions.clone(),
         );
-        registry.register("sockets", "Connections in each state, as reported, by side", sockets.clone());
         registry.register(
-            "time_wait_sockets",
-            "Timewait sockets alive (TIME_WAIT, or FIN_WAIT2 held by a timewait socket)",
-            time_wait_alive.clone(),
+            "transitions_inferred",
+            "Transitions of tcpstate_transitions_total that no probe saw, deduced from what came next (printed \
+             with inferred set)",
+            inferred.clone(),
         );
         registry.register(
-            "lost_events",
-            "State transitions the main probe did not report: the ring buffer was full, or the kernel \
-             skipped the probe (tcpstate_recovered_events_total of those the backup probe caught)",
+            "events_lost",
+            "State changes the main program did not report: reason=ring_buffer_full dropped for want of room, \
+             reason=skipped_by_kernel not run by the kernel (nested in another run); of the skipped, \
+             tcpstate_events_recovered_total were reported by the backup program",
             lost.clone(),
         );
         registry.register(
-            "recovered_events",
-            "Transitions the kernel skipped the main probe for that the backup probe caught",
+            "events_recovered",
+            "State changes the kernel skipped the main program for that the backup program reported",
             recovered.clone(),
         );
         registry.register(
-            "inferred_transitions",
-            "Transitions no probe saw, deduced from what came next (reported with inferred set)",
-            inferred.clone(),
+            "sockets",
+            "Sockets traced, by side and the state last reported for each: connections, and listeners in LISTEN; \
+             a connection is in TIME_WAIT from its hand-off to a timewait socket to that socket's end, and a \
+             FIN_WAIT2 parked in a timewait socket stays FIN_WAIT2 (-p narrows it)",
+            sockets.clone(),
+        );
+        registry.register(
+            "timewait_sockets",
+            "Timewait sockets (inet_timewait_sock) of traced connections alive now, TIME_WAIT and FIN_WAIT2 \
+             parked by tcp_fin_timeout alike: what tcp_max_tw_buckets limits (-p does not narrow it; 0 with --raw)",
+            time_wait_alive.clone(),
+        );
+        if let Some(limit) = &tw_limit {
+            registry.register(
+                "timewait_sockets_limit",
+                "net.ipv4.tcp_max_tw_buckets of tcpstate's network namespace, read at each scrape: the most \
+                 timewait sockets the kernel keeps in a namespace (past it, a connection closes without TIME_WAIT)",
+                limit.clone(),
+            );
+        }
+        registry.register(
+            "timewait_sockets_forgotten",
+            "Timewait sockets forgotten after 10 minutes without an event: their end was never seen",
+            tw_forgotten.clone(),
         );
         registry.register(
             "connections_evicted",
             "Connections the connection table evicted when full: their later transitions lack owner and time",
             evicted.clone(),
         );
-        registry.register(
-            "time_wait_forgotten",
-            "Timewait sockets forgotten after 10 minutes without an event: their end was never seen",
-            tw_forgotten.clone(),
-        );
-        registry.register(
-            "connections",
-            "Connections that ended, by side and how they ended (end=\"open\": still open when tracing ended)",
-            connections.clone(),
-        );
+        registry.register("connections", "Connections that ended, by side and how they ended", connections.clone());
         registry.register(
             "connection_duration_seconds",
             "Connection lifetimes, from the first state seen to the end (after TIME_WAIT for the side that \
@@ -200,6 +287,11 @@ impl Metrics {
             "state_duration_seconds",
             "Time connections spent in each state, by side (only stays whose start was seen)",
             state_duration.clone(),
+        );
+        registry.register(
+            "build",
+            "tcpstate's version, as a label of a series that is always 1",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
         Arc::new(Metrics {
             registry,
@@ -214,6 +306,8 @@ impl Metrics {
             connections,
             connection_duration,
             state_duration,
+            tw_limit,
+            ports,
             moving: Mutex::new(()),
         })
     }
@@ -225,15 +319,25 @@ impl Metrics {
                 side: SideLabel(t.side),
                 old: StateLabel(t.old),
                 new: StateLabel(t.new),
+                port: self.port_of(t.side, &t.tuple),
             })
             .inc();
+    }
+
+    /// The `port` label of a connection of `side` between `tuple`'s ends.
+    fn port_of(&self, side: Side, tuple: &Tuple) -> PortLabel {
+        let server = match side {
+            Side::Server => tuple.sport,
+            Side::Client => tuple.dport,
+        };
+        PortLabel(self.ports.binary_search(&server).is_ok().then_some(server))
     }
 
     /// Counts one connection record: how it ended, how long it lived, how
     /// long it stayed in each state.
     pub fn count_connection(&self, r: &ConnRecord) {
         let side = SideLabel(r.side);
-        let labels = ConnectionLabels { side, end: EndLabel(r.end) };
+        let labels = ConnectionLabels { side, end: EndLabel(r.end), port: self.port_of(r.side, &r.tuple) };
         self.connections.get_or_create(&labels).inc();
         self.connection_duration.get_or_create(&labels).observe(seconds(r.duration_ns()));
         // An open connection's last stay was cut short by the end of
@@ -267,6 +371,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let (Some(gauge), Some(limit)) = (&self.tw_limit, read_tw_limit()) {
+            gauge.set(limit);
+        }
         let _moving = self.lock();
         let mut out = String::with_capacity(4096);
         prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -306,6 +413,13 @@ impl Sink for MetricsSink {
         self.metrics.update(status.table, status.lost);
         Ok(())
     }
+}
+
+/// The kernel's limit on timewait sockets (per network namespace): the
+/// one a TIME_WAIT count is compared with. World-readable, so still read
+/// after --user.
+fn read_tw_limit() -> Option<i64> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok()?.trim().parse().ok()
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -449,11 +563,40 @@ mod tests {
         assert_eq!(value(&m, series).as_deref(), Some("1"));
     }
 
+    /// The series of `family` whose value is not 0, sorted.
+    fn counted(m: &Metrics, family: &str) -> Vec<String> {
+        let mut series: Vec<String> =
+            samples(m).into_iter().filter(|l| l.starts_with(&format!("{family}{{")) && !l.ends_with(" 0")).collect();
+        series.sort();
+        series
+    }
+
     #[test]
     fn raw_timewait_probe_events_are_not_transitions() {
         let m = Metrics::new();
         MetricsSink::new(m.clone()).record(&raw_probe()).unwrap();
-        assert!(!m.render().contains("tcpstate_transitions_total{"));
+        assert_eq!(counted(&m, "tcpstate_transitions_total"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_transition_the_kernel_makes_is_a_series_from_the_start() {
+        let m = Metrics::new();
+        let series: Vec<String> =
+            samples(&m).into_iter().filter(|l| l.starts_with("tcpstate_transitions_total{")).collect();
+        assert_eq!(series.len(), 2 * KERNEL_TRANSITIONS.len());
+        assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
+        for line in [
+            r#"tcpstate_transitions_total{side="client",old="SYN_SENT",new="CLOSE"} 0"#,
+            r#"tcpstate_transitions_total{side="client",old="FIN_WAIT2",new="TIME_WAIT"} 0"#,
+            r#"tcpstate_transitions_total{side="server",old="CLOSING",new="TIME_WAIT"} 0"#,
+            r#"tcpstate_transitions_total{side="client",old="TIME_WAIT",new="CLOSE"} 0"#,
+            r#"tcpstate_transitions_total{side="client",old="FIN_WAIT1",new="FIN_WAIT1"} 0"#,
+        ] {
+            assert!(series.iter().any(|l| l == line), "{line} missing from {series:?}");
+        }
+        // A pair the kernel never makes appears when it is first counted.
+        MetricsSink::new(m.clone()).record(&sample(1, 42)).unwrap();
+        assert_eq!(samples(&m).iter().filter(|l| l.starts_with("tcpstate_transitions_total{")).count(), 59);
     }
 
     #[test]
@@ -468,41 +611,89 @@ mod tests {
     fn counters_take_absolute_values_and_never_go_down() {
         let m = Metrics::new();
         let table = ConnTable::new(Config::default());
-        let lost = |v: &str| value(&m, &format!("tcpstate_lost_events_total{{reason=\"{v}\"}}"));
+        let lost = |v: &str| value(&m, &format!("tcpstate_events_lost_total{{reason=\"{v}\"}}"));
         assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
         let at = |ringbuf_full, skipped, recovered| Lost { ringbuf_full, skipped, recovered, ..Lost::default() };
         m.update(&table, &at(7, 5, 4));
         m.update(&table, &at(7, 5, 4));
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("7"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
-        assert_eq!(value(&m, "tcpstate_recovered_events_total").as_deref(), Some("4"));
+        assert_eq!(value(&m, "tcpstate_events_recovered_total").as_deref(), Some("4"));
         m.update(&table, &at(9, 1, 0));
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("9"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
-        assert_eq!(value(&m, "tcpstate_time_wait_sockets").as_deref(), Some("0"));
+        assert_eq!(value(&m, "tcpstate_timewait_sockets").as_deref(), Some("0"));
     }
 
     #[test]
     fn exposition_has_help_and_type_lines() {
         let m = Metrics::new();
-        // A family without a series yet is left out altogether.
-        assert!(!m.render().contains("tcpstate_transitions_total"));
+        // A family without a series yet is left out altogether: the census
+        // has counted nothing yet.
         assert!(!m.render().contains("# TYPE tcpstate_sockets gauge"));
         MetricsSink::new(m.clone()).record(&sample(7, 2)).unwrap();
         let text = m.render();
         for line in [
             "# TYPE tcpstate_transitions_total counter",
-            "# TYPE tcpstate_time_wait_sockets gauge",
-            "# TYPE tcpstate_lost_events_total counter",
-            "# TYPE tcpstate_recovered_events_total counter",
-            "# TYPE tcpstate_inferred_transitions_total counter",
+            "# TYPE tcpstate_timewait_sockets gauge",
+            "# TYPE tcpstate_events_lost_total counter",
+            "# TYPE tcpstate_events_recovered_total counter",
+            "# TYPE tcpstate_transitions_inferred_total counter",
             "# TYPE tcpstate_connections_evicted_total counter",
-            "# TYPE tcpstate_time_wait_forgotten_total counter",
+            "# TYPE tcpstate_timewait_sockets_forgotten_total counter",
             "# TYPE tcpstate_connections_total counter",
+            "# TYPE tcpstate_timewait_sockets_limit gauge",
+            "# HELP tcpstate_events_recovered_total State changes the kernel skipped the main program for that the \
+             backup program reported.",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("# EOF"), "OpenMetrics trailer in the Prometheus format");
+    }
+
+    #[test]
+    fn by_port_the_server_port_is_a_label_of_transitions_and_connections() {
+        // The sample is a client of port 80 from port 51234.
+        let m = Metrics::by_port(&[443, 80, 443]);
+        let mut sink = MetricsSink::new(m.clone());
+        sink.record(&sample(7, 2)).unwrap();
+        sink.record(&with(sample(10, 3), |t| (t.side, t.tuple.sport, t.tuple.dport) = (Side::Server, 443, 9))).unwrap();
+        sink.record(&with(sample(10, 3), |t| (t.side, t.tuple.dport) = (Side::Server, 80))).unwrap();
+        sink.record(&connection(refused_connection())).unwrap();
+        assert_eq!(
+            counted(&m, "tcpstate_transitions_total"),
+            [
+                r#"tcpstate_transitions_total{side="client",old="CLOSE",new="SYN_SENT",port="80"} 1"#,
+                r#"tcpstate_transitions_total{side="server",old="LISTEN",new="SYN_RECV",port="443"} 1"#,
+                // A server socket on port 51234: no port asked for.
+                r#"tcpstate_transitions_total{side="server",old="LISTEN",new="SYN_RECV"} 1"#,
+            ]
+        );
+        assert_eq!(
+            counted(&m, "tcpstate_connections_total"),
+            [r#"tcpstate_connections_total{side="client",end="refused",port="80"} 1"#]
+        );
+        let count = r#"tcpstate_connection_duration_seconds_count{side="client",end="refused",port="80"}"#;
+        assert_eq!(value(&m, count).as_deref(), Some("1"));
+        // Every series for each port from the start, and no other; the
+        // census and the times in a state have no port.
+        let all = |family: &str| samples(&m).into_iter().filter(|l| l.starts_with(family)).count();
+        assert_eq!(all("tcpstate_transitions_total{"), 2 * 2 * KERNEL_TRANSITIONS.len() + 1);
+        assert_eq!(all("tcpstate_connections_total{"), 2 * 2 * EndCause::ALL.len());
+        assert_eq!(all("tcpstate_connection_duration_seconds_count{"), 2 * 2 * EndCause::ALL.len());
+        assert_eq!(all("tcpstate_state_duration_seconds_count{"), 2 * 9);
+        assert!(!m.render().contains(r#"state="SYN_SENT",port"#));
+    }
+
+    #[test]
+    fn the_build_and_the_timewait_limit_are_there() {
+        let m = Metrics::new();
+        let text = m.render();
+        let version = format!(r#"tcpstate_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
+        assert!(text.lines().any(|l| l == version), "{text}");
+        assert!(text.lines().any(|l| l == "# TYPE tcpstate_build_info gauge"), "{text}");
+        let limit = read_tw_limit().expect("this kernel has net.ipv4.tcp_max_tw_buckets");
+        assert_eq!(value(&m, "tcpstate_timewait_sockets_limit"), Some(limit.to_string()));
     }
 
     #[test]
@@ -525,8 +716,18 @@ mod tests {
         assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
         let refused = "tcpstate_connections_total{side=\"server\",end=\"refused\"}";
         assert_eq!(value(&m, refused).as_deref(), Some("0"));
-        // The histograms have no series until the first record.
-        assert!(!m.render().contains("duration_seconds"));
+        // The histograms too, one for each way to end and each state a
+        // connection can stay in, all empty.
+        let counts = |family: &str| {
+            let series: Vec<String> = samples(&m).into_iter().filter(|l| l.starts_with(family)).collect();
+            assert!(series.iter().all(|l| l.ends_with("} 0")), "{series:?}");
+            series.len()
+        };
+        assert_eq!(counts("tcpstate_connection_duration_seconds_count{"), 2 * EndCause::ALL.len());
+        assert_eq!(counts("tcpstate_state_duration_seconds_count{"), 2 * 9);
+        let time_wait = r#"tcpstate_state_duration_seconds_bucket{side="server",state="TIME_WAIT",le="+Inf"}"#;
+        assert_eq!(value(&m, time_wait).as_deref(), Some("0"));
+        assert_eq!(value(&m, r#"tcpstate_state_duration_seconds_count{side="server",state="LISTEN"}"#), None);
     }
 
     #[test]
@@ -561,7 +762,16 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         // The open connection's one stay began before tracing: no time.
-        assert!(!text.contains(r#"tcpstate_state_duration_seconds_count{side="server""#), "{text}");
+        assert_eq!(
+            counted(&m, "tcpstate_state_duration_seconds_count"),
+            [
+                r#"tcpstate_state_duration_seconds_count{side="client",state="ESTABLISHED"} 1"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="FIN_WAIT1"} 1"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="FIN_WAIT2"} 1"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="SYN_SENT"} 3"#,
+                r#"tcpstate_state_duration_seconds_count{side="client",state="TIME_WAIT"} 1"#,
+            ]
+        );
     }
 
     #[test]
@@ -574,7 +784,7 @@ mod tests {
         let count = |state: &str| {
             value(&m, &format!("tcpstate_state_duration_seconds_count{{side=\"client\",state=\"{state}\"}}"))
         };
-        assert_eq!((count("SYN_SENT").as_deref(), count("ESTABLISHED")), (Some("1"), None));
+        assert_eq!((count("SYN_SENT").as_deref(), count("ESTABLISHED").as_deref()), (Some("1"), Some("0")));
         let open = r#"tcpstate_connection_duration_seconds_count{side="client",end="open"}"#;
         assert_eq!(value(&m, open).as_deref(), Some("1"));
     }

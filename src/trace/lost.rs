@@ -38,11 +38,16 @@ impl Lost {
 
 /// Reads the drop counters and each loaded program's recursion misses.
 pub(super) fn read(skel: &TcpstateSkel<'_>) -> Result<Lost> {
+    // Skips before recoveries: the kernel counts a skip before the backup
+    // program reports it, so read in this order `skipped - recovered` never
+    // counts as lost an event whose recovery is merely in flight (an alert
+    // on lost events would fire for nothing).
+    let skipped = recursion_misses_of(&skel.progs.inet_sock_set_state)?;
     let mut lost = Lost {
         ringbuf_full: counter(skel, CNT_RINGBUF_FULL)?,
         tw_ringbuf_full: counter(skel, CNT_TW_RINGBUF_FULL)?,
         recovered: counter(skel, CNT_RECOVERED)?,
-        skipped: recursion_misses_of(&skel.progs.inet_sock_set_state)?,
+        skipped,
         tw_skipped: Vec::new(),
     };
     for prog in skel.object().progs().filter(|p| p.autoload()) {
