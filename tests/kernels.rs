@@ -288,12 +288,19 @@ fn check_record(ctx: &str, r: &serde_json::Value, want: &Want) {
     assert_eq!((r["end"].as_str(), r["open"].as_bool()), (Some(want.end), Some(false)), "{ctx}: {r}");
     assert_eq!(r["error"].as_str(), want.error, "{ctx}: {r}");
     assert_eq!(r["comm"], want.comm, "{ctx}: {r}");
+    // A guest under software emulation on a loaded host can be starved
+    // long enough for a tail-loss probe or an RTO to fire (seen once: a
+    // FIN sent again, 216 ms in LAST_ACK): bytes_sent then counts the
+    // payload sent again, which bytes_retrans says. The payload once is
+    // exact either way; retransmissions stay few and add up.
+    let count = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{ctx}: no {k}: {r}"));
     assert_eq!(
-        (r["bytes_sent"].as_u64(), r["bytes_received"].as_u64()),
-        (Some(want.sent), Some(want.received)),
+        (count("bytes_sent") - count("bytes_retrans"), count("bytes_received")),
+        (want.sent, want.received),
         "{ctx}: {r}"
     );
-    assert_eq!(r["retransmits"], 0, "{ctx}: {r}");
+    assert!(count("retransmits") <= 3, "{ctx}: {r}");
+    assert!(count("bytes_retrans") == 0 || count("retransmits") > 0, "{ctx}: {r}");
     if states.contains(&"ESTABLISHED") {
         assert!(r["srtt_us"].as_u64().unwrap() > 0, "{ctx}: {r}");
     }
