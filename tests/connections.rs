@@ -584,3 +584,25 @@ fn connections_needs_a_record_format_and_no_raw() {
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("--connections") && stderr.contains("--raw"), "{stderr}");
 }
+
+/// `-c N` counts records with --connections: two refused connects (two
+/// transitions each) end a `-c 2` run by themselves, with both records.
+#[test]
+fn count_ends_the_run_after_that_many_records() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let tracer = Tracer::start(&["--server", &server, "--connections", "-o", "json", "-c", "2"]);
+    for _ in 0..2 {
+        let refused = TcpStream::connect(&server).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    let out = tracer.finish();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let recs = records(&out.stdout);
+    assert_eq!(recs.len(), 2, "{}", out.stdout);
+    assert!(recs.iter().all(|r| r["end"] == "refused"), "{}", out.stdout);
+    assert!(out.stderr.contains("2 connections: 2 ended (refused 2)"), "{}", out.stderr);
+}
