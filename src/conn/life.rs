@@ -235,6 +235,12 @@ impl Ended {
     pub(super) fn awaits_reuse(&self) -> bool {
         !self.watch.is_empty()
     }
+
+    /// Stops watching `key` for connection `id` (a newer connection with
+    /// the same tuple may be watched there: it stays).
+    fn unwatch(&mut self, key: (u32, Tuple), id: ConnId) {
+        super::unindex(&mut self.watch, key, id);
+    }
 }
 
 struct Ending {
@@ -252,10 +258,8 @@ impl ConnTable {
         let states = std::mem::take(&mut life.spans);
         let hold = life.hold_ns();
         let key = (conn.netns, conn.tuple);
-        if self.ended.watch.get(&key) == Some(&id) {
-            // Watched since a timer cancel; from now on only if cut short.
-            self.ended.watch.remove(&key);
-        }
+        // Watched since a timer cancel; from now on only if cut short.
+        self.ended.unwatch(key, id);
         if hold == 0 {
             let record = conn_record(&conn, &life, states, ts_ns, life.end_cause());
             out.push_back(Record::Connection(Box::new(record)));
@@ -307,10 +311,7 @@ impl ConnTable {
         while let Some(i) = self.ended.queue.iter().position(due) {
             let Ending { life, mut record, .. } = self.ended.queue.remove(i).expect("found");
             record.end = life.end_cause();
-            let key = (record.netns, record.tuple);
-            if self.ended.watch.get(&key) == Some(&record.conn_id) {
-                self.ended.watch.remove(&key);
-            }
+            self.ended.unwatch((record.netns, record.tuple), record.conn_id);
             out.push_back(Record::Connection(Box::new(record)));
         }
     }

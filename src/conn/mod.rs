@@ -483,9 +483,16 @@ impl ConnTable {
 
     /// Forgets that `sock` was connection `id`'s full socket.
     fn unindex_sock(&mut self, sock: u64, id: ConnId) {
-        if let Some(other) = self.by_sock.remove(&sock).filter(|&of| of != id) {
-            self.by_sock.insert(sock, other);
-        }
+        unindex(&mut self.by_sock, sock, id);
+    }
+}
+
+/// Removes `key` from an index when it still names connection `id` (a
+/// newer connection may have taken the key since): one lookup when it does,
+/// which is nearly always.
+pub(super) fn unindex<K: std::hash::Hash + Eq + Copy>(index: &mut HashMap<K, ConnId>, key: K, id: ConnId) {
+    if let Some(other) = index.remove(&key).filter(|&of| of != id) {
+        index.insert(key, other);
     }
 }
 

@@ -19,7 +19,9 @@ use std::num::NonZeroU64;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::life::TwEnd;
-use super::{decide_side, shrink_if_sparse, At, Conn, ConnId, ConnTable, Inferred, RawProbe, Record, TwSocket};
+use super::{
+    decide_side, shrink_if_sparse, unindex, At, Conn, ConnId, ConnTable, Inferred, RawProbe, Record, TwSocket,
+};
 use crate::model::{TcpState, Tuple};
 use crate::trace::{ProbeEvent, TwEvent};
 
@@ -70,14 +72,9 @@ impl Timewait {
 
     /// Forgets where connection `id`'s timewait socket was.
     pub(super) fn unindex(&mut self, tw: &TwSocket, id: ConnId, conn: &Conn) {
-        if self.by_addr.get(&tw.addr()) == Some(&id) {
-            self.by_addr.remove(&tw.addr());
-        }
+        unindex(&mut self.by_addr, tw.addr(), id);
         if tw.cookie == 0 {
-            let fingerprint = fingerprint(conn.netns, &conn.tuple);
-            if self.by_tuple.get(&fingerprint) == Some(&id) {
-                self.by_tuple.remove(&fingerprint);
-            }
+            unindex(&mut self.by_tuple, fingerprint(conn.netns, &conn.tuple), id);
         }
     }
 
@@ -199,9 +196,7 @@ impl ConnTable {
         let conn = self.conns.at(slot);
         if let Some(old) = conn.tw.replace(tw) {
             // One timewait socket per connection: only a lost death gets here.
-            if self.tw.by_addr.get(&old.addr()) == Some(&id) {
-                self.tw.by_addr.remove(&old.addr());
-            }
+            unindex(&mut self.tw.by_addr, old.addr(), id);
         }
         if conn.state == substate {
             conn.seen_ns = ev.ts_ns;
