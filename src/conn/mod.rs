@@ -270,8 +270,9 @@ impl Reports {
         if t.inferred.is_some() {
             self.stats.inferred += 1;
         }
-        if let Some(life) = self.life(conn) {
-            life.on(&t);
+        // (Reported, so it passes -p: its life is gathered when records are.)
+        if self.records {
+            conn.life.get_or_insert_default().on(&t);
         }
         out.push_back(Record::Transition(t));
     }

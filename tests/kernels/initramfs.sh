@@ -4,7 +4,8 @@
 # Builds a newc initramfs (gzip'd when OUT ends in .gz) for the QEMU tests:
 #   - busybox-static as /bin/busybox with a symlink per applet;
 #   - nginx (from nginx-light) and curl with their shared libraries, plus
-#     /usr/local/bin/nginx-guest (see nginx-guest.sh) to start nginx;
+#     /usr/local/bin/nginx-guest (see nginx-guest.sh) to start nginx, and
+#     /usr/local/lib/guest-lib.sh (the payloads' shared shell functions);
 #   - each FILE: a plain path (a binary) goes to /usr/local/bin/BASENAME (in
 #     PATH) and, when given as an absolute path outside /tmp, the same path
 #     is a symlink to it; HOST=GUEST copies HOST to the absolute guest path GUEST. Dynamic ELF
@@ -89,6 +90,7 @@ copy_file "$nginx" /usr/sbin/nginx
 copy_file "$curl" /usr/bin/curl
 copy_file "$here/nginx-guest.sh" /usr/local/bin/nginx-guest
 chmod 755 "$stage/usr/local/bin/nginx-guest"
+copy_file "$here/guest-lib.sh" /usr/local/lib/guest-lib.sh
 # The loader is normally pulled in by ldd; make sure it is there anyway.
 if [ -e /lib64/ld-linux-x86-64.so.2 ] && [ ! -e "$stage/lib64/ld-linux-x86-64.so.2" ]; then
     mkdir -p "$stage/lib64"

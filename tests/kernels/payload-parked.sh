@@ -14,18 +14,7 @@ kinds=${KINDS:-fentry kprobe timer}
 variants=${VARIANTS:-unacked late}
 bucket=${BUCKET:-same}   # the helper's -b: same (issue 12), or other for comparison
 
-# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s.
-wait_until() {
-    limit=$(( $1 * 10 )); shift
-    n=0
-    until "$@"; do
-        n=$((n + 1))
-        [ "$n" -lt "$limit" ] || return 1
-        sleep 0.1
-    done
-}
-
-attached() { grep -q 'TIME_WAIT probes:' "$1"; }
+. /usr/local/lib/guest-lib.sh   # wait_until, attached
 # The client's end, whatever it says (FIN_WAIT2 -> CLOSE today).
 ends_seen() { [ "$(grep '"side":"client"' "$1" | grep -c '"new":"CLOSE"')" -ge "$2" ]; }
 

@@ -60,18 +60,7 @@ curl_nginx() {
 }
 SH
 
-# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s.
-wait_until() {
-    limit=$(( $1 * 10 )); shift
-    n=0
-    until "$@"; do
-        n=$((n + 1))
-        [ "$n" -lt "$limit" ] || return 1
-        sleep 0.1
-    done
-}
-
-attached() { grep -q 'TIME_WAIT probes:' "$1"; }
+. /usr/local/lib/guest-lib.sh   # wait_until, attached
 deaths_seen() { [ "$(grep -c '"old":"TIME_WAIT","new":"CLOSE"' "$1")" -ge "$2" ]; }
 records_seen() { [ "$(grep -c '"end":' "$1")" -ge "$2" ]; }
 
