@@ -24,6 +24,7 @@ fn main() {
     for file in [
         "src/bpf/tcpstate.h",
         "src/bpf/tcpstate.bpf.h",
+        "src/bpf/cgroup.bpf.h",
         "src/bpf/timewait.bpf.h",
         "src/bpf/nested.bpf.h",
         "src/bpf/vmlinux.h",

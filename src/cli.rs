@@ -10,7 +10,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::output::{Format, Mode};
 use crate::trace::abi::MAX_PORTS;
-use crate::trace::TwProbe;
+use crate::trace::{CgroupScope, NetnsScope, TwProbe};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -18,6 +18,8 @@ Examples:
   tcpstate -o table                every TCP socket on the machine, as a table
   tcpstate --server [::1]:8080 -o json | jq .
   tcpstate -L 443 -o csv -d 60     one minute of local port 443, as CSV
+  tcpstate --cgroup /sys/fs/cgroup/system.slice/nginx.service -o json
+  tcpstate --netns /run/netns/blue -o table
   tcpstate -o json | jq -c 'select(.prev_state_ms > 100)'
   tcpstate --connections -o json | jq -c 'select(.end == \"refused\")'
   tcpstate 127.0.0.1 80 --plot timeline.svg
@@ -111,6 +113,16 @@ pub struct TraceArgs {
     /// Only sockets owned by this process
     #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Option<u32>,
+
+    /// Only sockets of this cgroup v2 or below it (a directory of the cgroup2 mount, e.g. a
+    /// container's), decided in the kernel from each socket's own cgroup
+    #[arg(long, value_name = "PATH", value_parser = crate::trace::scope::cgroup)]
+    pub cgroup: Option<CgroupScope>,
+
+    /// Only sockets of this network namespace: /run/netns/NAME (or NAME), /proc/PID/ns/net,
+    /// or its inode number
+    #[arg(long, value_name = "NS", value_parser = crate::trace::scope::netns)]
+    pub netns: Option<NetnsScope>,
 
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Original)]
@@ -210,6 +222,8 @@ impl TraceArgs {
             },
             lports: self.lport.clone().unwrap_or_default(),
             rports: self.rport.clone().unwrap_or_default(),
+            cgroup: self.cgroup.clone(),
+            netns: self.netns.as_ref().map(|ns| ns.inode),
             ringbuf_kb: self.ringbuf_kb,
             tw_probe: self.tw_probe,
             tw_free_fn: self.tw_free_fn.clone(),

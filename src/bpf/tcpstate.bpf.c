@@ -38,12 +38,38 @@ const volatile bool tw_free_on_put = false; /* free probes sit on inet_twsk_put 
 const volatile __u32 hz = 0;                /* CONFIG_HZ; 0: not known */
 const volatile bool want_counters = false;  /* --connections: CLOSE records carry counters */
 const volatile bool cookies = false;        /* tracing may call bpf_get_socket_cookie() (5.12+) */
+const volatile __u32 netns_target = 0;      /* --netns: the namespace's inode; 0: every one */
+const volatile __u64 cgroup_target = 0;     /* --cgroup: the cgroup v2's id; 0: every cgroup */
+const volatile __u32 cgroup_level = 0;      /* its depth below the root cgroup (level 0) */
 
 /* ---- Maps and globals ---- */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, DEFAULT_RING_BYTES);
 } events SEC(".maps");
+
+/* --cgroup: the connections of the target cgroup that may be handed to a
+ * timewait socket, with their cgroup id (see cgroup.bpf.h). Sized by user
+ * space with --cgroup; a timewait socket pushed out is one whose end is not
+ * seen (user space forgets it after 10 minutes, and counts it). */
+struct tw_key {
+	__u64 cookie;    /* the socket cookie where tracing gets one; else 0 */
+	__u32 saddr[4];  /* else the namespace and tuple */
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 reserved;  /* 0 */
+	__u32 netns;
+	__u32 reserved2; /* 0 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct tw_key);
+	__type(value, __u64);
+} tw_cgroup SEC(".maps");
 
 /* Nested backup: one per-CPU element whose addresses give each CPU's
  * per-CPU offset (its value is never used). */
@@ -78,22 +104,27 @@ struct event_counters _event_counters = {};
 
 /* ---- Helpers ---- */
 #include "tcpstate.bpf.h"
+#include "cgroup.bpf.h"
 #include "timewait.bpf.h"
 #include "nested.bpf.h"
 
 /* ---- The state program ---- */
 
 /*
- * A record of a full TCP socket that passes the filters, its identity filled
- * in (cookie, address, tuple, side); NULL for any other socket, or when the
- * ring is full. bpf_skc_to_tcp_sock() is the protocol check (a helper call)
- * and a typed view of the tcp_sock in one.
+ * A record of a full TCP socket in `state` that passes the filters, its
+ * identity filled in (cookie, address, tuple, side, cgroup); NULL for any
+ * other socket, or when the ring is full. bpf_skc_to_tcp_sock() is the
+ * protocol check (a helper call) and a typed view of the tcp_sock in one.
+ * With --cgroup, a socket that may be handed to a timewait socket next is
+ * remembered for it (or forgotten) even when the ring is full.
  */
-static __always_inline struct event *full_socket_record(const struct sock *sk, bool with_counters)
+static __always_inline struct event *full_socket_record(const struct sock *sk, int state, bool with_counters)
 {
 	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	const struct sock_common *skc;
+	const struct cgroup *cgrp;
 	struct tuple t = {};
+	__u64 cookie = 0, cgroup_id;
 	struct event *e;
 	__u8 side;
 
@@ -103,22 +134,32 @@ static __always_inline struct event *full_socket_record(const struct sock *sk, b
 	read_tuple_typed(skc, tp->inet_conn.icsk_inet.inet_sport, &t);
 	if (!is_wanted(&t, &side))
 		return NULL;
-	e = with_counters ? reserve_with_counters(tp) : reserve_record(CNT_RINGBUF_FULL);
-	if (!e)
+	cgrp = sock_cgroup(sk);
+	if (!in_target_cgroup(cgrp)) {
+		tw_forget_tuple(&t, state);
 		return NULL;
+	}
 	/* The cookie once generated is a plain load; the helper generates it.
 	 * Without the helper no record carries one (see report_tw_record()). */
 	if (cookies)
-		e->cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
+		cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
+	cgroup_id = cgroup_id_of(cgrp);
+	if (may_hand_to_tw(state))
+		tw_remember(cookie, &t, cgroup_id);
+	e = with_counters ? reserve_with_counters(tp) : reserve_record(CNT_RINGBUF_FULL);
+	if (!e)
+		return NULL;
+	e->cookie = cookie;
 	e->skaddr = (__u64)sk;
 	fill_tuple(e, &t);
 	e->side = side;
+	e->cgroup_id = cgroup_id;
 	return e;
 }
 
 static __always_inline int report_state_change(const struct sock *sk, int oldstate, int newstate)
 {
-	struct event *e = full_socket_record(sk, want_counters && newstate == TCP_CLOSE);
+	struct event *e = full_socket_record(sk, newstate, want_counters && newstate == TCP_CLOSE);
 
 	if (!e)
 		return 0;
@@ -160,7 +201,7 @@ static __always_inline int report_reset(const struct sock *sk, __u8 source, __u3
 	state = sk->__sk_common.skc_state;
 	if (state == TCP_LISTEN)
 		return 0;
-	e = full_socket_record(sk, false);
+	e = full_socket_record(sk, state, false);
 	if (!e)
 		return 0;
 	e->oldstate = state;

@@ -144,10 +144,13 @@ static __always_inline bool port_listed(__u16 port, const volatile __u16 *ports,
 	return false;
 }
 
-/* Family and port filters (-4/-6, -L, -D): cheap, so they run first. */
+/* Family, namespace and port filters (-4/-6, --netns, -L, -D): cheap, so
+ * they run first. */
 static __always_inline bool passes_filters(const struct tuple *t)
 {
 	if (target_family && t->family != target_family)
+		return false;
+	if (netns_target && t->netns != netns_target)
 		return false;
 	if (nr_lports && !port_listed(t->sport, lports, nr_lports))
 		return false;

@@ -77,6 +77,11 @@ struct event {
 	__u8 flags;        /* enum event_flags */
 	char comm[TASK_COMM_LEN]; /* that process's comm; all 0 when pid is 0 */
 	__u32 reset_cause; /* reset records: enum reset_cause; else 0 */
+	__u64 cgroup_id;   /* full sockets: the socket's own cgroup v2 id
+			      (sk->sk_cgrp_data, the cgroup's kernfs id, which
+			      is its directory's inode number); timewait
+			      records: the full socket's where the probe knows
+			      it; 0: not known. At offset 104: no padding */
 };
 
 /* What a reset sent says of who wanted it, from the kernel's reason (6.10+,

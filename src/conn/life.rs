@@ -346,6 +346,7 @@ fn conn_record(conn: &Conn, life: &Life, mut states: Vec<Span>, end_ns: u64, end
         side_rule: conn.side_rule,
         tuple: conn.tuple,
         netns: conn.netns,
+        cgroup_id: conn.cgroup_id,
         owner: conn.owner,
         states,
         counters: life.counters,

@@ -126,6 +126,9 @@ pub struct Conn {
     provisional: bool,
     pub tuple: Tuple,
     pub netns: u32,
+    /// Its cgroup v2 id: its full socket's, which its timewait socket does
+    /// not carry (`None`: not known).
+    pub cgroup_id: Option<NonZeroU64>,
     /// The timewait socket that continues it, once there is one.
     tw: Option<TwSocket>,
     /// What its record needs (records wanted only).
@@ -505,6 +508,7 @@ impl Conn {
             id,
             tuple: ev.tuple,
             netns: ev.netns,
+            cgroup_id: ev.cgroup_id,
             side,
             side_rule,
             owner: None,
@@ -555,6 +559,7 @@ impl Conn {
             new,
             tuple,
             netns,
+            cgroup_id: self.cgroup_id,
             owner: self.owner,
             skaddr,
             time_in_old_ns: None,

@@ -1,5 +1,7 @@
 //! What the connection table hands to the outputs: the user's view.
 
+use std::num::NonZeroU64;
+
 use crate::model::{Counters, Owner, Side, TcpState, Tuple};
 use crate::trace::TwEvent;
 
@@ -52,6 +54,9 @@ pub struct Transition {
     pub new: TcpState,
     pub tuple: Tuple,
     pub netns: u32,
+    /// The connection's cgroup v2 id, from its full socket (also on the
+    /// transitions its timewait socket makes); `None` when not known.
+    pub cgroup_id: Option<NonZeroU64>,
     /// The owning process, once it was seen acting on the socket.
     pub owner: Option<Owner>,
     /// Kernel address of the socket that made it: the timewait socket's for
@@ -82,6 +87,8 @@ pub struct RawProbe {
     pub substate: TcpState,
     pub tuple: Tuple,
     pub netns: u32,
+    /// Its connection's cgroup v2 id, where known.
+    pub cgroup_id: Option<NonZeroU64>,
     /// The timewait socket's address.
     pub skaddr: u64,
 }
@@ -101,6 +108,8 @@ pub struct ConnRecord {
     pub side_rule: super::SideRule,
     pub tuple: Tuple,
     pub netns: u32,
+    /// Its cgroup v2 id, from its full socket; `None` when not known.
+    pub cgroup_id: Option<NonZeroU64>,
     pub owner: Option<Owner>,
     /// The states it was in, in order, with the time spent in each.
     pub states: Vec<Span>,

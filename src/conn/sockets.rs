@@ -51,6 +51,7 @@ impl ConnTable {
             self.provisional += 1;
         }
         conn.owner = ev.actor.or(conn.owner).or(listener);
+        conn.cgroup_id = ev.cgroup_id.or(conn.cgroup_id);
         conn.origin = conn.origin.or_else(|| origin_of(old, new));
         (conn.side, conn.side_rule) = decide_side(ev.server_rule, conn.origin, &ev.tuple);
         // connect() enters SYN_SENT before it picks the local port: its next

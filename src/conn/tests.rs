@@ -22,6 +22,8 @@ const CLOSING: TcpState = TcpState::CLOSING;
 const SK: u64 = 0xffff_0000_0000_1000;
 const TWA: u64 = 0xffff_0000_0000_2000;
 const NETNS: u32 = 4026531840;
+/// The cgroup the kernel side reads from the full sockets.
+const CGROUP: Option<NonZeroU64> = NonZeroU64::new(5321);
 
 fn tuple(sport: u16, dport: u16) -> Tuple {
     Tuple { saddr: "127.0.0.1".parse().unwrap(), sport, daddr: "127.0.0.1".parse().unwrap(), dport }
@@ -41,6 +43,7 @@ pub(crate) fn state(ts_ns: u64, skaddr: u64, old: TcpState, new: TcpState) -> Pr
         skaddr,
         tuple: tuple(40000, 80),
         netns: NETNS,
+        cgroup_id: CGROUP,
         server_rule: Some(Side::Client),
         actor: None,
         tw_armed_ns: None,
@@ -54,9 +57,11 @@ fn state_c(ts_ns: u64, cookie: u64, old: TcpState, new: TcpState) -> ProbeEvent 
     ProbeEvent { cookie, ..state(ts_ns, SK, old, new) }
 }
 
-/// A timewait socket event of the same connection.
+/// A timewait socket event of the same connection: no cgroup, as the
+/// timer probes see it.
 fn tw(ts_ns: u64, what: TwEvent, substate: TcpState) -> ProbeEvent {
-    ProbeEvent { probe: Probe::Timewait { what, substate }, skaddr: TWA, ..state(ts_ns, TWA, CLOSE, CLOSE) }
+    let ev = state(ts_ns, TWA, CLOSE, CLOSE);
+    ProbeEvent { probe: Probe::Timewait { what, substate }, skaddr: TWA, cgroup_id: None, ..ev }
 }
 
 fn tw_c(ts_ns: u64, cookie: u64, what: TwEvent, substate: TcpState) -> ProbeEvent {
@@ -286,6 +291,7 @@ fn raw_timewait_probe_events_pass_as_they_came() {
             substate: TW,
             tuple: ev.tuple,
             netns: NETNS,
+            cgroup_id: None,
             skaddr: TWA,
         })]
     );
@@ -482,6 +488,27 @@ fn time_wait_carries_the_full_sockets_owner() {
     assert_eq!((last.old, last.new), (TW, CLOSE));
     assert_eq!((last.owner, last.side), (Some(owner(77, "curl")), Side::Client));
     assert_eq!(t.time_wait_alive(), 0);
+}
+
+#[test]
+fn time_wait_carries_the_full_sockets_cgroup() {
+    // The timewait socket has no cgroup; with cookies, and without (claimed
+    // by tuple), its transitions carry the one its full socket had.
+    let mut with_cookie = client_life(5);
+    with_cookie.push(tw_c(5000, 5, TwEvent::Freed, TW));
+    let mut by_tuple = handoff(TwEvent::Born);
+    by_tuple.push(tw(5000, TwEvent::Freed, TW));
+    for events in [with_cookie, by_tuple] {
+        let out = run_on(&mut table(), events, 5000);
+        let all = transitions(&out);
+        assert!(all.iter().all(|t| t.cgroup_id == CGROUP), "{all:?}");
+        assert_eq!(all.last().map(|t| (t.old, t.skaddr)), Some((TW, TWA)));
+    }
+    // A timewait socket older than tcpstate has only what the kernel said.
+    let out = run_on(&mut table(), vec![tw(1, TwEvent::Freed, TW)], 1);
+    assert_eq!(transitions(&out)[0].cgroup_id, None);
+    let told = ProbeEvent { cgroup_id: CGROUP, ..tw(1, TwEvent::Freed, TW) };
+    assert_eq!(transitions(&run_on(&mut table(), vec![told], 1))[0].cgroup_id, CGROUP);
 }
 
 #[test]
@@ -779,6 +806,7 @@ fn from_json(v: &serde_json::Value) -> ProbeEvent {
             dport: v["dport"].as_u64().unwrap() as u16,
         },
         netns: v["netns"].as_u64().unwrap() as u32,
+        cgroup_id: v["cgroup_id"].as_u64().and_then(NonZeroU64::new),
         server_rule: Side::from_name(v["side"].as_str().unwrap()),
         actor: v["pid"].as_u64().map(|pid| Owner { pid: pid as u32, comm: v["comm"].as_str().map(Comm::from) }),
         tw_armed_ns: None,
@@ -1080,6 +1108,7 @@ fn a_record_holds_every_state_with_its_time_and_the_real_time_wait() {
     );
     assert_eq!(r.counters, Some(Counters { bytes_acked: 77, ..COUNTERS }));
     assert_eq!(r.end, EndCause::TimeWaitExpired);
+    assert_eq!(r.cgroup_id, CGROUP);
     // The transitions still flow, each once.
     assert_eq!(transitions(&out).len(), 6);
 }

@@ -138,7 +138,8 @@ impl ConnTable {
     /// side where the connection is known.
     fn raw_probe(&mut self, ev: &ProbeEvent, what: TwEvent, substate: TcpState, out: &mut VecDeque<Record>) {
         let id = if ev.cookie == 0 { 0 } else { self.id_of_cookie(ev.cookie) };
-        let side = self.conns.get(id).map_or_else(|| decide_side(ev.server_rule, None, &ev.tuple).0, |c| c.side);
+        let conn = self.conns.get(id);
+        let side = conn.map_or_else(|| decide_side(ev.server_rule, None, &ev.tuple).0, |c| c.side);
         out.push_back(Record::Probe(RawProbe {
             ts_ns: ev.ts_ns,
             conn_id: id,
@@ -147,6 +148,7 @@ impl ConnTable {
             substate,
             tuple: ev.tuple,
             netns: ev.netns,
+            cgroup_id: conn.and_then(|c| c.cgroup_id).or(ev.cgroup_id),
             skaddr: ev.skaddr,
         }));
     }
@@ -201,6 +203,7 @@ impl ConnTable {
         if conn.state == substate {
             conn.seen_ns = ev.ts_ns;
         }
+        conn.cgroup_id = conn.cgroup_id.or(ev.cgroup_id);
         self.tw.by_addr.insert(ev.skaddr, id);
     }
 

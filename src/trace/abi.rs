@@ -58,8 +58,10 @@ mod tests {
     fn the_record_has_no_hidden_padding() {
         // Every byte is a named field, so a zeroed record stays zeroed where
         // nothing is written (no stale bytes reach user space).
-        let fields = 8 * 4 + 4 * 2 + 16 * 2 + 2 * 3 + 6 + 16 + 4;
+        let fields = 8 * 4 + 4 * 2 + 16 * 2 + 2 * 3 + 6 + 16 + 4 + 8;
         assert_eq!(std::mem::size_of::<RawEvent>(), fields);
+        // The 64-bit field last is 8-byte aligned, as are ring records.
+        assert_eq!(std::mem::offset_of!(RawEvent, cgroup_id) % 8, 0);
     }
 
     #[test]

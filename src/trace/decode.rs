@@ -4,6 +4,7 @@
 //! (src/conn), never this module's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU64;
 
 use anyhow::{bail, Result};
 
@@ -88,6 +89,10 @@ pub struct ProbeEvent {
     pub skaddr: u64,
     pub tuple: Tuple,
     pub netns: u32,
+    /// The socket's cgroup v2 id, read from the socket itself (a timewait
+    /// socket has none: its records carry the full socket's where the
+    /// probe knows it); `None` when not known.
+    pub cgroup_id: Option<NonZeroU64>,
     /// The configured server's rule, applied in the kernel; `None` without
     /// a server.
     pub server_rule: Option<Side>,
@@ -173,6 +178,7 @@ impl ProbeEvent {
             skaddr: raw.skaddr,
             tuple: Tuple { saddr, sport: raw.sport, daddr, dport: raw.dport },
             netns: raw.netns,
+            cgroup_id: NonZeroU64::new(raw.cgroup_id),
             server_rule,
             actor,
             tw_armed_ns: (raw.tw_armed_ns != 0).then_some(raw.tw_armed_ns),
@@ -219,6 +225,7 @@ pub(crate) mod tests {
             skaddr: 0xffff_8880_1234_5678,
             pid: 4242,
             netns: 4026531840,
+            cgroup_id: 5321,
             sport: 51234,
             dport: 80,
             family: abi::AF_INET,
@@ -252,6 +259,7 @@ pub(crate) mod tests {
         assert_eq!(ev.actor.and_then(|o| o.comm).map(|c| c.to_string()).as_deref(), Some("curl"));
         assert_eq!(ev.tuple.family(), 4);
         assert_eq!((ev.cookie, ev.tw_armed_ns), (77, None));
+        assert_eq!(ev.cgroup_id, NonZeroU64::new(5321));
     }
 
     #[test]
@@ -262,7 +270,9 @@ pub(crate) mod tests {
         raw.daddr = Ipv6Addr::LOCALHOST.octets();
         raw.pid = 0;
         raw.side = abi::SIDE_SERVER;
+        raw.cgroup_id = 0;
         let ev = ProbeEvent::decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.cgroup_id, None, "0: the kernel does not know the cgroup");
         assert_eq!(ev.tuple.saddr, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(ev.tuple.family(), 6);
         assert_eq!(ev.server_rule, Some(Side::Server));

@@ -17,12 +17,14 @@ pub mod libbpf_log;
 mod lost;
 pub mod preflight;
 pub mod ring;
+pub mod scope;
 mod tw_probe;
 
 use self::abi::{AF_INET, AF_INET6};
 pub use self::decode::{Probe, ProbeEvent, ResetCause, TwEvent};
 use self::kernel::{Kernel, COOKIE_FN, RECURSION_CHECK_FN};
 pub use self::lost::Lost;
+pub use self::scope::{CgroupScope, NetnsScope};
 pub use self::tw_probe::TwProbe;
 use self::tw_probe::{TwPlan, BIRTH_FNS, FREE_FNS, REARM_FN, TIMER_FN};
 
@@ -37,6 +39,10 @@ pub struct Config {
     pub family: Option<u8>,
     pub lports: Vec<u16>,
     pub rports: Vec<u16>,
+    /// Only sockets of this cgroup v2 or below it.
+    pub cgroup: Option<CgroupScope>,
+    /// Only sockets of this network namespace (its inode).
+    pub netns: Option<u32>,
     pub ringbuf_kb: u32,
     pub tw_probe: TwProbe,
     /// Overrides the choice among [`FREE_FNS`].
@@ -330,6 +336,9 @@ pub(super) fn rodata<'a>(open: &'a mut OpenTcpstateSkel<'_>) -> Result<&'a mut t
 fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
     let ring_bytes = cfg.ringbuf_kb.checked_mul(1024).context("ring buffer size overflows")?;
     open.maps.events.set_max_entries(ring_bytes).context("sizing the ring buffer")?;
+    if cfg.cgroup.is_some() {
+        open.maps.tw_cgroup.set_max_entries(TW_CGROUP_ENTRIES).context("sizing the cgroup map")?;
+    }
     let ro = rodata(open)?;
     if let Some(server) = cfg.server {
         ro.has_server = true;
@@ -343,11 +352,21 @@ fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
     };
     ro.nr_lports = fill_ports(&mut ro.lports, &cfg.lports)?;
     ro.nr_rports = fill_ports(&mut ro.rports, &cfg.rports)?;
+    ro.netns_target = cfg.netns.unwrap_or(0);
+    if let Some(cgroup) = &cfg.cgroup {
+        (ro.cgroup_target, ro.cgroup_level) = (cgroup.id, cgroup.level);
+    }
     // Wake the reader early only when the ring is a quarter full; otherwise
     // it drains on its own short tick.
     ro.wakeup_bytes = u64::from(ring_bytes / 4);
     Ok(())
 }
+
+/// --cgroup: connections on their way to TIME_WAIT the kernel side follows
+/// at once (an LRU: about 7 MiB, allocated in full at load; the map has
+/// room for one entry otherwise). One pushed out loses its timewait
+/// socket's events, whose end tcpstate then forgets after 10 minutes.
+const TW_CGROUP_ENTRIES: u32 = 65_536;
 
 /// An address as the kernel side compares it: family, and network-order
 /// 32-bit words with IPv4 in the first. v4-mapped IPv6 is IPv4, as the
