@@ -1023,8 +1023,9 @@ fn a_connection_stays_small() {
     // A storm leaves tens of thousands of connections in TIME_WAIT, each
     // held here for 60 s: the bench's RSS target counts every byte. (What
     // a connection record needs is behind one pointer, allocated only when
-    // records are wanted.)
-    assert!(std::mem::size_of::<Conn>() <= 184, "{}", std::mem::size_of::<Conn>());
+    // records are wanted. The cgroup id, 8 bytes, is what its TIME_WAIT
+    // transitions carry: 160 KiB for the 20 000 connections of a storm.)
+    assert!(std::mem::size_of::<Conn>() <= 192, "{}", std::mem::size_of::<Conn>());
     // What every event touches fits the first cache line.
     assert_eq!(std::mem::offset_of!(Conn, tuple), 64);
 }

@@ -23,8 +23,8 @@ impl Csv {
     }
 }
 
-const HEADER: &str = "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,\
-                      inferred,earliest_ns,conn_id";
+const HEADER: &str = "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,cgroup_id,\
+                      prev_state_ms,inferred,earliest_ns,conn_id";
 
 /// Quotes a field only when it needs it (RFC 4180).
 fn field(s: &str) -> std::borrow::Cow<'_, str> {
@@ -103,6 +103,8 @@ impl Formatter for Csv {
             ',',
             l.netns,
             ',',
+            Or(l.cgroup_id, ""),
+            ',',
             Or(l.time_in_old_ns.map(NanosAsMs), ""),
             ',',
             l.inferred(),
@@ -127,26 +129,26 @@ mod tests {
         let odd = with(sample(1, 4), |t| {
             t.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,\"b\"")) })
         });
-        let unowned = with(sample(1, 4), |t| t.owner = None);
+        let unowned = with(sample(1, 4), |t| (t.owner, t.cgroup_id) = (None, None));
         let out = render(Box::new(Csv::new(Clock::relative(), 0)), &[sample(2, 1), odd, unowned]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,prev_state_ms,inferred,\
-             earliest_ns,conn_id"
+            "time,ts_ns,side,old,new,family,saddr,sport,daddr,dport,pid,comm,skaddr,netns,cgroup_id,prev_state_ms,\
+             inferred,earliest_ns,conn_id"
         );
-        assert!(lines.iter().all(|l| l.split(',').count() >= 18), "a value for every column: {out}");
+        assert!(lines.iter().all(|l| l.split(',').count() >= 19), "a value for every column: {out}");
         assert_eq!(
             lines[1],
-            "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,2.500000,false,,77"
+            "0.000000,1000000123,client,SYN_SENT,ESTABLISHED,4,127.0.0.1,51234,127.0.0.2,80,4242,curl,0xffff888012345678,4026531840,5321,2.500000,false,,77"
         );
         assert_eq!(
             lines[2],
-            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,9,\"a,\"\"b\"\"\",0xffff888012345678,4026531840,2.500000,false,,77"
+            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,9,\"a,\"\"b\"\"\",0xffff888012345678,4026531840,5321,2.500000,false,,77"
         );
         assert_eq!(
             lines[3],
-            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,,0xffff888012345678,4026531840,2.500000,false,,77"
+            "0.000000,1000000123,client,ESTABLISHED,FIN_WAIT1,4,127.0.0.1,51234,127.0.0.2,80,,,0xffff888012345678,4026531840,,2.500000,false,,77"
         );
     }
 
@@ -154,6 +156,7 @@ mod tests {
     fn a_connection_is_one_row_of_the_json_fields() {
         let mut inferred = inferred_connection();
         inferred.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,b")) });
+        inferred.cgroup_id = None;
         let out = render_connections(
             Box::new(Csv::new(Clock::relative(), 1_700_000_000_000_000_000)),
             &[sample_connection(), refused_connection(), inferred],
@@ -163,15 +166,15 @@ mod tests {
             lines,
             [
                 "conn_id,side,side_by,start_ns,end_ns,start_unix_ns,end_unix_ns,duration_ns,family,saddr,sport,daddr,dport,\
-                 netns,pid,comm,states,time_wait_ns,bytes_sent,bytes_acked,bytes_received,bytes_retrans,segs_in,segs_out,\
+                 netns,cgroup_id,pid,comm,states,time_wait_ns,bytes_sent,bytes_acked,bytes_received,bytes_retrans,segs_in,segs_out,\
                  retransmits,srtt_us,min_rtt_us,error,end,open",
                 "77,client,origin,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
-                 51234,127.0.0.2,80,4026531840,4242,curl,SYN_SENT=0.051234;ESTABLISHED=2.000000;FIN_WAIT1=0.150000;\
+                 51234,127.0.0.2,80,4026531840,5321,4242,curl,SYN_SENT=0.051234;ESTABLISHED=2.000000;FIN_WAIT1=0.150000;\
                  FIN_WAIT2=0.300000;TIME_WAIT=60000.123456,60000123456,77,77,853,0,6,5,0,53,21,,time_wait_expired,false",
                 "77,client,origin,1000000123,1000051357,1700000001000000123,1700000001000051357,51234,4,127.0.0.1,51234,\
-                 127.0.0.2,80,4026531840,4242,curl,SYN_SENT=0.051234,,0,0,0,0,1,1,0,,,ECONNREFUSED,refused,false",
+                 127.0.0.2,80,4026531840,5321,4242,curl,SYN_SENT=0.051234,,0,0,0,0,1,1,0,,,ECONNREFUSED,refused,false",
                 "77,server,ports,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
-                 51234,127.0.0.2,80,4026531840,9,\"a,b\",ESTABLISHED=?;FIN_WAIT1~=0.000007,,,,,,,,,,,,open,true",
+                 51234,127.0.0.2,80,4026531840,,9,\"a,b\",ESTABLISHED=?;FIN_WAIT1~=0.000007,,,,,,,,,,,,open,true",
             ]
         );
     }

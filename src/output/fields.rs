@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 
 use nix::errno::Errno;
 
@@ -12,7 +13,7 @@ use crate::conn::{ConnRecord, Counters, Span};
 use crate::model::TcpState;
 
 /// JSON's keys and CSV's header, in order.
-pub(crate) const NAMES: [&str; 30] = [
+pub(crate) const NAMES: [&str; 31] = [
     "conn_id",
     "side",
     "side_by",
@@ -27,6 +28,7 @@ pub(crate) const NAMES: [&str; 30] = [
     "daddr",
     "dport",
     "netns",
+    "cgroup_id",
     "pid",
     "comm",
     "states",
@@ -64,7 +66,7 @@ pub(crate) enum Value<'a> {
 
 /// The values of `r`, in the order of [`NAMES`]. `wall_offset_ns` is
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC (see `output::wall_offset_ns`).
-pub(crate) fn values(r: &ConnRecord, wall_offset_ns: i128) -> [Value<'_>; 30] {
+pub(crate) fn values(r: &ConnRecord, wall_offset_ns: i128) -> [Value<'_>; 31] {
     use Value::*;
     let counters = r.counters.as_ref();
     let counter = |get: fn(&Counters) -> u64| Number(counters.map(get));
@@ -85,6 +87,7 @@ pub(crate) fn values(r: &ConnRecord, wall_offset_ns: i128) -> [Value<'_>; 30] {
         Addr(t.daddr),
         Number(Some(t.dport.into())),
         Number(Some(r.netns.into())),
+        Number(r.cgroup_id.map(NonZeroU64::get)),
         Number(r.owner.map(|o| o.pid.into())),
         Text(r.owner.as_ref().and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
         States(&r.states),

@@ -125,6 +125,8 @@ impl Formatter for Json {
             Hex(l.skaddr),
             "\",\"netns\":",
             l.netns,
+            ",\"cgroup_id\":",
+            Or(l.cgroup_id, "null"),
             ",\"prev_state_ms\":",
             Or(l.time_in_old_ns.map(NanosAsMs), "null"),
             ",\"inferred\":",
@@ -154,15 +156,17 @@ mod tests {
         let unknown = with(sample(1, 8), |t| {
             t.owner = None;
             t.time_in_old_ns = None;
+            t.cgroup_id = None;
         });
         let out = render(Box::new(Json::new(0)), &[sample(2, 1), unknown, inferred(4, 5)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"ts_ns":1000000123,"side":"client","old":"SYN_SENT","new":"ESTABLISHED","family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"pid":4242,"comm":"curl","skaddr":"0xffff888012345678","netns":4026531840,"prev_state_ms":2.500000,"inferred":false,"earliest_ns":null,"conn_id":77}"#
+            r#"{"ts_ns":1000000123,"side":"client","old":"SYN_SENT","new":"ESTABLISHED","family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"pid":4242,"comm":"curl","skaddr":"0xffff888012345678","netns":4026531840,"cgroup_id":5321,"prev_state_ms":2.500000,"inferred":false,"earliest_ns":null,"conn_id":77}"#
         );
         let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert!(v["pid"].is_null() && v["comm"].is_null() && v["prev_state_ms"].is_null());
+        assert!(v["cgroup_id"].is_null());
         assert_eq!(v["new"], "CLOSE_WAIT");
         let v: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
         assert_eq!((v["inferred"].as_bool(), v["earliest_ns"].as_u64()), (Some(true), Some(999_000_000)));
@@ -202,7 +206,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
+            r#"{"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
         );
         let refused: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!((refused["error"].as_str(), refused["end"].as_str()), (Some("ECONNREFUSED"), Some("refused")));

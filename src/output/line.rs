@@ -2,6 +2,8 @@
 //! formats print this, so that a transition and a raw probe event (`--raw`)
 //! share one path through each format.
 
+use std::num::NonZeroU64;
+
 use super::put::Put;
 use crate::conn::{ConnId, Record};
 use crate::model::{Owner, Side, TcpState, Tuple};
@@ -16,6 +18,8 @@ pub struct Line<'a> {
     pub new: TcpState,
     pub tuple: &'a Tuple,
     pub netns: u32,
+    /// The connection's cgroup v2 id; `None` when not known.
+    pub cgroup_id: Option<NonZeroU64>,
     pub owner: Option<&'a Owner>,
     pub skaddr: u64,
     pub time_in_old_ns: Option<u64>,
@@ -38,6 +42,7 @@ impl Line<'_> {
                 new: t.new,
                 tuple: &t.tuple,
                 netns: t.netns,
+                cgroup_id: t.cgroup_id,
                 owner: t.owner.as_ref(),
                 skaddr: t.skaddr,
                 time_in_old_ns: t.time_in_old_ns,
@@ -52,6 +57,7 @@ impl Line<'_> {
                 new: p.substate,
                 tuple: &p.tuple,
                 netns: p.netns,
+                cgroup_id: p.cgroup_id,
                 owner: None,
                 skaddr: p.skaddr,
                 time_in_old_ns: None,

@@ -311,6 +311,7 @@ pub(crate) mod tests {
                 dport: 80,
             },
             netns: 4026531840,
+            cgroup_id: std::num::NonZeroU64::new(5321),
             owner: Some(Owner { pid: 4242, comm: Some(Comm::from("curl")) }),
             skaddr: 0xffff_8880_1234_5678,
             time_in_old_ns: Some(2_500_000),
@@ -344,6 +345,7 @@ pub(crate) mod tests {
             substate: TcpState::TIME_WAIT,
             tuple: t.tuple,
             netns: t.netns,
+            cgroup_id: t.cgroup_id,
             skaddr: 0xffff_8880_9999_0000,
         })
     }
@@ -369,6 +371,7 @@ pub(crate) mod tests {
             side_rule: SideRule::Origin,
             tuple: t.tuple,
             netns: t.netns,
+            cgroup_id: t.cgroup_id,
             owner: t.owner,
             states,
             counters: Some(Counters {

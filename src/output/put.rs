@@ -56,6 +56,12 @@ macro_rules! put_integers {
 }
 put_integers!(u8, u16, u32, u64);
 
+impl Put for std::num::NonZeroU64 {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.get().put(out);
+    }
+}
+
 impl Put for bool {
     fn put(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(if *self { b"true" } else { b"false" });

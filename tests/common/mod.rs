@@ -47,7 +47,7 @@ pub fn server_connections(stdout: &str) -> Vec<Vec<serde_json::Value>> {
 /// timewait socket's own address, and the time spent in TIME_WAIT.
 pub fn assert_time_wait_fields(conn: &[serde_json::Value]) {
     let (handoff, death) = (&conn[conn.len() - 2], &conn[conn.len() - 1]);
-    for field in ["side", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm", "family"] {
+    for field in ["side", "saddr", "sport", "daddr", "dport", "netns", "cgroup_id", "pid", "comm", "family"] {
         assert_eq!(death[field], handoff[field], "{field} of TIME_WAIT:CLOSE");
     }
     assert_ne!(death["skaddr"], handoff["skaddr"], "TIME_WAIT:CLOSE is the timewait socket's");
@@ -474,7 +474,7 @@ fn run(cmd: &mut Command) {
 // that count their bytes, a routed pair of namespaces).
 
 /// A JSON connection record's keys, in the spec's order (spec/records.md).
-pub const RECORD_KEYS: [&str; 30] = [
+pub const RECORD_KEYS: [&str; 31] = [
     "conn_id",
     "side",
     "side_by",
@@ -489,6 +489,7 @@ pub const RECORD_KEYS: [&str; 30] = [
     "daddr",
     "dport",
     "netns",
+    "cgroup_id",
     "pid",
     "comm",
     "states",
@@ -634,7 +635,7 @@ pub fn assert_record_tells_stream(r: &serde_json::Value, events: &[serde_json::V
     for e in events {
         assert_eq!(e["conn_id"], r["conn_id"], "one id: {e} vs {r}");
     }
-    for k in ["side", "family", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm"] {
+    for k in ["side", "family", "saddr", "sport", "daddr", "dport", "netns", "cgroup_id", "pid", "comm"] {
         assert_eq!(r[k], last[k], "{k} of {r} vs the stream's {last}");
     }
     let entered = if last["new"] == "CLOSE" { &events[..events.len() - 1] } else { events };
