@@ -73,6 +73,47 @@ fn usage_errors_exit_2_with_the_fix() {
     }
 }
 
+/// `--cgroup` and `--netns` name something that must exist and be what
+/// they say: anything else is a usage error before anything is loaded.
+#[test]
+fn a_cgroup_or_netns_that_is_not_one_is_named() {
+    let mut cases: Vec<(String, String, String)> = [
+        ("--cgroup", "/nonexistent/cgroup", "cgroup '/nonexistent/cgroup' does not exist: give a cgroup directory"),
+        ("--cgroup", "/tmp", "'/tmp' is not a directory of a cgroup v2 (cgroup2) filesystem"),
+        (
+            "--netns",
+            "/run/netns/tcpstate-no-such-ns",
+            "network namespace '/run/netns/tcpstate-no-such-ns' does not exist",
+        ),
+        ("--netns", "tcpstate-no-such-ns", "'tcpstate-no-such-ns' (/run/netns/tcpstate-no-such-ns) does not exist"),
+        ("--netns", "/etc/hostname", "'/etc/hostname' is not a network namespace: give /run/netns/NAME"),
+        ("--netns", "/proc/self/ns/uts", "'/proc/self/ns/uts' is not a network namespace"),
+        ("--netns", "0", "no network namespace has inode 0"),
+    ]
+    .iter()
+    .map(|(flag, value, needle)| (flag.to_string(), value.to_string(), needle.to_string()))
+    .collect();
+    if let Some(mount) = Cgroup::mount() {
+        let missing = mount.join("tcpstate-no-such-cgroup").display().to_string();
+        let needle = format!("cgroup '{missing}' does not exist: give a cgroup directory below {}", mount.display());
+        cases.push(("--cgroup".into(), missing, needle));
+    }
+    // A cgroup v1 controller's directory, where the machine mounts one.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let v1 = mountinfo.lines().find_map(|l| {
+        let (mount, fs) = l.split_once(" - ")?;
+        (fs.split_whitespace().next()? == "cgroup").then(|| mount.split_whitespace().nth(4).map(String::from))?
+    });
+    if let Some(v1) = v1 {
+        let needle = format!("'{v1}' is not a directory of a cgroup v2 (cgroup2) filesystem");
+        cases.push(("--cgroup".into(), v1, needle));
+    }
+    for (flag, value, needle) in cases {
+        let r = run(&mut tcpstate(&["-o", "json", &flag, &value]));
+        assert_one_line(&r, 2, &needle);
+    }
+}
+
 #[test]
 fn not_root_is_told_to_use_sudo() {
     if !require_root() {

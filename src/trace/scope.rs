@@ -253,7 +253,8 @@ mod tests {
 
     #[test]
     fn the_root_cgroup_is_id_1_at_level_0() {
-        let Some(mount) = cgroup2_mounts(&fs::read_to_string("/proc/self/mountinfo").unwrap()).into_iter().next() else {
+        let Some(mount) = cgroup2_mounts(&fs::read_to_string("/proc/self/mountinfo").unwrap()).into_iter().next()
+        else {
             return;
         };
         let root = cgroup(mount.point.to_str().unwrap()).unwrap();

@@ -90,15 +90,26 @@ impl Nginx {
 
     /// Like [`Nginx::start_on`], inside a network namespace when given.
     pub fn start_in(netns: Option<&Netns>, addr: &str) -> Nginx {
+        Nginx::start_with(nginx_command(netns), addr)
+    }
+
+    /// Like [`Nginx::start_in`], its processes in `cgroup` from the start:
+    /// its listener, and every socket accepted from it, belong there.
+    pub fn start_in_cgroup(netns: Option<&Netns>, cgroup: &Cgroup, addr: &str) -> Nginx {
+        Nginx::start_with(cgroup.run(&nginx_command(netns)), addr)
+    }
+
+    /// `nginx` (the command that runs it) with the test page, on `addr`.
+    fn start_with(nginx: Command, addr: &str) -> Nginx {
         let addr: SocketAddr = addr.parse().unwrap();
         let dir = std::env::temp_dir().join(format!("tcpstate-nginx-{}-{}", std::process::id(), addr.port()));
-        Nginx::launch(netns, addr, dir, "", "location / { return 200 \"tcpstate test\\n\"; }")
+        Nginx::launch(nginx, addr, dir, "", "location / { return 200 \"tcpstate test\\n\"; }")
     }
 
     /// Writes a configuration with `http` lines and a `server` block body
-    /// for `addr` into `dir`, starts nginx (in `netns` when given), and
-    /// returns once it listens.
-    fn launch(netns: Option<&Netns>, addr: SocketAddr, dir: PathBuf, http: &str, server: &str) -> Nginx {
+    /// for `addr` into `dir`, starts it with `nginx` (the command that runs
+    /// nginx, in a namespace or a cgroup), and returns once it listens.
+    fn launch(mut nginx: Command, addr: SocketAddr, dir: PathBuf, http: &str, server: &str) -> Nginx {
         fs::create_dir_all(&dir).unwrap();
         let conf = format!(
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\n\
@@ -109,8 +120,7 @@ impl Nginx {
             d = dir.display()
         );
         fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut cmd = netns.map_or_else(|| Command::new("nginx"), |ns| ns.cmd("nginx"));
-        let child = cmd
+        let child = nginx
             .args(["-e", "stderr", "-p"])
             .arg(&dir)
             .arg("-c")
@@ -464,6 +474,89 @@ impl Drop for Netns {
     }
 }
 
+/// A cgroup v2 of the test's own below the root of the cgroup2 mount
+/// (wherever /proc/self/mountinfo says it is), removed with every cgroup
+/// below it on drop, even when the test fails; processes still in them are
+/// moved to the root cgroup first.
+pub struct Cgroup {
+    pub path: PathBuf,
+    /// Made by [`Cgroup::new`]: its drop removes the tree. A child goes
+    /// with its parent.
+    top: bool,
+}
+
+impl Cgroup {
+    /// The cgroup2 mount point, if the system has one.
+    pub fn mount() -> Option<PathBuf> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        mountinfo.lines().find_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            (fs.split_whitespace().next()? == "cgroup2").then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+    }
+
+    /// A new cgroup below the root, `tcpstate-{tag}-{pid}`.
+    pub fn new(tag: &str) -> Cgroup {
+        let path = Cgroup::mount().expect("no cgroup2 mount").join(format!("tcpstate-{tag}-{}", std::process::id()));
+        remove_cgroups(&path); // a killed run's
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Cgroup { path, top: true }
+    }
+
+    /// A cgroup below this one, removed with it.
+    pub fn child(&self, name: &str) -> Cgroup {
+        let path = self.path.join(name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Cgroup { path, top: false }
+    }
+
+    /// Its id, as the kernel reports it: its directory's inode number.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.path).unwrap().ino()
+    }
+
+    /// `cmd` (its program and arguments), run by a shell that first moves
+    /// itself into this cgroup, so that every socket it makes belongs here.
+    pub fn run(&self, cmd: &Command) -> Command {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "echo $$ > \"$0\" && exec \"$@\""]).arg(self.path.join("cgroup.procs"));
+        sh.arg(cmd.get_program()).args(cmd.get_args());
+        sh
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if self.top {
+            remove_cgroups(&self.path);
+        }
+    }
+}
+
+/// Removes a cgroup and those below it, deepest first. A process that
+/// just exited leaves its cgroup a moment later: each removal is retried
+/// for up to 2 s.
+fn remove_cgroups(path: &Path) {
+    let Ok(entries) = fs::read_dir(path) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroups(&entry.path());
+        }
+    }
+    let root = Cgroup::mount().map(|m| m.join("cgroup.procs"));
+    for pid in fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default().lines() {
+        let _ = root.as_ref().map(|root| fs::write(root, pid));
+    }
+    for _ in 0..100 {
+        if fs::remove_dir(path).is_ok() || !path.exists() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("warning: could not remove cgroup {}", path.display());
+}
+
 fn run(cmd: &mut Command) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e} (run `make deps`)"));
     assert!(status.success(), "{cmd:?} failed: {status}");
@@ -702,8 +795,13 @@ impl Nginx {
         fs::write(dir.join("www/body"), vec![b'x'; body_len]).unwrap();
         let keepalive = if keepalive == Keepalive::Off { "keepalive_timeout 0;" } else { "" };
         let root = format!("root {}/www;", dir.display());
-        Nginx::launch(netns, addr, dir, keepalive, &root)
+        Nginx::launch(nginx_command(netns), addr, dir, keepalive, &root)
     }
+}
+
+/// The command that runs nginx, in `netns` when given.
+fn nginx_command(netns: Option<&Netns>) -> Command {
+    netns.map_or_else(|| Command::new("nginx"), |ns| ns.cmd("nginx"))
 }
 
 /// The bytes one HTTP exchange moved, as the application wrote and read them.
