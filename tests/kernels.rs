@@ -175,9 +175,35 @@ fn check_nginx(ctx: &str, version: &str, json: &str) {
         assert_eq!(transitions(s), SERVER_SEQ, "{ctx}");
         assert!(s.iter().all(|e| e["comm"] == "nginx"), "{ctx}: {s:?}");
     }
+    // Every socket here is in the root cgroup: its id on every event.
+    let ids: BTreeSet<String> = json_events(json).iter().map(|e| e["cgroup_id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "{ctx}: one cgroup: {ids:?}");
+    assert!(ids.iter().all(|id| id.parse::<u64>().is_ok()), "{ctx}: known: {ids:?}");
     check_conn_ids(ctx, version, &[clients, servers].concat());
     assert_eq!(json.matches("\"new\":\"TIME_WAIT\"").count(), 3, "{ctx}: one entry per connection");
     assert_eq!(json.matches("\"old\":\"TIME_WAIT\"").count(), 3, "{ctx}: one exit per connection");
+}
+
+/// `--cgroup` on the parent of curl's cgroup, nginx in another: curl's three
+/// connections only, TIME_WAIT included (the timewait socket has no cgroup:
+/// the kernel side remembered its full socket, by cookie, or by tuple on
+/// 5.10), every event with the cgroup curl's socket was made in.
+fn check_cgroup(ctx: &str, version: &str, section: &Section) {
+    let json = &section.json;
+    let id = match noted(&section.notes, "cgroup").as_slice() {
+        [n] if n.len() == 1 => n[0],
+        other => panic!("{ctx}: cgroup notes {other:?}: {}", section.notes),
+    };
+    check_both_ends(ctx, json);
+    let clients = client_connections(json);
+    assert_eq!(clients.len(), 3, "{ctx}: {json}");
+    for c in &clients {
+        assert_eq!(transitions(c), full_client_seq(), "{ctx}");
+        check_time_wait_fields(ctx, c);
+        assert!(c.iter().all(|e| e["cgroup_id"] == id), "{ctx}: curl's cgroup {id}: {c:?}");
+    }
+    assert!(json_events(json).iter().all(|e| e["side"] == "client"), "{ctx}: nothing of nginx's: {json}");
+    check_conn_ids(ctx, version, &clients);
 }
 
 /// Timewait sockets born on both vCPUs at once: each connection gets its
@@ -421,8 +447,10 @@ fn check_kernel(version: &str) {
             "timer+dccp",
             "timer+parked",
             "timer+records",
+            "timer+cgroup",
             "auto",
             "auto+records",
+            "auto+cgroup",
             "fentry:inet_twsk_put",
             "kprobe:inet_twsk_put"
         ],
@@ -457,6 +485,7 @@ fn check_kernel(version: &str) {
             "dccp" => check_dccp(&ctx, section),
             "parked" => check_parked(&ctx, kind, &section.json),
             "records" => check_records(&ctx, version, section),
+            "cgroup" => check_cgroup(&ctx, version, section),
             other => panic!("unknown scenario {other}"),
         }
     }

@@ -14,6 +14,9 @@
 #             TW count would do on 6.x, but 5.10 counts one only at its end)
 #   parked    a client parked in FIN_WAIT2 that the server's FIN turns into
 #             TIME_WAIT 300 ms later (--raw JSON)
+#   cgroup    (--cgroup $cg/tcpstate) nginx in cgroup $cg/tcpstate-srv, three
+#             curl requests from $cg/tcpstate/clients, below the traced one;
+#             prints "note: cgroup ID" of the clients' cgroup (JSON)
 #   records   (--connections JSON) a connect refused (nothing listens yet),
 #             three curl -> nginx requests for a body of $RECORDS_BODY bytes,
 #             and a connection that twhelper aborts (SO_LINGER 0); prints
@@ -28,8 +31,13 @@ PARALLEL=${PARALLEL:-40}
 RECORDS_BODY=${RECORDS_BODY:-1000}
 runs=${RUNS:-"fentry fentry+parallel fentry+dccp fentry+parked
                kprobe kprobe+parallel kprobe+dccp kprobe+parked
-               timer timer+dccp timer+parked timer+records
-               auto auto+records fentry:inet_twsk_put kprobe:inet_twsk_put"}
+               timer timer+dccp timer+parked timer+records timer+cgroup
+               auto auto+records auto+cgroup fentry:inet_twsk_put kprobe:inet_twsk_put"}
+
+# The cgroup scenario's cgroups, on a cgroup2 mount of the guest's own.
+cg=/sys/fs/cgroup
+grep -q "^[^ ]* $cg cgroup2 " /proc/mounts || mount -t cgroup2 none $cg
+mkdir -p $cg/tcpstate/clients $cg/tcpstate-srv
 
 for m in dccp dccp_ipv4; do
     if [ -e /lib/modules/$m.ko ]; then insmod /lib/modules/$m.ko; fi
@@ -57,6 +65,11 @@ curl_nginx() {
             "http://127.0.0.1:$1/"
     done
     stop "$pid"
+}
+# in_cgroup DIR COMMAND...: runs COMMAND in cgroup DIR.
+in_cgroup() {
+    dir=$1; shift
+    sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$dir" "$@"
 }
 SH
 
@@ -131,6 +144,20 @@ scenario_records() {
     wait_until 30 records_seen "$1" 9 || echo "note: timed out waiting for the records"
 }
 
+scenario_cgroup() {
+    unshare -n sh -c "
+        . /tmp/netns.sh
+        ip link set lo up
+        pid=\$(in_cgroup $cg/tcpstate-srv nginx-guest $port ok)
+        for i in 1 2 3; do
+            in_cgroup $cg/tcpstate/clients curl -s -o /dev/null --max-time 10 http://127.0.0.1:$port/
+        done
+        stop \$pid
+    "
+    wait_until 30 deaths_seen "$1" 3 || echo "timed out waiting for TIME_WAIT:CLOSE"
+    echo "note: cgroup $(stat -c %i $cg/tcpstate/clients)"
+}
+
 scenario_parked() {
     unshare -n sh -c "
         ip link set lo up
@@ -150,6 +177,7 @@ for run in $runs; do
     case $scenario in
         dccp|parked) set -- "$@" --raw ;;
         records) set -- "$@" --connections ;;
+        cgroup) set -- "$@" --cgroup $cg/tcpstate ;;
     esac
     tcpstate 127.0.0.1 "$port" -o json -v "$@" >"$out" 2>"$err" &
     tracer=$!
