@@ -37,27 +37,41 @@ struct cgroup___v510 {
 	__u64 ancestor_ids[0];
 };
 
-/* The socket's cgroup (sk_cgrp_data, mirrored from sock_cgroup_ptr()), or
- * NULL where the kernel keeps none (CONFIG_SOCK_CGROUP_DATA off) or does
- * not know it. Probe reads: sk may be a bare address. */
-static __always_inline const struct cgroup *sock_cgroup(const struct sock *sk)
-{
-	__u64 val;
-
-	if (!bpf_core_field_exists(struct sock, sk_cgrp_data))
-		return NULL;
-	barrier_var(sk);
-	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup))
-		return BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
-	barrier_var(sk);
-	val = BPF_CORE_READ((const struct sock___v510 *)sk, sk_cgrp_data.val);
-	return val & SOCK_CGROUP_DATA_FLAGS ? NULL : (const struct cgroup *)val;
-}
-
-/* cgroup_id(): its kernfs node's id (a u64 since 5.5); 0 for none. */
-static __always_inline __u64 cgroup_id_of(const struct cgroup *cgrp)
+/* cgroup_id(): its kernfs node's id (a u64 since 5.5); 0 for none. Probe
+ * reads, for a cgroup the verifier knows only as a number. */
+static __always_inline __u64 cgroup_id_probed(const struct cgroup *cgrp)
 {
 	return cgrp ? BPF_CORE_READ(cgrp, kn, id) : 0;
+}
+
+/*
+ * The socket's cgroup id, and in *cgrp its cgroup (sock_cgroup_ptr()); 0
+ * and NULL where the kernel keeps none (CONFIG_SOCK_CGROUP_DATA off) or does
+ * not know it. `sk` is typed (the state and reset programs' argument): from
+ * 5.15 the cgroup pointer and its id are plain loads, on every state
+ * change; before, the union's value is a number to the verifier, so the
+ * cgroup behind it takes probe reads.
+ */
+static __always_inline __u64 sock_cgroup_id(const struct sock *sk, const struct cgroup **cgrp)
+{
+	const struct cgroup *own;
+	__u64 val;
+
+	*cgrp = NULL;
+	if (!bpf_core_field_exists(struct sock, sk_cgrp_data))
+		return 0;
+	barrier_var(sk);
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
+		own = sk->sk_cgrp_data.cgroup;
+		*cgrp = own;
+		return own ? own->kn->id : 0;
+	}
+	barrier_var(sk);
+	val = ((const struct sock___v510 *)sk)->sk_cgrp_data.val;
+	if (val & SOCK_CGROUP_DATA_FLAGS)
+		return 0;
+	*cgrp = (const struct cgroup *)val;
+	return cgroup_id_probed(*cgrp);
 }
 
 /* The id of cgrp's ancestor at `level` (cgrp itself at its own level), as
@@ -72,7 +86,7 @@ static __always_inline __u64 ancestor_id(const struct cgroup *cgrp, __u32 level)
 		bpf_probe_read_kernel(&ancestor, sizeof(ancestor),
 				      (void *)cgrp + bpf_core_field_offset(struct cgroup, ancestors) +
 					      level * sizeof(ancestor));
-		return cgroup_id_of(ancestor);
+		return cgroup_id_probed(ancestor);
 	}
 	if (bpf_core_field_exists(struct cgroup___v510, ancestor_ids))
 		bpf_probe_read_kernel(&id, sizeof(id),
@@ -81,12 +95,12 @@ static __always_inline __u64 ancestor_id(const struct cgroup *cgrp, __u32 level)
 	return id;
 }
 
-/* --cgroup: the socket's cgroup is the target or below it, the test
- * cgroup_is_descendant() makes. Without --cgroup every socket passes; with
- * it a socket whose cgroup is not known does not. */
-static __always_inline bool in_target_cgroup(const struct cgroup *cgrp)
+/* --cgroup: the socket's cgroup (`id`, at `cgrp`) is the target or below
+ * it, the test cgroup_is_descendant() makes. Without --cgroup every socket
+ * passes; with it a socket whose cgroup is not known does not. */
+static __always_inline bool in_target_cgroup(const struct cgroup *cgrp, __u64 id)
 {
-	if (!cgroup_target)
+	if (!cgroup_target || id == cgroup_target)
 		return true;
 	if (!cgrp || BPF_CORE_READ(cgrp, level) < (int)cgroup_level)
 		return false;
@@ -102,8 +116,9 @@ static __always_inline bool in_target_cgroup(const struct cgroup *cgrp)
  * tcp_rcv_state_process(), tcp_close()): the state program remembers each
  * socket of the target cgroup that enters one of them (tw_remember()),
  * keyed by what its timewait socket carries too, and timewait records pass
- * only when remembered; a death (expiry, free) forgets. The fentry and
- * kprobe births see the full socket, and decide from it.
+ * only when remembered, every probe kind's alike (the fentry and kprobe
+ * births, which see the full socket too, find it remembered: the state
+ * changed before tcp_time_wait()); a death (expiry, free) forgets.
  *
  * The key is the cookie where tracing gets one (5.12+): unique for the boot,
  * so an entry never names another socket. Before, it is the namespace and
@@ -158,9 +173,8 @@ static __always_inline void tw_forget_tuple(const struct tuple *t, int state)
 	bpf_map_delete_elem(&tw_cgroup, &key);
 }
 
-/* Whether a timewait record that did not see its full socket is of the
- * target cgroup (always, without --cgroup), and the cgroup id its full
- * socket left. A death forgets. */
+/* Whether a timewait record is of the target cgroup (always, without
+ * --cgroup), and the cgroup id its full socket left. A death forgets. */
 static __always_inline bool tw_in_target(__u64 cookie, const struct tuple *t, __u8 source,
 					 __u64 *cgroup_id)
 {

@@ -134,8 +134,8 @@ static __always_inline struct event *full_socket_record(const struct sock *sk, i
 	read_tuple_typed(skc, tp->inet_conn.icsk_inet.inet_sport, &t);
 	if (!is_wanted(&t, &side))
 		return NULL;
-	cgrp = sock_cgroup(sk);
-	if (!in_target_cgroup(cgrp)) {
+	cgroup_id = sock_cgroup_id(sk, &cgrp);
+	if (!in_target_cgroup(cgrp, cgroup_id)) {
 		tw_forget_tuple(&t, state);
 		return NULL;
 	}
@@ -143,7 +143,6 @@ static __always_inline struct event *full_socket_record(const struct sock *sk, i
 	 * Without the helper no record carries one (see report_tw_record()). */
 	if (cookies)
 		cookie = skc->skc_cookie.counter ?: bpf_get_socket_cookie((void *)sk);
-	cgroup_id = cgroup_id_of(cgrp);
 	if (may_hand_to_tw(state))
 		tw_remember(cookie, &t, cgroup_id);
 	e = with_counters ? reserve_with_counters(tp) : reserve_record(CNT_RINGBUF_FULL);

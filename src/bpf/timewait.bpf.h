@@ -114,29 +114,18 @@ enum armed {
  * tracing programs cannot generate cookies (before 5.12), a cookie that some
  * other user made would name some sockets of a connection and not others: no
  * record carries one then, and user space claims timewait sockets by tuple.
- * A birth that sees its full socket `sk` takes the cgroup from it (and with
- * --cgroup decides from it); every other record asks what the full socket
- * left (cgroup.bpf.h). */
+ * A timewait socket has no cgroup: with --cgroup, the record carries the one
+ * its full socket left (cgroup.bpf.h); else none (user space carries it). */
 static __always_inline int report_tw_record(__u64 twaddr, __u64 cookie, const struct tuple *t,
 					    __u8 substate, __u8 source, enum armed armed,
-					    unsigned long expires, __u8 flags, const struct sock *sk)
+					    unsigned long expires, __u8 flags)
 {
-	const struct cgroup *cgrp;
 	__u64 cgroup_id = 0;
 	struct event *e;
 	__u8 side;
 
-	if (!is_wanted(t, &side))
+	if (!is_wanted(t, &side) || !tw_in_target(cookie, t, source, &cgroup_id))
 		return 0;
-	if (sk) {
-		cgrp = sock_cgroup(sk);
-		if (!in_target_cgroup(cgrp))
-			return 0;
-		cgroup_id = cgroup_id_of(cgrp);
-		tw_remember(cookie, t, cgroup_id);
-	} else if (!tw_in_target(cookie, t, source, &cgroup_id)) {
-		return 0;
-	}
 	e = reserve_record(CNT_TW_RINGBUF_FULL);
 	if (!e)
 		return 0;
@@ -192,14 +181,14 @@ static __always_inline int report_tw(const struct inet_timewait_sock *tw, __u8 s
 	/* A death (or what may be one) says whether its namespace is going. */
 	if (source != SRC_TW_ARM && source != SRC_TW_ALLOC && netns_dying(&tw->__tw_common))
 		flags = EV_NETNS_DYING;
-	return report_tw_record((__u64)tw, cookie, &t, substate, source, armed, expires, flags, NULL);
+	return report_tw_record((__u64)tw, cookie, &t, substate, source, armed, expires, flags);
 }
 
 /*
  * A timewait socket born: tcp_time_wait() hands it sk's connection in the
- * hashdance. The tuple, cookie and cgroup are read from sk (the IPv6
- * addresses reach tw only after inet_twsk_alloc(), tw_cookie is a copy of
- * sk's, and tw has no cgroup), the substate from tw. Its timer is armed in the same call (6.10+) or just
+ * hashdance. The tuple and cookie are read from sk (the IPv6 addresses reach
+ * tw only after inet_twsk_alloc(), and tw_cookie is a copy of sk's), the
+ * substate from tw. Its timer is armed in the same call (6.10+) or just
  * before it. Probe reads: one birth per connection, and the kprobe kind has
  * bare addresses.
  */
@@ -212,7 +201,7 @@ static __always_inline int report_tw_birth(const struct inet_timewait_sock *tw,
 		return 0;
 	read_tuple_probed(&sk->__sk_common, BPF_CORE_READ((struct inet_sock *)sk, inet_sport), &t);
 	return report_tw_record((__u64)tw, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), &t,
-				BPF_CORE_READ(tw, tw_substate), SRC_TW_ALLOC, ARMED_NOW, 0, 0, sk);
+				BPF_CORE_READ(tw, tw_substate), SRC_TW_ALLOC, ARMED_NOW, 0, 0);
 }
 
 /*
