@@ -80,8 +80,9 @@ struct event {
 	__u64 cgroup_id;   /* full sockets: the socket's own cgroup v2 id
 			      (sk->sk_cgrp_data, the cgroup's kernfs id, which
 			      is its directory's inode number); timewait
-			      records: the full socket's where the probe knows
-			      it; 0: not known. At offset 104: no padding */
+			      records (no cgroup of their own): the full
+			      socket's with --cgroup; 0: not known. At offset
+			      104: no padding */
 };
 
 /* What a reset sent says of who wanted it, from the kernel's reason (6.10+,

@@ -90,8 +90,9 @@ pub struct ProbeEvent {
     pub tuple: Tuple,
     pub netns: u32,
     /// The socket's cgroup v2 id, read from the socket itself (a timewait
-    /// socket has none: its records carry the full socket's where the
-    /// probe knows it); `None` when not known.
+    /// socket has none: its records carry the full socket's with
+    /// `--cgroup`, and the connection table supplies it otherwise); `None`
+    /// when not known.
     pub cgroup_id: Option<NonZeroU64>,
     /// The configured server's rule, applied in the kernel; `None` without
     /// a server.
