@@ -411,6 +411,19 @@ mod tests {
     }
 
     #[test]
+    fn netns_and_cgroup_reach_the_kernel_side_resolved() {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        let cli = parse(&["--netns", "/proc/self/ns/net", "-4", "-L", "80"]).unwrap();
+        let cfg = cli.trace.trace_config();
+        assert_eq!((cfg.netns, cfg.family, cfg.cgroup), (Some(own), Some(4), None));
+        let err = parse(&["--netns", "/etc/hostname"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("is not a network namespace"), "{err}");
+        assert!(parse(&["--cgroup", "/nonexistent"]).unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
     fn both_server_spellings_conflict() {
         assert!(parse(&["127.0.0.1", "80", "--server", "127.0.0.1:80"]).is_err());
     }

@@ -19,15 +19,16 @@
  * data (is_data) or a socket made while cgroup data was disabled
  * (no_refcnt), and sock_cgroup_ptr() then answers the root cgroup for any
  * socket: its own is not known. libbpf finds val inside the kernel's
- * anonymous union by name.
+ * anonymous union by name. (preserve_access_index: the plain load below is
+ * relocated, as vmlinux.h's types are.)
  */
 struct sock_cgroup_data___v510 {
 	__u64 val;
-};
+} __attribute__((preserve_access_index));
 
 struct sock___v510 {
 	struct sock_cgroup_data___v510 sk_cgrp_data;
-};
+} __attribute__((preserve_access_index));
 
 #define SOCK_CGROUP_DATA_FLAGS 3ULL
 
