@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::output::{Format, Mode};
+use crate::output::{Format, Mode, RunFields};
 use crate::trace::abi::MAX_PORTS;
 use crate::trace::TwProbe;
 
@@ -151,6 +151,18 @@ pub struct TraceArgs {
     #[arg(long)]
     pub raw: bool,
 
+    /// Show each socket's kernel address (`skaddr`) in JSON and CSV (--raw shows them too).
+    /// Off by default: the address tells whoever reads the output the kernel's memory layout,
+    /// and `conn_id` joins the events of a connection without it
+    #[arg(long)]
+    pub skaddr: bool,
+
+    /// Name the host in JSON and CSV (`host`, for a fleet's store): --hostname=NAME, or
+    /// --hostname alone for this machine's hostname
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "",
+          value_parser = parse_hostname)]
+    pub hostname: Option<String>,
+
     /// Kernel BTF file, for kernels that do not expose /sys/kernel/btf/vmlinux
     #[arg(long, value_name = "PATH", default_value = crate::trace::preflight::KERNEL_BTF)]
     pub btf: PathBuf,
@@ -235,6 +247,18 @@ impl TraceArgs {
         self.connections || self.wants_metrics()
     }
 
+    /// What every JSON and CSV record of this run carries.
+    pub fn run_fields(&self) -> RunFields {
+        RunFields {
+            wall_offset_ns: crate::output::wall_offset_ns(),
+            host: self.hostname.as_deref().map(|h| match h {
+                "" => this_hostname().into(),
+                name => name.into(),
+            }),
+            skaddr: self.skaddr || self.raw,
+        }
+    }
+
     /// What the format prints.
     pub fn mode(&self) -> Mode {
         if self.connections {
@@ -271,6 +295,20 @@ impl TraceArgs {
     pub fn wants_summary(&self) -> bool {
         !self.quiet && (self.verbose || self.output != Format::Original)
     }
+}
+
+/// The kernel's name for this machine (uname's nodename): in a Kubernetes
+/// pod with hostNetwork, the node's.
+fn this_hostname() -> String {
+    nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A host name as stores group by it: printable, no spaces, not absurdly long.
+fn parse_hostname(s: &str) -> Result<String, String> {
+    if s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("'{s}' is not a host name: use up to 255 characters without spaces or control characters"));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {

@@ -30,6 +30,7 @@ use crate::conn::{ConnRecord, ConnTable, Record};
 use crate::trace::Lost;
 
 pub use self::csv::Csv;
+pub use self::fields::RunFields;
 pub use self::json::Json;
 pub use self::original::Original;
 pub use self::summary::Summary;
@@ -221,14 +222,17 @@ impl Printer {
 
     /// The format chosen on the command line, on its usual stream: the
     /// original line on stderr (as the original), the others on stdout.
-    /// Wall-clock fields take `clock`'s offset when it has one (-T).
-    pub fn for_format(format: Format, mode: Mode, clock: Clock, wide: bool) -> Printer {
-        let wall_offset = clock.wall_offset().unwrap_or_else(wall_offset_ns);
+    /// `run.wall_offset_ns` is replaced by `clock`'s offset when it has one
+    /// (-T), so that every wall-clock field agrees with the TIME column.
+    pub fn for_format(format: Format, mode: Mode, clock: Clock, wide: bool, mut run: RunFields) -> Printer {
+        if let Some(offset) = clock.wall_offset() {
+            run.wall_offset_ns = offset;
+        }
         let (fmt, out): (Box<dyn Formatter>, Box<dyn Write>) = match format {
             Format::Original => (Box::new(Original), Box::new(io::stderr())),
             Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
-            Format::Json => (Box::new(Json::new(wall_offset)), Box::new(io::stdout())),
-            Format::Csv => (Box::new(Csv::new(clock, wall_offset)), Box::new(io::stdout())),
+            Format::Json => (Box::new(Json::new(run)), Box::new(io::stdout())),
+            Format::Csv => (Box::new(Csv::new(clock, run)), Box::new(io::stdout())),
         };
         Printer::new(fmt, mode, out)
     }
@@ -470,7 +474,8 @@ pub(crate) mod tests {
     /// What a CSV printer in `mode` writes for a transition then a connection.
     fn printed(mode: Mode) -> String {
         let out = Shared::default();
-        let mut p = Printer::new(Box::new(Csv::new(Clock::relative(), 0)), mode, Box::new(out.clone()));
+        let mut p =
+            Printer::new(Box::new(Csv::new(Clock::relative(), RunFields::default())), mode, Box::new(out.clone()));
         p.start().unwrap();
         p.record(&sample(2, 1)).unwrap();
         p.record(&raw_probe()).unwrap();
@@ -485,11 +490,13 @@ pub(crate) mod tests {
         let transitions = printed(Mode::Transitions);
         let lines: Vec<&str> = transitions.lines().collect();
         assert_eq!(lines.len(), 3, "{transitions}");
-        assert!(lines[0].starts_with("time,ts_ns,") && lines[1].contains("SYN_SENT,ESTABLISHED"));
+        assert!(lines[0].starts_with("time,schema_version,") && lines[1].contains("SYN_SENT,ESTABLISHED"));
         let connections = printed(Mode::Connections);
         let lines: Vec<&str> = connections.lines().collect();
         assert_eq!(lines.len(), 2, "{connections}");
-        assert!(lines[0].starts_with("conn_id,side,") && lines[1].ends_with(",time_wait_expired,false"));
+        assert!(
+            lines[0].starts_with("schema_version,host,conn_id,side,") && lines[1].ends_with(",time_wait_expired,false")
+        );
     }
 
     #[test]
