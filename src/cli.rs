@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::output::{Format, Mode, RunFields};
+use crate::output::{Format, Mode, Rotation, RunFields};
 use crate::trace::abi::MAX_PORTS;
 use crate::trace::TwProbe;
 
@@ -115,6 +115,21 @@ pub struct TraceArgs {
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Original)]
     pub output: Format,
+
+    /// Write the output to FILE (appending) instead of stdout/stderr
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+
+    /// With -w: every SECS, hand the file over as FILE.<UTC time>Z and start a new FILE
+    /// (also at exit), so that a loader can take finished files while tracing goes on
+    #[arg(long = "rotate-secs", value_name = "SECS", requires = "write", value_parser = parse_duration,
+          allow_negative_numbers = true)]
+    pub rotate_secs: Option<Duration>,
+
+    /// With -w: hand the file over once it holds MB megabytes (as --rotate-secs)
+    #[arg(long = "rotate-mb", value_name = "MB", requires = "write", value_parser = parse_count,
+          allow_negative_numbers = true)]
+    pub rotate_mb: Option<u64>,
 
     /// One record per connection when it ends (its states and the time in each, bytes, RTT,
     /// how it ended) instead of a line per transition; those still open are printed at exit
@@ -245,6 +260,11 @@ impl TraceArgs {
     /// in the metrics.
     fn wants_records(&self) -> bool {
         self.connections || self.wants_metrics()
+    }
+
+    /// When `-w`'s file is handed over.
+    pub fn rotation(&self) -> Rotation {
+        Rotation { every: self.rotate_secs, max_bytes: self.rotate_mb.map(|mb| mb.saturating_mul(1 << 20)) }
     }
 
     /// What every JSON and CSV record of this run carries.

@@ -67,6 +67,9 @@ fn usage_errors_exit_2_with_the_fix() {
         (&["--connections"], "--connections needs -o table, json or csv (the original line has no room for a record)"),
         (&["--connections", "-o", "json", "--raw"], "cannot be used with"),
         (&["--frobnicate"], "unexpected argument '--frobnicate'"),
+        (&["--rotate-secs", "60"], "--write <FILE>"),
+        (&["-w", "x.json", "--rotate-mb", "0"], "greater than 0"),
+        (&["--hostname=web 1"], "'web 1' is not a host name"),
     ] {
         let r = run(&mut tcpstate(args));
         assert_one_line(&r, 2, needle);
@@ -115,6 +118,15 @@ fn refused_probe_kinds_name_the_program_and_reason() {
             "TIME_WAIT probe 'kprobe' cannot run on this kernel (try --tw-probe auto): this kernel has no kprobes",
         );
     }
+}
+
+#[test]
+fn an_output_file_that_cannot_be_written_is_named_before_attaching() {
+    if !require_root() {
+        return;
+    }
+    let r = run(&mut tcpstate(&["-o", "json", "-w", "/nonexistent-dir/events.json"]));
+    assert_one_line(&r, 1, "cannot write /nonexistent-dir/events.json: name a file in a directory that exists");
 }
 
 #[test]

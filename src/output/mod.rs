@@ -10,6 +10,7 @@
 
 mod csv;
 mod fields;
+mod file;
 mod json;
 mod line;
 #[cfg(feature = "metrics")]
@@ -31,6 +32,7 @@ use crate::trace::Lost;
 
 pub use self::csv::Csv;
 pub use self::fields::RunFields;
+pub use self::file::{OutputFile, Rotation};
 pub use self::json::Json;
 pub use self::original::Original;
 pub use self::summary::Summary;
@@ -206,17 +208,32 @@ pub trait Formatter {
 /// Bytes buffered before they are written out (also written at each flush).
 const BUFFER: usize = 64 * 1024;
 
+/// Where a printer writes: a stream, or a file it may hand over (`-w`).
+pub enum Destination {
+    Stream(Box<dyn Write>),
+    File(OutputFile),
+}
+
+impl Destination {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Destination::Stream(w) => w.as_mut(),
+            Destination::File(f) => f,
+        }
+    }
+}
+
 /// Writes records in one format to one destination, buffered.
 pub struct Printer {
     format: Box<dyn Formatter>,
     mode: Mode,
-    out: Box<dyn Write>,
+    out: Destination,
     buf: Vec<u8>,
     header_done: bool,
 }
 
 impl Printer {
-    pub fn new(format: Box<dyn Formatter>, mode: Mode, out: Box<dyn Write>) -> Printer {
+    pub fn new(format: Box<dyn Formatter>, mode: Mode, out: Destination) -> Printer {
         Printer { format, mode, out, buf: Vec::with_capacity(BUFFER + 1024), header_done: false }
     }
 
@@ -224,15 +241,27 @@ impl Printer {
     /// original line on stderr (as the original), the others on stdout.
     /// `run.wall_offset_ns` is replaced by `clock`'s offset when it has one
     /// (-T), so that every wall-clock field agrees with the TIME column.
-    pub fn for_format(format: Format, mode: Mode, clock: Clock, wide: bool, mut run: RunFields) -> Printer {
+    /// `file`, when given (`-w`), replaces the stream.
+    pub fn for_format(
+        format: Format,
+        mode: Mode,
+        clock: Clock,
+        wide: bool,
+        mut run: RunFields,
+        file: Option<OutputFile>,
+    ) -> Printer {
         if let Some(offset) = clock.wall_offset() {
             run.wall_offset_ns = offset;
         }
-        let (fmt, out): (Box<dyn Formatter>, Box<dyn Write>) = match format {
+        let (fmt, stream): (Box<dyn Formatter>, Box<dyn Write>) = match format {
             Format::Original => (Box::new(Original), Box::new(io::stderr())),
             Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
             Format::Json => (Box::new(Json::new(run)), Box::new(io::stdout())),
             Format::Csv => (Box::new(Csv::new(clock, run)), Box::new(io::stdout())),
+        };
+        let out = match file {
+            Some(file) => Destination::File(file),
+            None => Destination::Stream(stream),
         };
         Printer::new(fmt, mode, out)
     }
@@ -255,13 +284,26 @@ impl Printer {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.write_out()?;
-        self.out.flush()
+        self.out.writer().flush()
     }
 
     fn write_out(&mut self) -> io::Result<()> {
-        let result = self.out.write_all(&self.buf);
+        let result = self.out.writer().write_all(&self.buf);
         self.buf.clear();
         result
+    }
+
+    /// Hands the output file over when its rotation is due (or, at the
+    /// end, whenever it has something in it); the next file gets its own
+    /// header.
+    fn rotate(&mut self, at_end: bool) -> Result<()> {
+        let Destination::File(file) = &mut self.out else {
+            return Ok(());
+        };
+        if (at_end || file.rotation_due()) && file.rotate().context("rotating the output file")?.is_some() {
+            self.header_done = false;
+        }
+        Ok(())
     }
 }
 
@@ -288,7 +330,13 @@ impl Sink for Printer {
     }
 
     fn batch_done(&mut self, _status: &Status<'_>) -> Result<()> {
-        self.flush().context("writing the output")
+        self.flush().context("writing the output")?;
+        self.rotate(false)
+    }
+
+    fn finish(&mut self, _status: &Status<'_>) -> Result<()> {
+        self.flush().context("writing the output")?;
+        self.rotate(true)
     }
 }
 
@@ -474,8 +522,11 @@ pub(crate) mod tests {
     /// What a CSV printer in `mode` writes for a transition then a connection.
     fn printed(mode: Mode) -> String {
         let out = Shared::default();
-        let mut p =
-            Printer::new(Box::new(Csv::new(Clock::relative(), RunFields::default())), mode, Box::new(out.clone()));
+        let mut p = Printer::new(
+            Box::new(Csv::new(Clock::relative(), RunFields::default())),
+            mode,
+            Destination::Stream(Box::new(out.clone())),
+        );
         p.start().unwrap();
         p.record(&sample(2, 1)).unwrap();
         p.record(&raw_probe()).unwrap();
