@@ -1,8 +1,11 @@
-//! Cgroups in user space: which container a cgroup path belongs to.
+//! Cgroups in user space: which container a cgroup path belongs to, and
+//! the id and level of the cgroup `--cgroup PATH` names.
 
 mod container;
+mod mount;
 
 pub use container::{container_of, Container, Runtime};
+pub use mount::{cgroup2_mount, id_and_level};
 
 /// `text` with every `introducer` followed by `digits` digits in `radix`
 /// replaced by the byte they spell: systemd's `\x2d` in unit names,
