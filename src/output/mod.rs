@@ -8,6 +8,7 @@
 //! owns the buffered writer so that a burst costs one write(2) per drained
 //! batch, not one per line.
 
+pub(crate) mod community_id;
 mod csv;
 mod fields;
 mod file;
