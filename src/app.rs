@@ -51,7 +51,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mode = args.mode();
-    let mut printer = Printer::for_format(args.output, mode, clock, !args.ipv4, args.run_fields(), file);
+    let mut printer = Printer::for_format((args.output, args.schema), mode, clock, !args.ipv4, args.run_fields(), file);
     printer.start().context("writing the output")?;
     #[cfg_attr(not(any(feature = "metrics", feature = "plot")), allow(unused_mut))]
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary(), mode))];

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::output::{Format, Mode, Rotation, RunFields};
+use crate::output::{Format, Mode, Rotation, RunFields, Schema};
 use crate::trace::abi::MAX_PORTS;
 use crate::trace::TwProbe;
 
@@ -49,6 +49,12 @@ impl Cli {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
                 "--connections needs -o table, json or csv (the original line has no room for a record)",
+            ));
+        }
+        if self.trace.schema == Schema::Otel && (self.trace.output != Format::Json || self.trace.connections) {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--schema otel names the keys of transition lines: use it with -o json and without --connections",
             ));
         }
         #[cfg(feature = "metrics")]
@@ -130,6 +136,11 @@ pub struct TraceArgs {
     #[arg(long = "rotate-mb", value_name = "MB", requires = "write", value_parser = parse_count,
           allow_negative_numbers = true)]
     pub rotate_mb: Option<u64>,
+
+    /// JSON's key names: tcpstate's own, or otel (OpenTelemetry semantic conventions and a
+    /// Community ID per connection, for an OpenTelemetry Collector and IDS logs)
+    #[arg(long, value_enum, default_value_t = Schema::Tcpstate, value_name = "NAMES")]
+    pub schema: Schema,
 
     /// One record per connection when it ends (its states and the time in each, bytes, RTT,
     /// how it ended) instead of a line per transition; those still open are printed at exit

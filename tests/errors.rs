@@ -70,6 +70,9 @@ fn usage_errors_exit_2_with_the_fix() {
         (&["--rotate-secs", "60"], "--write <FILE>"),
         (&["-w", "x.json", "--rotate-mb", "0"], "greater than 0"),
         (&["--hostname=web 1"], "'web 1' is not a host name"),
+        (&["--schema", "otel"], "--schema otel names the keys of transition lines: use it with -o json"),
+        (&["--schema", "otel", "-o", "json", "--connections"], "without --connections"),
+        (&["--schema", "ecs"], "[possible values: tcpstate, otel]"),
     ] {
         let r = run(&mut tcpstate(args));
         assert_one_line(&r, 2, needle);

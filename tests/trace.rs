@@ -380,3 +380,66 @@ fn closed_stdout_ends_quietly() {
     assert!(stdout.ends_with("exit=0\n"), "{stdout}");
     assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
 }
+
+/// `--schema otel`: the same events under the OpenTelemetry names, every
+/// line with every key, and one Community ID for both ends of a connection
+/// (null until both ends are known).
+#[test]
+fn otel_schema_names_fields_by_the_conventions_and_joins_both_ends() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let tracer = Tracer::start(&["--server", &server, "-o", "json", "--schema", "otel", "--hostname=web-9"]);
+    let nginx = Nginx::start_on(&server);
+    assert_eq!(curl(&nginx.url()), 0);
+    wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
+    drop(nginx);
+    let out = tracer.stop();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let events = json_events(&out.stdout);
+    let keys: Vec<String> = events[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 21, "{keys:?}");
+    for e in &events {
+        let obj = e.as_object().unwrap();
+        assert_eq!(obj.keys().cloned().collect::<Vec<_>>(), keys, "one key set: {e}");
+        assert_eq!((e["network.transport"].as_str(), e["network.type"].as_str()), (Some("tcp"), Some("ipv4")));
+        assert_eq!(e["host.name"], "web-9");
+        assert!(e["tcpstate.side"] == "client" || e["tcpstate.side"] == "server", "{e}");
+    }
+    let state = |e: &serde_json::Value| {
+        format!(
+            "{}:{}",
+            e["tcpstate.state.previous"].as_str().unwrap(),
+            e["network.connection.state"].as_str().unwrap()
+        )
+    };
+    let client: Vec<&serde_json::Value> = events.iter().filter(|e| e["tcpstate.side"] == "client").collect();
+    let states: Vec<String> = client.iter().map(|e| state(e)).collect();
+    assert_eq!(
+        states,
+        [
+            "close:syn_sent",
+            "syn_sent:established",
+            "established:fin_wait_1",
+            "fin_wait_1:fin_wait_2",
+            "fin_wait_2:time_wait"
+        ]
+    );
+    assert!(client.iter().all(|e| e["process.executable.name"] == "curl" && e["process.pid"].is_u64()));
+    // connect()'s first event has no local port yet: no flow to name.
+    assert!(client[0]["network.community_id"].is_null() && client[0]["network.local.port"] == 0);
+    let id = client[1]["network.community_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("1:") && id.ends_with('=') && id.len() == 30, "{id}");
+    for e in &events {
+        // Listeners have no peer; connect()'s first event no local port.
+        if e["network.peer.port"] == 0 || e["network.local.port"] == 0 {
+            assert!(e["network.community_id"].is_null(), "{e}");
+        } else {
+            assert_eq!(e["network.community_id"], id.as_str(), "both ends, one flow: {e}");
+        }
+    }
+    let server_events = events.iter().filter(|e| e["tcpstate.side"] == "server" && e["network.peer.port"] != 0);
+    assert_eq!(server_events.count(), 5, "{events:#?}");
+}

@@ -25,10 +25,6 @@ const TCP: u8 = 6;
 /// The Community ID v1 of a TCP flow, e.g. `1:LQU9qZlK+B5F3KDmev6m5PMibrg=`:
 /// the same whichever end is `saddr`. `seed` is the spec's (0 unless the
 /// sites that compare ids agreed on another).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "unused until JSON's --schema otel prints it as network.community_id")
-)]
 pub fn community_id(saddr: IpAddr, sport: u16, daddr: IpAddr, dport: u16, seed: u16) -> String {
     let mut id = String::with_capacity(30);
     id.push_str("1:");

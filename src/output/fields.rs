@@ -194,7 +194,7 @@ pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 3
 }
 
 /// A monotonic timestamp on the wall clock, clamped to what a u64 holds.
-fn unix_ns(mono_ns: u64, wall_offset_ns: i128) -> u64 {
+pub(crate) fn unix_ns(mono_ns: u64, wall_offset_ns: i128) -> u64 {
     (i128::from(mono_ns) + wall_offset_ns).clamp(0, u64::MAX.into()) as u64
 }
 

@@ -5,17 +5,31 @@
 use super::fields::{self, ErrnoName, RunFields, Value};
 use super::line::Line;
 use super::put::{put, put_joined, Hex, NanosAsMs, Or, Put};
-use super::Formatter;
+use super::{otel, Formatter, Schema};
 use crate::conn::ConnRecord;
 
 pub struct Json {
     run: RunFields,
+    schema: Schema,
 }
 
 impl Json {
     pub fn new(run: RunFields) -> Json {
-        Json { run }
+        Json::with_schema(run, Schema::Tcpstate)
     }
+
+    pub fn with_schema(run: RunFields, schema: Schema) -> Json {
+        Json { run, schema }
+    }
+}
+
+/// Writes one object of `names` and `values` as a line.
+fn object<'a, const N: usize>(out: &mut Vec<u8>, names: [&str; N], values: [Value<'a>; N]) {
+    out.push(b'{');
+    put_joined(out, ",", names.into_iter().zip(values), |out, (name, value)| {
+        put!(out, '"', name, "\":", JsonValue(value))
+    });
+    put!(out, "}\n");
 }
 
 /// A JSON string. Comms are printable ASCII already (see `Comm`), but a
@@ -90,21 +104,17 @@ impl Formatter for Json {
     fn connection_header(&mut self, _out: &mut Vec<u8>) {}
 
     fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord) {
-        out.push(b'{');
-        let values = fields::values(record, &self.run);
-        put_joined(out, ",", fields::NAMES.into_iter().zip(values), |out, (name, value)| {
-            put!(out, '"', name, "\":", JsonValue(value))
-        });
-        put!(out, "}\n");
+        object(out, fields::NAMES, fields::values(record, &self.run));
     }
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
-        out.push(b'{');
-        let values = fields::line_values(l, &self.run);
-        put_joined(out, ",", fields::LINE_NAMES.into_iter().zip(values), |out, (name, value)| {
-            put!(out, '"', name, "\":", JsonValue(value))
-        });
-        put!(out, "}\n");
+        match self.schema {
+            Schema::Tcpstate => object(out, fields::LINE_NAMES, fields::line_values(l, &self.run)),
+            Schema::Otel => {
+                let flow = otel::flow_id(l);
+                object(out, otel::NAMES, otel::values(l, &self.run, flow.as_deref()));
+            }
+        }
     }
 }
 

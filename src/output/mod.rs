@@ -17,6 +17,7 @@ mod line;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod original;
+mod otel;
 pub(crate) mod put;
 mod summary;
 mod table;
@@ -52,6 +53,16 @@ pub enum Format {
     Json,
     /// A header line, then one row per transition on stdout
     Csv,
+}
+
+/// Which names JSON's keys follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schema {
+    /// tcpstate's own (schema_version 2)
+    #[default]
+    Tcpstate,
+    /// OpenTelemetry semantic conventions (network.peer.address, process.pid …), with a Community ID
+    Otel,
 }
 
 /// What the printer prints: a line per transition (raw probe events
@@ -244,7 +255,7 @@ impl Printer {
     /// (-T), so that every wall-clock field agrees with the TIME column.
     /// `file`, when given (`-w`), replaces the stream.
     pub fn for_format(
-        format: Format,
+        (format, schema): (Format, Schema),
         mode: Mode,
         clock: Clock,
         wide: bool,
@@ -257,7 +268,7 @@ impl Printer {
         let (fmt, stream): (Box<dyn Formatter>, Box<dyn Write>) = match format {
             Format::Original => (Box::new(Original), Box::new(io::stderr())),
             Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
-            Format::Json => (Box::new(Json::new(run)), Box::new(io::stdout())),
+            Format::Json => (Box::new(Json::with_schema(run, schema)), Box::new(io::stdout())),
             Format::Csv => (Box::new(Csv::new(clock, run)), Box::new(io::stdout())),
         };
         let out = match file {
