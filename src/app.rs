@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::TraceArgs;
 use crate::conn::{existing_listeners, ConnTable, Record, CANCEL_HOLD_NS};
-use crate::output::{monotonic_ns, Clock, Mode, Printer, Sink, Status, Summary};
+use crate::output::{monotonic_ns, Clock, Mode, OutputFile, Printer, Sink, Status, Summary};
 use crate::trace::ring::{Batch, Pacer, TICK};
 use crate::trace::{libbpf_log, preflight, Lost, Tracer, TwProbe};
 
@@ -34,6 +34,8 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf(&args.btf)?;
     preflight::check_kernel()?;
+    // Before attaching: a file that cannot be written is bad input.
+    let file = args.write.as_deref().map(|path| OutputFile::open(path, args.rotation())).transpose()?;
     let trace_config = args.trace_config();
     for lost in preflight::optional_tracepoints(trace_config.records) {
         eprintln!("tcpstate: {lost}");
@@ -49,7 +51,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
 
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mode = args.mode();
-    let mut printer = Printer::for_format(args.output, mode, clock, !args.ipv4);
+    let mut printer = Printer::for_format((args.output, args.schema), mode, clock, !args.ipv4, args.run_fields(), file);
     printer.start().context("writing the output")?;
     #[cfg_attr(not(any(feature = "metrics", feature = "plot")), allow(unused_mut))]
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary(), mode))];

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::output::{Format, Mode};
+use crate::output::{Format, Mode, Rotation, RunFields, Schema};
 use crate::trace::abi::MAX_PORTS;
 use crate::trace::{CgroupScope, NetnsScope, TwProbe};
 
@@ -51,6 +51,12 @@ impl Cli {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
                 "--connections needs -o table, json or csv (the original line has no room for a record)",
+            ));
+        }
+        if self.trace.schema == Schema::Otel && (self.trace.output != Format::Json || self.trace.connections) {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--schema otel names the keys of transition lines: use it with -o json and without --connections",
             ));
         }
         #[cfg(feature = "metrics")]
@@ -128,6 +134,26 @@ pub struct TraceArgs {
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Original)]
     pub output: Format,
 
+    /// Write the output to FILE (appending) instead of stdout/stderr
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+
+    /// With -w: every SECS, hand the file over as FILE.<UTC time>Z and start a new FILE
+    /// (also at exit), so that a loader can take finished files while tracing goes on
+    #[arg(long = "rotate-secs", value_name = "SECS", requires = "write", value_parser = parse_duration,
+          allow_negative_numbers = true)]
+    pub rotate_secs: Option<Duration>,
+
+    /// With -w: hand the file over once it holds MB megabytes (as --rotate-secs)
+    #[arg(long = "rotate-mb", value_name = "MB", requires = "write", value_parser = parse_count,
+          allow_negative_numbers = true)]
+    pub rotate_mb: Option<u64>,
+
+    /// JSON's key names: tcpstate's own, or otel (OpenTelemetry semantic conventions and a
+    /// Community ID per connection, for an OpenTelemetry Collector and IDS logs)
+    #[arg(long, value_enum, default_value_t = Schema::Tcpstate, value_name = "NAMES")]
+    pub schema: Schema,
+
     /// One record per connection when it ends (its states and the time in each, bytes, RTT,
     /// how it ended) instead of a line per transition; those still open are printed at exit
     #[arg(long, conflicts_with = "raw")]
@@ -162,6 +188,18 @@ pub struct TraceArgs {
     /// timewait socket, timer re-arms) instead of one coherent sequence
     #[arg(long)]
     pub raw: bool,
+
+    /// Show each socket's kernel address (`skaddr`) in JSON and CSV (--raw shows them too).
+    /// Off by default: the address tells whoever reads the output the kernel's memory layout,
+    /// and `conn_id` joins the events of a connection without it
+    #[arg(long)]
+    pub skaddr: bool,
+
+    /// Name the host in JSON and CSV (`host`, for a fleet's store): --hostname=NAME, or
+    /// --hostname alone for this machine's hostname
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "",
+          value_parser = parse_hostname)]
+    pub hostname: Option<String>,
 
     /// Kernel BTF file, for kernels that do not expose /sys/kernel/btf/vmlinux
     #[arg(long, value_name = "PATH", default_value = crate::trace::preflight::KERNEL_BTF)]
@@ -249,6 +287,23 @@ impl TraceArgs {
         self.connections || self.wants_metrics()
     }
 
+    /// When `-w`'s file is handed over.
+    pub fn rotation(&self) -> Rotation {
+        Rotation { every: self.rotate_secs, max_bytes: self.rotate_mb.map(|mb| mb.saturating_mul(1 << 20)) }
+    }
+
+    /// What every JSON and CSV record of this run carries.
+    pub fn run_fields(&self) -> RunFields {
+        RunFields {
+            wall_offset_ns: crate::output::wall_offset_ns(),
+            host: self.hostname.as_deref().map(|h| match h {
+                "" => this_hostname().into(),
+                name => name.into(),
+            }),
+            skaddr: self.skaddr || self.raw,
+        }
+    }
+
     /// What the format prints.
     pub fn mode(&self) -> Mode {
         if self.connections {
@@ -285,6 +340,20 @@ impl TraceArgs {
     pub fn wants_summary(&self) -> bool {
         !self.quiet && (self.verbose || self.output != Format::Original)
     }
+}
+
+/// The kernel's name for this machine (uname's nodename): in a Kubernetes
+/// pod with hostNetwork, the node's.
+fn this_hostname() -> String {
+    nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A host name as stores group by it: printable, no spaces, not absurdly long.
+fn parse_hostname(s: &str) -> Result<String, String> {
+    if s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("'{s}' is not a host name: use up to 255 characters without spaces or control characters"));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
@@ -420,7 +489,7 @@ mod tests {
         let err = parse(&["--netns", "/etc/hostname"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         assert!(err.to_string().contains("is not a network namespace"), "{err}");
-        assert!(parse(&["--cgroup", "/nonexistent"]).unwrap_err().to_string().contains("does not exist"));
+        assert!(parse(&["--cgroup", "/nonexistent"]).unwrap_err().to_string().contains("no cgroup /nonexistent"));
     }
 
     #[test]

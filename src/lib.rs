@@ -5,10 +5,12 @@
 //! log, reading and decoding the ring: the probes' view); `conn` is the
 //! connection table (the user's view: identity, side, owner, states and
 //! times, TIME_WAIT); `output` is where records go (formats, the exit
-//! summary, metrics); `plot` draws timelines. `model` holds the words they
-//! share, `cli` the command line, `app` the run loop.
+//! summary, metrics); `plot` draws timelines; `cgroup` turns the cgroup
+//! ids the kernel reports into paths and containers. `model` holds the
+//! words they share, `cli` the command line, `app` the run loop.
 
 pub mod app;
+pub mod cgroup;
 pub mod cli;
 pub mod conn;
 pub mod docs;

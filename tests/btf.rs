@@ -85,7 +85,8 @@ fn trace_with_btf_without(tag: &str, members: &[(&str, &str)]) -> Vec<serde_json
     let path = TempFile(std::env::temp_dir().join(format!("tcpstate-btf-{tag}-{}", std::process::id())));
     std::fs::write(&path.0, without_members(&btf, members)).unwrap();
     let port = free_port();
-    let tracer = Tracer::start(&["--btf", path.0.to_str().unwrap(), "127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer =
+        Tracer::start(&["--btf", path.0.to_str().unwrap(), "127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     assert_eq!(curl(&nginx.url()), 0);
     wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));

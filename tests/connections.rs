@@ -39,7 +39,7 @@ fn record_tracer(server: &str) -> Tracer {
 /// it (see [`LAG_NS`]).
 fn record_and_stream_tracers(server: &str) -> (Tracer, Tracer) {
     let records = record_tracer(server);
-    let stream = Tracer::start(&["--server", server, "-o", "json"]);
+    let stream = Tracer::start(&["--server", server, "-o", "json", "--skaddr"]);
     (records, stream)
 }
 

@@ -67,6 +67,12 @@ fn usage_errors_exit_2_with_the_fix() {
         (&["--connections"], "--connections needs -o table, json or csv (the original line has no room for a record)"),
         (&["--connections", "-o", "json", "--raw"], "cannot be used with"),
         (&["--frobnicate"], "unexpected argument '--frobnicate'"),
+        (&["--rotate-secs", "60"], "--write <FILE>"),
+        (&["-w", "x.json", "--rotate-mb", "0"], "greater than 0"),
+        (&["--hostname=web 1"], "'web 1' is not a host name"),
+        (&["--schema", "otel"], "--schema otel names the keys of transition lines: use it with -o json"),
+        (&["--schema", "otel", "-o", "json", "--connections"], "without --connections"),
+        (&["--schema", "ecs"], "[possible values: tcpstate, otel]"),
     ] {
         let r = run(&mut tcpstate(args));
         assert_one_line(&r, 2, needle);
@@ -78,8 +84,8 @@ fn usage_errors_exit_2_with_the_fix() {
 #[test]
 fn a_cgroup_or_netns_that_is_not_one_is_named() {
     let mut cases: Vec<(String, String, String)> = [
-        ("--cgroup", "/nonexistent/cgroup", "cgroup '/nonexistent/cgroup' does not exist: give a cgroup directory"),
-        ("--cgroup", "/tmp", "'/tmp' is not a directory of a cgroup v2 (cgroup2) filesystem"),
+        ("--cgroup", "/nonexistent/cgroup", "no cgroup /nonexistent/cgroup: neither /nonexistent/cgroup nor"),
+        ("--cgroup", "/tmp", "/tmp is not a cgroup v2 directory (cgroup v2 is mounted at "),
         (
             "--netns",
             "/run/netns/tcpstate-no-such-ns",
@@ -95,8 +101,7 @@ fn a_cgroup_or_netns_that_is_not_one_is_named() {
     .collect();
     if let Some(mount) = Cgroup::mount() {
         let missing = mount.join("tcpstate-no-such-cgroup").display().to_string();
-        let needle = format!("cgroup '{missing}' does not exist: give a cgroup directory below {}", mount.display());
-        cases.push(("--cgroup".into(), missing, needle));
+        cases.push(("--cgroup".into(), missing.clone(), format!("no cgroup {missing}: neither {missing} nor")));
     }
     // A cgroup v1 controller's directory, where the machine mounts one.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -105,7 +110,7 @@ fn a_cgroup_or_netns_that_is_not_one_is_named() {
         (fs.split_whitespace().next()? == "cgroup").then(|| mount.split_whitespace().nth(4).map(String::from))?
     });
     if let Some(v1) = v1 {
-        let needle = format!("'{v1}' is not a directory of a cgroup v2 (cgroup2) filesystem");
+        let needle = format!("{v1} is not a cgroup v2 directory");
         cases.push(("--cgroup".into(), v1, needle));
     }
     for (flag, value, needle) in cases {
@@ -156,6 +161,15 @@ fn refused_probe_kinds_name_the_program_and_reason() {
             "TIME_WAIT probe 'kprobe' cannot run on this kernel (try --tw-probe auto): this kernel has no kprobes",
         );
     }
+}
+
+#[test]
+fn an_output_file_that_cannot_be_written_is_named_before_attaching() {
+    if !require_root() {
+        return;
+    }
+    let r = run(&mut tcpstate(&["-o", "json", "-w", "/nonexistent-dir/events.json"]));
+    assert_one_line(&r, 1, "cannot write /nonexistent-dir/events.json: name a file in a directory that exists");
 }
 
 #[test]

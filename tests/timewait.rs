@@ -30,8 +30,8 @@ fn namespace_exit_ends_time_wait_once_per_connection() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
-    let raw = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--raw"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
+    let raw = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr", "--raw"]);
     let ns = Netns::new("nsexit");
     let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
     for _ in 0..3 {
@@ -81,10 +81,15 @@ fn assert_one_conn_id_per_connection(stdout: &str, raw_stdout: &str) {
     for c in &clients {
         let tuple = |e: &serde_json::Value| (e["sport"].clone(), e["dport"].clone(), e["netns"].clone());
         let tw: Vec<&serde_json::Value> =
-            raw_events.iter().filter(|e| e["source"].is_string() && tuple(e) == tuple(&c[1])).collect();
+            raw_events.iter().filter(|e| e["probe"].is_string() && tuple(e) == tuple(&c[1])).collect();
         assert!(!tw.is_empty(), "no timewait probe event for {:?}", tuple(&c[1]));
+        // A probe event is no transition: its socket's state in both columns.
+        for e in &tw {
+            assert!(["TIME_WAIT", "FIN_WAIT2"].contains(&e["new"].as_str().unwrap()) && e["old"] == e["new"], "{e}");
+            assert!(e["probe"].as_str().unwrap().starts_with("tw_"), "{e}");
+        }
         let full: Vec<&serde_json::Value> =
-            raw_events.iter().filter(|e| e["source"].is_null() && tuple(e) == tuple(&c[1])).collect();
+            raw_events.iter().filter(|e| e["probe"].is_null() && tuple(e) == tuple(&c[1])).collect();
         assert!(tw.iter().chain(&full).all(|e| id(e) == id(full[0])), "{tw:#?} {full:#?}");
         assert_eq!(id(full[0]), id(&c[0]), "--raw and the coherent stream name it alike");
     }
@@ -97,7 +102,7 @@ fn many_connections_each_leave_time_wait_once() {
     }
     const N: usize = 60;
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let ns = Netns::new("many");
     let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
     let addr = nginx.addr;
@@ -172,7 +177,7 @@ fn a_syn_on_the_servers_time_wait_ends_it() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let ns = Netns::new("syn");
     let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
     let addr = nginx.addr;
@@ -218,7 +223,7 @@ fn reuse_by_a_new_connection_ends_time_wait() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let ns = Netns::new("reuse");
     let ok = ns.cmd("sysctl").args(["-qw", "net.ipv4.tcp_tw_reuse=1"]).status().unwrap();
     assert!(ok.success());
@@ -259,7 +264,7 @@ fn parked_client_on_this_host(variant: parked::Variant, bucket: parked::Bucket, 
     }
     let helper = parked::helper().to_str().unwrap();
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--tw-probe", "timer"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr", "--tw-probe", "timer"]);
     let ns = Netns::new(&format!("parked-{}-{}", variant.arg(), bucket.arg()));
     let ctx = format!("this host, --tw-probe timer, parked-fin-wait2 -m {} -b {}", variant.arg(), bucket.arg());
     let report = parked::run_helper(ns.cmd(helper), variant, bucket, port, &ctx);
@@ -351,7 +356,7 @@ fn time_wait_expires_after_sixty_seconds() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let ns = Netns::new("expiry");
     let nginx = Nginx::start_in(Some(&ns), &format!("127.0.0.1:{port}"));
     let ok = ns.cmd("curl").args(["-sS", "-o", "/dev/null", &nginx.url()]).status().unwrap();

@@ -45,7 +45,7 @@ fn seed_output_shows_both_sides_of_curl_to_nginx() {
 fn json_curl(host: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let port = free_port();
     let server = format!("{host}:{port}");
-    let tracer = Tracer::start(&["--server", &server, "-o", "json"]);
+    let tracer = Tracer::start(&["--server", &server, "-o", "json", "--skaddr"]);
     let nginx = Nginx::start_on(&server);
     assert_eq!(curl(&nginx.url()), 0);
     wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
@@ -122,13 +122,33 @@ fn refused_connect_goes_from_syn_sent_to_close() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--hostname=web-7"]);
+    let named = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "csv", "--hostname"]);
+    let before = unix_now_ns();
     assert_ne!(curl(&format!("http://127.0.0.1:{port}/")), 0);
-    let out = tracer.stop();
+    let after = unix_now_ns();
+    let (out, csv) = (tracer.stop(), named.stop());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let events = json_events(&out.stdout);
     assert_eq!(transitions(&events), ["CLOSE:SYN_SENT", "SYN_SENT:CLOSE"]);
     assert!(events.iter().all(|e| e["side"] == "client" && e["comm"] == "curl"));
+    // What a store needs: the schema, the host, the wall clock, no kernel address.
+    for e in &events {
+        assert_eq!((e["schema_version"].as_u64(), e["host"].as_str()), (Some(3), Some("web-7")), "{e}");
+        assert!(e["skaddr"].is_null() && e["probe"].is_null() && e["conn_id"] == events[0]["conn_id"], "{e}");
+        let t = e["time_unix_nano"].as_u64().unwrap();
+        // The offset between the clocks is taken once at start: allow 1 s.
+        assert!(t + 1_000_000_000 >= before && t <= after + 1_000_000_000, "{t} not in [{before}, {after}]");
+    }
+    let host = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert!(rows[0].starts_with("time,schema_version,host,") && rows[0].ends_with(",skaddr"), "{}", rows[0]);
+    assert_eq!(rows.len(), 3, "{}", csv.stdout);
+    assert!(rows[1..].iter().all(|r| r.split(',').nth(2) == Some(host.as_str()) && r.ends_with(',')), "{rows:?}");
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 #[test]
@@ -137,7 +157,7 @@ fn reset_close_ends_both_sides_at_once() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     let stream = TcpStream::connect(nginx.addr).unwrap();
     let local = stream.local_addr().unwrap().port();
@@ -171,7 +191,7 @@ fn parallel_burst_is_counted_exactly() {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 50;
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     let addr: SocketAddr = nginx.addr;
     let workers: Vec<_> = (0..THREADS)
@@ -209,8 +229,8 @@ fn without_a_server_sides_come_from_how_sockets_began() {
     }
     let port = free_port();
     let p = port.to_string();
-    let local = Tracer::start(&["-L", &p, "-o", "json"]);
-    let remote = Tracer::start(&["-D", &p, "-o", "json"]);
+    let local = Tracer::start(&["-L", &p, "-o", "json", "--skaddr"]);
+    let remote = Tracer::start(&["-D", &p, "-o", "json", "--skaddr"]);
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     assert_eq!(curl(&nginx.url()), 0);
     wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
@@ -235,7 +255,7 @@ fn pid_filter_keeps_one_owners_sockets() {
     let port = free_port();
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     let me = std::process::id().to_string();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "-p", &me]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr", "-p", &me]);
     assert_eq!(curl(&nginx.url()), 0); // another process: not shown
     http_get(nginx.addr); // this one: shown, client side only
     wait_for(Duration::from_secs(5), "the connections to close", || !has_connection(port));
@@ -252,8 +272,8 @@ fn family_filters_split_ipv4_from_ipv6() {
     }
     let port = free_port();
     let p = port.to_string();
-    let v4 = Tracer::start(&["-4", "-D", &p, "-o", "json"]);
-    let v6 = Tracer::start(&["-6", "-D", &p, "-o", "json"]);
+    let v4 = Tracer::start(&["-4", "-D", &p, "-o", "json", "--skaddr"]);
+    let v6 = Tracer::start(&["-6", "-D", &p, "-o", "json", "--skaddr"]);
     let n4 = Nginx::start_on(&format!("127.0.0.1:{port}"));
     let n6 = Nginx::start_on(&format!("[::1]:{port}"));
     assert_eq!(curl(&n4.url()), 0);
@@ -273,7 +293,7 @@ fn count_and_duration_end_the_run() {
     }
     let port = free_port();
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
-    let counted = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "-c", "3"]);
+    let counted = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr", "-c", "3"]);
     let timed = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "csv", "-d", "1.5"]);
     let started = std::time::Instant::now();
     assert_eq!(curl(&nginx.url()), 0);
@@ -285,7 +305,7 @@ fn count_and_duration_end_the_run() {
     assert_eq!(timed.code, Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
     let rows: Vec<&str> = timed.stdout.lines().collect();
-    assert!(rows[0].starts_with("time,ts_ns,side,old,new,"), "{}", rows[0]);
+    assert!(rows[0].starts_with("time,schema_version,host,time_unix_nano,ts_ns,"), "{}", rows[0]);
     assert_eq!(rows.len(), 1 + 10, "header and ten transitions: {}", timed.stdout);
 }
 
@@ -318,7 +338,7 @@ fn sigterm_detaches_drains_and_summarises() {
         return;
     }
     let port = free_port();
-    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json"]);
+    let tracer = Tracer::start(&["127.0.0.1", &port.to_string(), "-o", "json", "--skaddr"]);
     let pid = tracer.pid();
     let nginx = Nginx::start_on(&format!("127.0.0.1:{port}"));
     assert_eq!(curl(&nginx.url()), 0);
@@ -356,7 +376,70 @@ fn closed_stdout_ends_quietly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
-    assert!(stdout.starts_with("{\"ts_ns\":"), "{stdout}");
+    assert!(stdout.starts_with("{\"schema_version\":3,"), "{stdout}");
     assert!(stdout.ends_with("exit=0\n"), "{stdout}");
     assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}
+
+/// `--schema otel`: the same events under the OpenTelemetry names, every
+/// line with every key, and one Community ID for both ends of a connection
+/// (null until both ends are known).
+#[test]
+fn otel_schema_names_fields_by_the_conventions_and_joins_both_ends() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let tracer = Tracer::start(&["--server", &server, "-o", "json", "--schema", "otel", "--hostname=web-9"]);
+    let nginx = Nginx::start_on(&server);
+    assert_eq!(curl(&nginx.url()), 0);
+    wait_for(Duration::from_secs(5), "the connection to close", || !has_connection(port));
+    drop(nginx);
+    let out = tracer.stop();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let events = json_events(&out.stdout);
+    let keys: Vec<String> = events[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 21, "{keys:?}");
+    for e in &events {
+        let obj = e.as_object().unwrap();
+        assert_eq!(obj.keys().cloned().collect::<Vec<_>>(), keys, "one key set: {e}");
+        assert_eq!((e["network.transport"].as_str(), e["network.type"].as_str()), (Some("tcp"), Some("ipv4")));
+        assert_eq!(e["host.name"], "web-9");
+        assert!(e["tcpstate.side"] == "client" || e["tcpstate.side"] == "server", "{e}");
+    }
+    let state = |e: &serde_json::Value| {
+        format!(
+            "{}:{}",
+            e["tcpstate.state.previous"].as_str().unwrap(),
+            e["network.connection.state"].as_str().unwrap()
+        )
+    };
+    let client: Vec<&serde_json::Value> = events.iter().filter(|e| e["tcpstate.side"] == "client").collect();
+    let states: Vec<String> = client.iter().map(|e| state(e)).collect();
+    assert_eq!(
+        states,
+        [
+            "close:syn_sent",
+            "syn_sent:established",
+            "established:fin_wait_1",
+            "fin_wait_1:fin_wait_2",
+            "fin_wait_2:time_wait"
+        ]
+    );
+    assert!(client.iter().all(|e| e["process.executable.name"] == "curl" && e["process.pid"].is_u64()));
+    // connect()'s first event has no local port yet: no flow to name.
+    assert!(client[0]["network.community_id"].is_null() && client[0]["network.local.port"] == 0);
+    let id = client[1]["network.community_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("1:") && id.ends_with('=') && id.len() == 30, "{id}");
+    for e in &events {
+        // Listeners have no peer; connect()'s first event no local port.
+        if e["network.peer.port"] == 0 || e["network.local.port"] == 0 {
+            assert!(e["network.community_id"].is_null(), "{e}");
+        } else {
+            assert_eq!(e["network.community_id"], id.as_str(), "both ends, one flow: {e}");
+        }
+    }
+    let server_events = events.iter().filter(|e| e["tcpstate.side"] == "server" && e["network.peer.port"] != 0);
+    assert_eq!(server_events.count(), 5, "{events:#?}");
 }

@@ -1,6 +1,12 @@
-//! The fields of a connection record (`--connections`) as JSON and CSV
-//! print them: one list of names and one of values, so that JSON's keys,
-//! CSV's header and the order of both cannot drift apart.
+//! The fields of a transition line and of a connection record
+//! (`--connections`) as JSON and CSV print them: one list of names and one
+//! of values each, so that JSON's keys, CSV's header and the order of both
+//! cannot drift apart.
+//!
+//! These are the formats stores load (ClickHouse, an OpenTelemetry
+//! Collector's filelog receiver, jq pipelines), so every line has the same
+//! keys, whatever the event: a key without a value is null, never missing.
+//! Changing a key, its meaning or its type raises [`SCHEMA_VERSION`].
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -8,12 +14,91 @@ use std::num::NonZeroU64;
 
 use nix::errno::Errno;
 
+use super::line::Line;
 use super::put::{put, Put};
 use crate::conn::{ConnRecord, Counters, Span};
 use crate::model::TcpState;
 
-/// JSON's keys and CSV's header, in order.
-pub(crate) const NAMES: [&str; 31] = [
+/// The version of the key set below, the first key of every JSON line and
+/// CSV row. 1 was the unversioned set before it; 2 added `schema_version`,
+/// `host`, `time_unix_nano` and `probe`, and made `skaddr` null unless asked
+/// for (`--skaddr`, `--raw`): a kernel address tells a fleet's store the
+/// kernel's memory layout and joins nothing `conn_id` does not. 3 added
+/// `cgroup_id` (after `netns`).
+pub(crate) const SCHEMA_VERSION: u64 = 3;
+
+/// What every record of one run carries besides its own fields.
+#[derive(Clone, Debug, Default)]
+pub struct RunFields {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC (see `output::wall_offset_ns`),
+    /// for the wall-clock times.
+    pub wall_offset_ns: i128,
+    /// `--hostname`: the name stores group a fleet's lines by.
+    pub host: Option<Box<str>>,
+    /// `--skaddr` (or `--raw`): print the sockets' kernel addresses.
+    pub skaddr: bool,
+}
+
+/// A transition line's keys, in order (CSV puts a `time` column first).
+pub(crate) const LINE_NAMES: [&str; 22] = [
+    "schema_version",
+    "host",
+    "time_unix_nano",
+    "ts_ns",
+    "conn_id",
+    "side",
+    "old",
+    "new",
+    "probe",
+    "family",
+    "saddr",
+    "sport",
+    "daddr",
+    "dport",
+    "netns",
+    "cgroup_id",
+    "pid",
+    "comm",
+    "prev_state_ms",
+    "inferred",
+    "earliest_ns",
+    "skaddr",
+];
+
+/// The values of `l`, in the order of [`LINE_NAMES`].
+pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>; 22] {
+    use Value::*;
+    let t = l.tuple;
+    [
+        Number(Some(SCHEMA_VERSION)),
+        Text(run.host.as_deref()),
+        Number(Some(unix_ns(l.ts_ns, run.wall_offset_ns))),
+        Number(Some(l.ts_ns)),
+        Number(Some(l.conn_id)),
+        Word(l.side.as_str()),
+        State(l.old),
+        State(l.new),
+        Text(l.probe),
+        Number(Some(t.family().into())),
+        Addr(t.saddr),
+        Number(Some(t.sport.into())),
+        Addr(t.daddr),
+        Number(Some(t.dport.into())),
+        Number(Some(l.netns.into())),
+        Number(l.cgroup_id.map(NonZeroU64::get)),
+        Number(l.owner.map(|o| o.pid.into())),
+        Text(l.owner.and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
+        Millis(l.time_in_old_ns),
+        Bool(l.inferred()),
+        Number(l.earliest_ns),
+        KernelAddress(Some(l.skaddr).filter(|_| run.skaddr)),
+    ]
+}
+
+/// A connection record's keys, in order.
+pub(crate) const NAMES: [&str; 33] = [
+    "schema_version",
+    "host",
     "conn_id",
     "side",
     "side_by",
@@ -61,18 +146,25 @@ pub(crate) enum Value<'a> {
     Error(u32),
     /// Text from outside (a comm), which may need escaping; or null.
     Text(Option<&'a str>),
+    State(TcpState),
+    /// A duration in ns, printed in ms (`2.500000`), or null.
+    Millis(Option<u64>),
+    /// A kernel address, printed in hex (`0xffff888012345678`), or null.
+    KernelAddress(Option<u64>),
     States(&'a [Span]),
 }
 
-/// The values of `r`, in the order of [`NAMES`]. `wall_offset_ns` is
-/// CLOCK_REALTIME minus CLOCK_MONOTONIC (see `output::wall_offset_ns`).
-pub(crate) fn values(r: &ConnRecord, wall_offset_ns: i128) -> [Value<'_>; 31] {
+/// The values of `r`, in the order of [`NAMES`].
+pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 33] {
     use Value::*;
+    let wall_offset_ns = run.wall_offset_ns;
     let counters = r.counters.as_ref();
     let counter = |get: fn(&Counters) -> u64| Number(counters.map(get));
     let rtt = |get: fn(&Counters) -> Option<u32>| Number(counters.and_then(get).map(u64::from));
     let t = &r.tuple;
     [
+        Number(Some(SCHEMA_VERSION)),
+        Text(run.host.as_deref()),
         Number(Some(r.conn_id)),
         Word(r.side.as_str()),
         Word(r.side_rule.as_str()),
@@ -108,7 +200,7 @@ pub(crate) fn values(r: &ConnRecord, wall_offset_ns: i128) -> [Value<'_>; 31] {
 }
 
 /// A monotonic timestamp on the wall clock, clamped to what a u64 holds.
-fn unix_ns(mono_ns: u64, wall_offset_ns: i128) -> u64 {
+pub(crate) fn unix_ns(mono_ns: u64, wall_offset_ns: i128) -> u64 {
     (i128::from(mono_ns) + wall_offset_ns).clamp(0, u64::MAX.into()) as u64
 }
 

@@ -2,21 +2,34 @@
 //! field by field, straight into the output buffer: at a hundred thousand
 //! events a second the per-event allocations of a generic serializer show.
 
-use super::fields::{self, ErrnoName, Value};
+use super::fields::{self, ErrnoName, RunFields, Value};
 use super::line::Line;
 use super::put::{put, put_joined, Hex, NanosAsMs, Or, Put};
-use super::Formatter;
+use super::{otel, Formatter, Schema};
 use crate::conn::ConnRecord;
 
 pub struct Json {
-    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, for the records' wall-clock times.
-    wall_offset_ns: i128,
+    run: RunFields,
+    schema: Schema,
 }
 
 impl Json {
-    pub fn new(wall_offset_ns: i128) -> Json {
-        Json { wall_offset_ns }
+    pub fn new(run: RunFields) -> Json {
+        Json::with_schema(run, Schema::Tcpstate)
     }
+
+    pub fn with_schema(run: RunFields, schema: Schema) -> Json {
+        Json { run, schema }
+    }
+}
+
+/// Writes one object of `names` and `values` as a line.
+fn object<'a, const N: usize>(out: &mut Vec<u8>, names: [&str; N], values: [Value<'a>; N]) {
+    out.push(b'{');
+    put_joined(out, ",", names.into_iter().zip(values), |out, (name, value)| {
+        put!(out, '"', name, "\":", JsonValue(value))
+    });
+    put!(out, "}\n");
 }
 
 /// A JSON string. Comms are printable ASCII already (see `Comm`), but a
@@ -61,6 +74,10 @@ impl Put for JsonValue<'_> {
             Value::Error(0) => put!(out, "null"),
             Value::Error(e) => put!(out, '"', ErrnoName(e), '"'),
             Value::Text(t) => put!(out, Or(t.map(JsonString), "null")),
+            Value::State(s) => put!(out, '"', s, '"'),
+            Value::Millis(ns) => put!(out, Or(ns.map(NanosAsMs), "null")),
+            Value::KernelAddress(Some(a)) => put!(out, '"', Hex(a), '"'),
+            Value::KernelAddress(None) => put!(out, "null"),
             Value::States(spans) => {
                 out.push(b'[');
                 put_joined(out, ",", spans, |out, s| {
@@ -87,59 +104,17 @@ impl Formatter for Json {
     fn connection_header(&mut self, _out: &mut Vec<u8>) {}
 
     fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord) {
-        out.push(b'{');
-        let values = fields::values(record, self.wall_offset_ns);
-        put_joined(out, ",", fields::NAMES.into_iter().zip(values), |out, (name, value)| {
-            put!(out, '"', name, "\":", JsonValue(value))
-        });
-        put!(out, "}\n");
+        object(out, fields::NAMES, fields::values(record, &self.run));
     }
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
-        let t = l.tuple;
-        put!(
-            out,
-            "{\"ts_ns\":",
-            l.ts_ns,
-            ",\"side\":\"",
-            l.side,
-            "\",\"old\":\"",
-            l.old,
-            "\",\"new\":\"",
-            l.new,
-            "\",\"family\":",
-            t.family(),
-            ",\"saddr\":\"",
-            t.saddr,
-            "\",\"sport\":",
-            t.sport,
-            ",\"daddr\":\"",
-            t.daddr,
-            "\",\"dport\":",
-            t.dport,
-            ",\"pid\":",
-            Or(l.owner.map(|o| o.pid), "null"),
-            ",\"comm\":",
-            Or(l.owner.and_then(|o| o.comm.as_ref()).map(|c| JsonString(c.as_str())), "null"),
-            ",\"skaddr\":\"",
-            Hex(l.skaddr),
-            "\",\"netns\":",
-            l.netns,
-            ",\"cgroup_id\":",
-            Or(l.cgroup_id, "null"),
-            ",\"prev_state_ms\":",
-            Or(l.time_in_old_ns.map(NanosAsMs), "null"),
-            ",\"inferred\":",
-            l.inferred(),
-            ",\"earliest_ns\":",
-            Or(l.earliest_ns, "null"),
-            ",\"conn_id\":",
-            l.conn_id,
-        );
-        if let Some(probe) = l.probe {
-            put!(out, ",\"source\":\"", probe, '"');
+        match self.schema {
+            Schema::Tcpstate => object(out, fields::LINE_NAMES, fields::line_values(l, &self.run)),
+            Schema::Otel => {
+                let flow = otel::flow_id(l);
+                object(out, otel::NAMES, otel::values(l, &self.run, flow.as_deref()));
+            }
         }
-        put!(out, "}\n");
     }
 }
 
@@ -158,12 +133,18 @@ mod tests {
             t.time_in_old_ns = None;
             t.cgroup_id = None;
         });
-        let out = render(Box::new(Json::new(0)), &[sample(2, 1), unknown, inferred(4, 5)]);
+        let run = RunFields { wall_offset_ns: 1_700_000_000_000_000_000, ..RunFields::default() };
+        let out = render(Box::new(Json::new(run)), &[sample(2, 1), unknown, inferred(4, 5)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"ts_ns":1000000123,"side":"client","old":"SYN_SENT","new":"ESTABLISHED","family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"pid":4242,"comm":"curl","skaddr":"0xffff888012345678","netns":4026531840,"cgroup_id":5321,"prev_state_ms":2.500000,"inferred":false,"earliest_ns":null,"conn_id":77}"#
+            r#"{"schema_version":3,"host":null,"time_unix_nano":1700000001000000123,"ts_ns":1000000123,"conn_id":77,"side":"client","old":"SYN_SENT","new":"ESTABLISHED","probe":null,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"pid":4242,"comm":"curl","prev_state_ms":2.500000,"inferred":false,"earliest_ns":null,"skaddr":null}"#
         );
+        let keys = |line: &str| -> Vec<String> {
+            let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            v.keys().cloned().collect()
+        };
+        assert!(lines.iter().all(|l| keys(l) == keys(lines[0])), "one key set: {out}");
         let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert!(v["pid"].is_null() && v["comm"].is_null() && v["prev_state_ms"].is_null());
         assert!(v["cgroup_id"].is_null());
@@ -173,14 +154,20 @@ mod tests {
     }
 
     #[test]
-    fn raw_probe_events_carry_their_source() {
-        let out = render(Box::new(Json::new(0)), &[raw_probe()]);
-        let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+    fn raw_probe_events_name_their_probe_in_its_own_field() {
+        let run = RunFields { skaddr: true, host: Some("web-1".into()), ..RunFields::default() };
+        let out = render(Box::new(Json::new(run)), &[raw_probe(), sample(2, 1)]);
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let v = &lines[0];
         assert_eq!(
-            (v["old"].as_str(), v["new"].as_str(), v["source"].as_str()),
-            (Some("tw_arm"), Some("TIME_WAIT"), Some("tw_arm"))
+            (v["old"].as_str(), v["new"].as_str(), v["probe"].as_str()),
+            (Some("TIME_WAIT"), Some("TIME_WAIT"), Some("tw_arm"))
         );
         assert_eq!((v["conn_id"].as_u64(), v["skaddr"].as_str()), (Some(77), Some("0xffff888099990000")));
+        assert_eq!(
+            (lines[1]["skaddr"].as_str(), lines[1]["host"].as_str()),
+            (Some("0xffff888012345678"), Some("web-1"))
+        );
     }
 
     #[test]
@@ -190,7 +177,7 @@ mod tests {
             t.tuple.saddr = "fe80::1".parse().unwrap();
             t.time_in_old_ns = Some(60_000_123_456);
         });
-        let out = render(Box::new(Json::new(0)), &[ev]);
+        let out = render(Box::new(Json::new(RunFields::default())), &[ev]);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["comm"], "a\"b\\c");
         assert_eq!(v["saddr"], "fe80::1");
@@ -200,13 +187,13 @@ mod tests {
     #[test]
     fn a_connection_is_one_object_with_every_field_in_order() {
         let out = render_connections(
-            Box::new(Json::new(1_700_000_000_000_000_000)),
+            Box::new(Json::new(RunFields { wall_offset_ns: 1_700_000_000_000_000_000, ..RunFields::default() })),
             &[sample_connection(), refused_connection(), open_connection()],
         );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
+            r#"{"schema_version":3,"host":null,"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
         );
         let refused: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!((refused["error"].as_str(), refused["end"].as_str()), (Some("ECONNREFUSED"), Some("refused")));
@@ -227,7 +214,7 @@ mod tests {
         r.tuple.saddr = "fe80::1".parse().unwrap();
         r.tuple.daddr = "fe80::2".parse().unwrap();
         r.states[3].inferred = true;
-        let out = render_connections(Box::new(Json::new(0)), &[r]);
+        let out = render_connections(Box::new(Json::new(RunFields::default())), &[r]);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["comm"], "a\"b\\c");
         assert_eq!((v["saddr"].as_str(), v["family"].as_u64()), (Some("fe80::1"), Some(6)));

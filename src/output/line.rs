@@ -13,8 +13,9 @@ pub struct Line<'a> {
     pub ts_ns: u64,
     pub conn_id: ConnId,
     pub side: Side,
-    /// The state left, or for a raw probe event the probe's name.
-    pub old: Label,
+    /// The state left; for a raw probe event, the state its socket is in
+    /// (a probe event is not a transition: `old` and `new` are the same).
+    pub old: TcpState,
     pub new: TcpState,
     pub tuple: &'a Tuple,
     pub netns: u32,
@@ -25,7 +26,7 @@ pub struct Line<'a> {
     pub time_in_old_ns: Option<u64>,
     /// For a transition no probe saw, the earliest moment it can have happened.
     pub earliest_ns: Option<u64>,
-    /// The probe's name, for a raw probe event.
+    /// The probe's name, for a raw probe event (`tw_arm`).
     pub probe: Option<&'static str>,
 }
 
@@ -38,7 +39,7 @@ impl Line<'_> {
                 ts_ns: t.ts_ns,
                 conn_id: t.conn_id,
                 side: t.side,
-                old: Label::State(t.old),
+                old: t.old,
                 new: t.new,
                 tuple: &t.tuple,
                 netns: t.netns,
@@ -53,7 +54,7 @@ impl Line<'_> {
                 ts_ns: p.ts_ns,
                 conn_id: p.conn_id,
                 side: p.side,
-                old: Label::Probe(p.what.as_str()),
+                old: p.substate,
                 new: p.substate,
                 tuple: &p.tuple,
                 netns: p.netns,
@@ -70,6 +71,16 @@ impl Line<'_> {
 
     pub fn inferred(&self) -> bool {
         self.earliest_ns.is_some()
+    }
+
+    /// The OLD column of the formats people read (the original line, the
+    /// table): a raw probe event shows its probe's name there, which says
+    /// more than a repeated state. JSON and CSV keep it in its own field.
+    pub fn old_label(&self) -> Label {
+        match self.probe {
+            Some(name) => Label::Probe(name),
+            None => Label::State(self.old),
+        }
     }
 }
 

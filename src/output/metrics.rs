@@ -135,6 +135,7 @@ pub struct Metrics {
     sockets: Family<SocketLabels, Gauge>,
     time_wait_alive: Gauge,
     lost: Family<LostLabels, Counter>,
+    tw_lost: Family<LostLabels, Counter>,
     recovered: Counter,
     inferred: Counter,
     evicted: Counter,
@@ -175,6 +176,7 @@ impl Metrics {
         let sockets = Family::<SocketLabels, Gauge>::default();
         let time_wait_alive = Gauge::default();
         let lost = Family::<LostLabels, Counter>::default();
+        let tw_lost = Family::<LostLabels, Counter>::default();
         let (recovered, inferred, evicted, tw_forgotten) =
             (Counter::default(), Counter::default(), Counter::default(), Counter::default());
         let connections = Family::<ConnectionLabels, Counter>::default();
@@ -202,11 +204,17 @@ impl Metrics {
                 }
             }
             for state in connection_states() {
-                let _ = state_duration.get_or_create(&SocketLabels { side, state: StateLabel(state) });
+                let labels = SocketLabels { side, state: StateLabel(state) };
+                let _ = state_duration.get_or_create(&labels);
+                let _ = sockets.get_or_create(&labels);
             }
         }
-        let _ = lost.get_or_create(&RINGBUF_FULL);
-        let _ = lost.get_or_create(&SKIPPED);
+        let _ =
+            sockets.get_or_create(&SocketLabels { side: SideLabel(Side::Server), state: StateLabel(TcpState::LISTEN) });
+        for reason in [RINGBUF_FULL, SKIPPED] {
+            let _ = lost.get_or_create(&reason);
+            let _ = tw_lost.get_or_create(&reason);
+        }
 
         let tw_limit = read_tw_limit().map(|limit| {
             let gauge = Gauge::default();
@@ -239,6 +247,13 @@ impl Metrics {
              reason=skipped_by_kernel not run by the kernel (nested in another run); of the skipped, \
              tcpstate_events_recovered_total were reported by the backup program",
             lost.clone(),
+        );
+        registry.register(
+            "timewait_events_lost",
+            "TIME_WAIT probe events (a timewait socket's birth, timer or end) lost: reason=ring_buffer_full dropped \
+             for want of room, reason=skipped_by_kernel not run by the kernel (for the timer kind, timers of every \
+             kind are counted); a lost end is made good by the 10-minute timeout (tcpstate_timewait_sockets_forgotten_total)",
+            tw_lost.clone(),
         );
         registry.register(
             "events_recovered",
@@ -299,6 +314,7 @@ impl Metrics {
             sockets,
             time_wait_alive,
             lost,
+            tw_lost,
             recovered,
             inferred,
             evicted,
@@ -367,6 +383,8 @@ impl Metrics {
         set_counter(&self.lost.get_or_create(&RINGBUF_FULL), lost.ringbuf_full);
         set_counter(&self.lost.get_or_create(&SKIPPED), lost.skipped);
         set_counter(&self.recovered, lost.recovered);
+        set_counter(&self.tw_lost.get_or_create(&RINGBUF_FULL), lost.tw_ringbuf_full);
+        set_counter(&self.tw_lost.get_or_create(&SKIPPED), lost.tw_skipped.iter().map(|(_, n)| n).sum());
     }
 
     /// The Prometheus text exposition of every metric.
@@ -600,6 +618,33 @@ mod tests {
     }
 
     #[test]
+    fn every_state_a_socket_can_be_in_is_a_gauge_from_the_start() {
+        let m = Metrics::new();
+        let gauges: Vec<String> = samples(&m).into_iter().filter(|l| l.starts_with("tcpstate_sockets{")).collect();
+        assert_eq!(gauges.len(), 2 * connection_states().count() + 1, "{gauges:?}");
+        assert!(gauges.iter().all(|l| l.ends_with("} 0")), "{gauges:?}");
+        for line in [
+            r#"tcpstate_sockets{side="server",state="LISTEN"} 0"#,
+            r#"tcpstate_sockets{side="client",state="SYN_SENT"} 0"#,
+            r#"tcpstate_sockets{side="server",state="TIME_WAIT"} 0"#,
+            r#"tcpstate_sockets{side="client",state="CLOSE_WAIT"} 0"#,
+        ] {
+            assert!(gauges.iter().any(|l| l == line), "{line} missing from {gauges:?}");
+        }
+    }
+
+    #[test]
+    fn timewait_probe_losses_are_counted_apart() {
+        let m = Metrics::new();
+        let lost = |v: &str| value(&m, &format!("tcpstate_timewait_events_lost_total{{reason=\"{v}\"}}"));
+        assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
+        let tw_skipped = vec![("tw_timer_start".to_string(), 2), ("tw_timer_expire".to_string(), 3)];
+        m.update(&ConnTable::new(Config::default()), &Lost { tw_ringbuf_full: 4, tw_skipped, ..Lost::default() });
+        assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("4"), Some("5")));
+        assert_eq!(value(&m, "tcpstate_events_lost_total{reason=\"ring_buffer_full\"}").as_deref(), Some("0"));
+    }
+
+    #[test]
     fn unknown_states_are_labelled_as_printed() {
         let m = Metrics::new();
         MetricsSink::new(m.clone()).record(&sample(1, 42)).unwrap();
@@ -628,13 +673,12 @@ mod tests {
     #[test]
     fn exposition_has_help_and_type_lines() {
         let m = Metrics::new();
-        // A family without a series yet is left out altogether: the census
-        // has counted nothing yet.
-        assert!(!m.render().contains("# TYPE tcpstate_sockets gauge"));
         MetricsSink::new(m.clone()).record(&sample(7, 2)).unwrap();
         let text = m.render();
         for line in [
             "# TYPE tcpstate_transitions_total counter",
+            "# TYPE tcpstate_sockets gauge",
+            "# TYPE tcpstate_timewait_events_lost_total counter",
             "# TYPE tcpstate_timewait_sockets gauge",
             "# TYPE tcpstate_events_lost_total counter",
             "# TYPE tcpstate_events_recovered_total counter",

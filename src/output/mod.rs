@@ -8,13 +8,16 @@
 //! owns the buffered writer so that a burst costs one write(2) per drained
 //! batch, not one per line.
 
+pub(crate) mod community_id;
 mod csv;
 mod fields;
+mod file;
 mod json;
 mod line;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod original;
+mod otel;
 pub(crate) mod put;
 mod summary;
 mod table;
@@ -30,6 +33,8 @@ use crate::conn::{ConnRecord, ConnTable, Record};
 use crate::trace::Lost;
 
 pub use self::csv::Csv;
+pub use self::fields::RunFields;
+pub use self::file::{OutputFile, Rotation};
 pub use self::json::Json;
 pub use self::original::Original;
 pub use self::summary::Summary;
@@ -48,6 +53,16 @@ pub enum Format {
     Json,
     /// A header line, then one row per transition on stdout
     Csv,
+}
+
+/// Which names JSON's keys follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schema {
+    /// tcpstate's own (schema_version 3)
+    #[default]
+    Tcpstate,
+    /// OpenTelemetry semantic conventions (network.peer.address, process.pid …), with a Community ID
+    Otel,
 }
 
 /// What the printer prints: a line per transition (raw probe events
@@ -205,30 +220,60 @@ pub trait Formatter {
 /// Bytes buffered before they are written out (also written at each flush).
 const BUFFER: usize = 64 * 1024;
 
+/// Where a printer writes: a stream, or a file it may hand over (`-w`).
+pub enum Destination {
+    Stream(Box<dyn Write>),
+    File(OutputFile),
+}
+
+impl Destination {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Destination::Stream(w) => w.as_mut(),
+            Destination::File(f) => f,
+        }
+    }
+}
+
 /// Writes records in one format to one destination, buffered.
 pub struct Printer {
     format: Box<dyn Formatter>,
     mode: Mode,
-    out: Box<dyn Write>,
+    out: Destination,
     buf: Vec<u8>,
     header_done: bool,
 }
 
 impl Printer {
-    pub fn new(format: Box<dyn Formatter>, mode: Mode, out: Box<dyn Write>) -> Printer {
+    pub fn new(format: Box<dyn Formatter>, mode: Mode, out: Destination) -> Printer {
         Printer { format, mode, out, buf: Vec::with_capacity(BUFFER + 1024), header_done: false }
     }
 
     /// The format chosen on the command line, on its usual stream: the
     /// original line on stderr (as the original), the others on stdout.
-    /// Wall-clock fields take `clock`'s offset when it has one (-T).
-    pub fn for_format(format: Format, mode: Mode, clock: Clock, wide: bool) -> Printer {
-        let wall_offset = clock.wall_offset().unwrap_or_else(wall_offset_ns);
-        let (fmt, out): (Box<dyn Formatter>, Box<dyn Write>) = match format {
+    /// `run.wall_offset_ns` is replaced by `clock`'s offset when it has one
+    /// (-T), so that every wall-clock field agrees with the TIME column.
+    /// `file`, when given (`-w`), replaces the stream.
+    pub fn for_format(
+        (format, schema): (Format, Schema),
+        mode: Mode,
+        clock: Clock,
+        wide: bool,
+        mut run: RunFields,
+        file: Option<OutputFile>,
+    ) -> Printer {
+        if let Some(offset) = clock.wall_offset() {
+            run.wall_offset_ns = offset;
+        }
+        let (fmt, stream): (Box<dyn Formatter>, Box<dyn Write>) = match format {
             Format::Original => (Box::new(Original), Box::new(io::stderr())),
             Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
-            Format::Json => (Box::new(Json::new(wall_offset)), Box::new(io::stdout())),
-            Format::Csv => (Box::new(Csv::new(clock, wall_offset)), Box::new(io::stdout())),
+            Format::Json => (Box::new(Json::with_schema(run, schema)), Box::new(io::stdout())),
+            Format::Csv => (Box::new(Csv::new(clock, run)), Box::new(io::stdout())),
+        };
+        let out = match file {
+            Some(file) => Destination::File(file),
+            None => Destination::Stream(stream),
         };
         Printer::new(fmt, mode, out)
     }
@@ -251,13 +296,26 @@ impl Printer {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.write_out()?;
-        self.out.flush()
+        self.out.writer().flush()
     }
 
     fn write_out(&mut self) -> io::Result<()> {
-        let result = self.out.write_all(&self.buf);
+        let result = self.out.writer().write_all(&self.buf);
         self.buf.clear();
         result
+    }
+
+    /// Hands the output file over when its rotation is due (or, at the
+    /// end, whenever it has something in it); the next file gets its own
+    /// header.
+    fn rotate(&mut self, at_end: bool) -> Result<()> {
+        let Destination::File(file) = &mut self.out else {
+            return Ok(());
+        };
+        if (at_end || file.rotation_due()) && file.rotate().context("rotating the output file")?.is_some() {
+            self.header_done = false;
+        }
+        Ok(())
     }
 }
 
@@ -284,7 +342,13 @@ impl Sink for Printer {
     }
 
     fn batch_done(&mut self, _status: &Status<'_>) -> Result<()> {
-        self.flush().context("writing the output")
+        self.flush().context("writing the output")?;
+        self.rotate(false)
+    }
+
+    fn finish(&mut self, _status: &Status<'_>) -> Result<()> {
+        self.flush().context("writing the output")?;
+        self.rotate(true)
     }
 }
 
@@ -473,7 +537,11 @@ pub(crate) mod tests {
     /// What a CSV printer in `mode` writes for a transition then a connection.
     fn printed(mode: Mode) -> String {
         let out = Shared::default();
-        let mut p = Printer::new(Box::new(Csv::new(Clock::relative(), 0)), mode, Box::new(out.clone()));
+        let mut p = Printer::new(
+            Box::new(Csv::new(Clock::relative(), RunFields::default())),
+            mode,
+            Destination::Stream(Box::new(out.clone())),
+        );
         p.start().unwrap();
         p.record(&sample(2, 1)).unwrap();
         p.record(&raw_probe()).unwrap();
@@ -488,11 +556,13 @@ pub(crate) mod tests {
         let transitions = printed(Mode::Transitions);
         let lines: Vec<&str> = transitions.lines().collect();
         assert_eq!(lines.len(), 3, "{transitions}");
-        assert!(lines[0].starts_with("time,ts_ns,") && lines[1].contains("SYN_SENT,ESTABLISHED"));
+        assert!(lines[0].starts_with("time,schema_version,") && lines[1].contains("SYN_SENT,ESTABLISHED"));
         let connections = printed(Mode::Connections);
         let lines: Vec<&str> = connections.lines().collect();
         assert_eq!(lines.len(), 2, "{connections}");
-        assert!(lines[0].starts_with("conn_id,side,") && lines[1].ends_with(",time_wait_expired,false"));
+        assert!(
+            lines[0].starts_with("schema_version,host,conn_id,side,") && lines[1].ends_with(",time_wait_expired,false")
+        );
     }
 
     #[test]

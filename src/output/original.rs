@@ -16,7 +16,7 @@ impl Formatter for Original {
     fn connection(&mut self, _out: &mut Vec<u8>, _record: &crate::conn::ConnRecord) {}
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
-        put!(out, "ts:", l.ts_ns, ':', l.side, ':', l.old, ':', l.new, '\n');
+        put!(out, "ts:", l.ts_ns, ':', l.side, ':', l.old_label(), ':', l.new, '\n');
     }
 }
 

@@ -132,7 +132,7 @@ impl Formatter for Table {
         cell(line, 5, Right, &l.tuple.sport);
         cell(line, w, Left, &l.tuple.daddr);
         cell(line, 5, Right, &l.tuple.dport);
-        cell(line, 12, Left, &l.old);
+        cell(line, 12, Left, &l.old_label());
         line.extend_from_slice(b"-> ");
         cell(line, 12, Left, &l.new);
         cell(line, 10, Right, &Or(l.time_in_old_ns.map(Millis), "-"));

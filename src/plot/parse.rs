@@ -144,6 +144,11 @@ fn parse_json(line: &str) -> Line {
     if !["ts_ns", "side", "old", "new"].iter().any(|k| obj.contains_key(*k)) {
         return Line::Other;
     }
+    // A raw probe event (`--raw`: `probe`, or `source` before schema 2) is
+    // what a kernel probe saw, not a transition: the picture has no lane for it.
+    if ["probe", "source"].iter().any(|k| present(&obj, k).is_some()) {
+        return Line::Other;
+    }
     match json_event(&obj) {
         Ok(ev) => Line::Event(ev),
         Err(why) => Line::Broken(why),
@@ -317,6 +322,17 @@ mod tests {
         assert_eq!(events[1].conn, None);
         assert!(events[1].inferred);
         assert_eq!((events[0].socket, events[1].socket), (None, None));
+    }
+
+    #[test]
+    fn raw_probe_events_are_not_transitions() {
+        let input =
+            br#"{"schema_version":2,"ts_ns":7,"side":"client","old":"TIME_WAIT","new":"TIME_WAIT","probe":"tw_arm"}
+{"ts_ns":8,"side":"client","old":"tw_arm","new":"TIME_WAIT","source":"tw_arm"}
+{"schema_version":2,"ts_ns":9,"side":"client","old":"TIME_WAIT","new":"CLOSE","probe":null}"#;
+        let (events, warnings) = parse_trace(input, true).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(events.iter().map(|e| (e.ts_ns, e.new)).collect::<Vec<_>>(), [(9, TcpState::CLOSE)]);
     }
 
     #[test]

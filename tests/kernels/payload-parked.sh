@@ -21,7 +21,7 @@ ends_seen() { [ "$(grep '"side":"client"' "$1" | grep -c '"new":"CLOSE"')" -ge "
 for kind in $kinds; do
     out=/tmp/out.$kind
     err=/tmp/err.$kind
-    tcpstate 127.0.0.1 "$port" -o json -v --tw-probe "$kind" >"$out" 2>"$err" &
+    tcpstate 127.0.0.1 "$port" -o json --skaddr -v --tw-probe "$kind" >"$out" 2>"$err" &
     tracer=$!
     # Attaching takes seconds under software emulation: wait for -v's line.
     if ! wait_until 60 attached "$err"; then

@@ -179,7 +179,7 @@ for run in $runs; do
         records) set -- "$@" --connections ;;
         cgroup) set -- "$@" --cgroup $cg/tcpstate ;;
     esac
-    tcpstate 127.0.0.1 "$port" -o json -v "$@" >"$out" 2>"$err" &
+    tcpstate 127.0.0.1 "$port" -o json --skaddr -v "$@" >"$out" 2>"$err" &
     tracer=$!
     # Attaching takes seconds under software emulation: wait for -v's line.
     if ! wait_until 60 attached "$err"; then
