@@ -269,9 +269,9 @@ fn check_dccp(ctx: &str, section: &Section) {
 /// the probes' raw records of the client's timewait socket.
 fn check_parked(ctx: &str, kind: &str, json: &str) {
     let tw: Vec<serde_json::Value> =
-        json_events(json).into_iter().filter(|e| e["side"] == "client" && e.get("source").is_some()).collect();
+        json_events(json).into_iter().filter(|e| e["side"] == "client" && e["probe"].is_string()).collect();
     let (first, last) = (tw.first().expect("timewait records"), tw.last().unwrap());
-    let source = |e: &serde_json::Value| e["source"].as_str().unwrap().to_string();
+    let source = |e: &serde_json::Value| e["probe"].as_str().unwrap().to_string();
     let ts = |e: &serde_json::Value| e["ts_ns"].as_u64().unwrap();
     assert_eq!(first["new"], "FIN_WAIT2", "{ctx}: born parked: {json}");
     assert_eq!(last["new"], "TIME_WAIT", "{ctx}: died in TIME_WAIT: {json}");
