@@ -256,6 +256,30 @@ fn pid_of(exe: &Path, child: &mut std::process::Child) -> u32 {
     found.unwrap()
 }
 
+/// A process the test started, and the tcpstate it runs (through strace
+/// and setpriv), killed when the test ends however it ends: a failed
+/// assertion must not leave a tracer attached or a listener behind.
+struct Started {
+    child: std::process::Child,
+    tcpstate: Option<u32>,
+}
+
+impl Started {
+    fn new(child: std::process::Child) -> Started {
+        Started { child, tcpstate: None }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(pid) = self.tcpstate.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Fails with what `child` said if it has ended.
 fn exited_early(child: &mut std::process::Child) {
     if let Ok(Some(status)) = child.try_wait() {
@@ -326,14 +350,16 @@ fn the_units_command_line_runs_within_its_capabilities_and_filters() {
 
     let nginx = Nginx::start("127.0.0.1");
     let nc_port = free_port();
-    let mut nc = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "busybox", "nc", "-l", "-p"])
-        .arg(nc_port.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("setpriv, busybox: run `make deps`");
+    let _nc = Started::new(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "busybox", "nc", "-l", "-p"])
+            .arg(nc_port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("setpriv, busybox: run `make deps`"),
+    );
     wait_for(Duration::from_secs(10), "nc to listen", || listening(nc_port));
 
     let dir = Scratch::new("unit-run");
@@ -355,10 +381,11 @@ fn the_units_command_line_runs_within_its_capabilities_and_filters() {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("strace not found: run `make deps`");
-    let pid = pid_of(&fs::canonicalize(BIN).unwrap(), &mut child);
+    let mut run = Started::new(cmd.spawn().expect("strace not found: run `make deps`"));
+    let pid = pid_of(&fs::canonicalize(BIN).unwrap(), &mut run.child);
+    run.tcpstate = Some(pid);
     wait_for(Duration::from_secs(30), "tcpstate to attach and become nobody", || {
-        exited_early(&mut child);
+        exited_early(&mut run.child);
         has_tracing_link(pid) && status_field(pid, "Uid:").starts_with("65534")
     });
     assert_eq!(status_field(pid, "Uid:"), "65534\t65534\t65534\t65534");
@@ -386,11 +413,10 @@ fn the_units_command_line_runs_within_its_capabilities_and_filters() {
             && lines.iter().any(|e| port(e, "network.local.port", nc_port) && e["tcpstate.side"] == "server")
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
+    let status = run.child.wait().unwrap();
+    run.tcpstate = None;
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let _ = nc.kill();
-    let _ = nc.wait();
+    run.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(status.success(), "tcpstate (through strace) ended with {status}: {stderr}");
     assert!(!stderr.contains("TIME_WAIT probes: off"), "{stderr}");
     assert!(stderr.contains("now running as nobody (uid 65534), without capabilities"), "{stderr}");
