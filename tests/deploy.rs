@@ -28,6 +28,9 @@ use serde_json::Value;
 /// Where `make install` puts the binary, and so where the unit runs it.
 const INSTALLED_BIN: &str = "/usr/local/bin/tcpstate";
 
+/// Where deploy/clickhouse/README's install puts load.sh.
+const INSTALLED_LOAD: &str = "/usr/local/lib/tcpstate/load.sh";
+
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
@@ -104,25 +107,63 @@ fn unit_log_file() -> String {
     unit_value(&unit, "StandardOutput").strip_prefix("append:").expect("StandardOutput=append:FILE").to_string()
 }
 
-/// systemd-analyze verify loads the unit as systemd would and checks that
-/// ExecStart's binary exists: the copy it reads runs the binary this test
-/// was built with, in place of the installed one. Anything it says fails
-/// the test (an unknown key is only a warning to it). --man=no:
+/// systemd-analyze verify loads units as systemd would (drop-ins in a
+/// `NAME.d/` beside a unit included) and checks that ExecStart's program
+/// exists: the copies it reads run the binary this test was built with, and
+/// the repository's load.sh, in place of the installed ones. Anything it says
+/// fails the test (an unknown key is only a warning to it). --man=no:
 /// Documentation= names the man page `make install` installs, not here.
+fn assert_verifies(tag: &str, units: &[(&str, String)]) {
+    let dir = Scratch::new(tag);
+    let load = deploy_dir().join("clickhouse/load.sh");
+    let mut verify = Command::new("systemd-analyze");
+    verify.args(["verify", "--man=no"]);
+    for (name, text) in units {
+        let path = dir.path(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text = text.replace(INSTALLED_BIN, BIN).replace(INSTALLED_LOAD, load.to_str().unwrap());
+        fs::write(&path, text).unwrap();
+        if !name.contains(".d/") {
+            verify.arg(&path);
+        }
+    }
+    let out = verify.output().expect("systemd-analyze not found: run `make deps`");
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
     let unit = unit();
     assert_eq!(unit.matches(INSTALLED_BIN).count(), 1, "ExecStart runs {INSTALLED_BIN}, and nothing else names it");
-    let dir = Scratch::new("verify");
-    let path = dir.path("tcpstate.service");
-    fs::write(&path, unit.replace(INSTALLED_BIN, BIN)).unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze not found: run `make deps`");
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert_verifies("verify", &[("tcpstate.service", unit)]);
+}
+
+/// The ClickHouse variant: the drop-in that sends tcpstate's own keys into
+/// handed-over files, and the timer and service that load them.
+#[test]
+fn the_clickhouse_units_pass_systemd_analyze_verify() {
+    let dropin = deploy("clickhouse/systemd/tcpstate.service.d/clickhouse.conf");
+    let exec: Vec<&str> = unit_values(&dropin, "ExecStart").into_iter().filter(|v| !v.is_empty()).collect();
+    assert_eq!(exec.len(), 1, "{dropin}");
+    for flag in ["-o json", "-w /var/spool/tcpstate/events.json", "--rotate-secs", "--user tcpstate"] {
+        assert!(exec[0].contains(flag), "{flag} in {}", exec[0]);
+    }
+    assert!(!exec[0].contains("--schema"), "the ClickHouse schema is tcpstate's own keys: {}", exec[0]);
+    let load = deploy("clickhouse/systemd/tcpstate-load.service");
+    assert!(unit_value(&load, "ExecStart").starts_with(&format!("{INSTALLED_LOAD} /var/spool/tcpstate/events.json ")));
+    assert_eq!(unit_value(&load, "User"), "tcpstate", "it deletes what tcpstate handed over");
+    let tmpfiles = deploy("clickhouse/systemd/tcpstate-spool.tmpfiles");
+    assert!(tmpfiles.lines().any(|l| l == "d /var/spool/tcpstate 0750 tcpstate tcpstate -"), "{tmpfiles}");
+    assert_verifies(
+        "verify-clickhouse",
+        &[
+            ("tcpstate.service", unit()),
+            ("tcpstate.service.d/clickhouse.conf", dropin),
+            ("tcpstate-load.service", load),
+            ("tcpstate-load.timer", deploy("clickhouse/systemd/tcpstate-load.timer")),
+        ],
+    );
 }
 
 /// systemd-sysusers makes the account the unit's --user names: a system
