@@ -11,11 +11,15 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 # gcc with a static libc for the guest's socket helper), a font for PNG
 # pictures, bpftrace (a peer in make bench), prometheus (its server and
 # promtool check what --metrics serves and the rules in deploy/prometheus/),
-# clickhouse (its server loads the JSON into deploy/clickhouse/'s schema).
+# clickhouse (its server loads the JSON into deploy/clickhouse/'s schema),
+# and what checks the rest of deploy/ (tests/deploy.rs): systemd's
+# systemd-analyze, systemd-sysusers and systemd-tmpfiles, logrotate, and
+# strace for the unit's system call filter.
 DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               nginx-light curl iproute2 procps ca-certificates \
               qemu-system-x86 busybox-static cpio xz-utils util-linux gcc libc6-dev \
-              fonts-dejavu-core bpftrace prometheus clickhouse-server clickhouse-client
+              fonts-dejavu-core bpftrace prometheus clickhouse-server clickhouse-client \
+              systemd logrotate strace
 
 .PHONY: all deps build run test lint test-kernels demo bench soak install uninstall vmlinux clean
 
