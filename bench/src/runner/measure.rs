@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::cgroups::{self, Cgroups};
 use super::child::{self, Guard};
 use super::parse::{self, Counts};
-use super::rows::{Files, Kind, Row, Tools};
+use super::rows::{self, Files, Kind, Row, Tcpstate, Tools};
 use super::{pairs, procfs};
 use crate::loadgen::{Mode, Report};
 
@@ -38,6 +39,10 @@ pub struct Plan {
     pub storm_cpu: String,
     /// Where runs write their tracer output (tmpfs); emptied after each run.
     pub scratch: PathBuf,
+    /// The bench's cgroups: every storm runs in `storm`. None where they
+    /// could not be made: storms then run in the bench's own cgroup, and
+    /// the `--cgroup` rows are skipped.
+    pub cgroups: Option<Cgroups>,
 }
 
 /// Everything measured in one run. Fields are None where a run failed
@@ -76,7 +81,9 @@ pub struct Record {
     pub cpu_s: Option<f64>,
     /// CPU spent before it was attached (load, BTF, verification).
     pub startup_cpu_s: Option<f64>,
-    /// cpu_s per 100 000 expected events.
+    /// cpu_s per 100 000 of the storm's transitions in the tracer's sight
+    /// (its port's): `expected`, but for a `--cgroup` row that expects none
+    /// of them, which is measured per transition it filtered out.
     pub cpu_s_per_100k: Option<f64>,
     /// VmHWM just before the stop signal, KiB.
     pub peak_rss_kib: Option<u64>,
@@ -128,7 +135,7 @@ pub fn run(plan: &Plan, row: &Row, round: u32, port: u16) -> Record {
 }
 
 fn measure(plan: &Plan, row: &Row, port: u16, files: &Files, rec: &mut Record) -> Result<()> {
-    let cmd = row.command(&plan.tools, port, files)?;
+    let cmd = row.command(&plan.tools, port, files, plan.cgroups.as_ref())?;
     let mut tracer = match cmd {
         Some(mut cmd) => Some(start_tracer(&mut cmd, plan, files, rec)?),
         None => None,
@@ -173,14 +180,14 @@ fn measure(plan: &Plan, row: &Row, port: u16, files: &Files, rec: &mut Record) -
     rec.expected = row.expected(&report, rec.follows_time_wait);
     rec.records_expected = row.expected_records(&report);
     rec.records_seen = counts.connections;
-    if matches!(row.kind, Kind::Tcpstate { connections: true, .. }) && counts.connections.is_none() {
+    if matches!(row.kind, Kind::Tcpstate(Tcpstate { connections: true, .. })) && counts.connections.is_none() {
         bail!("tcpstate's exit summary has no 'N connections:' clause; {}", tracer_said(files));
     }
     if let Some(seen) = seen.filter(|_| rec.exact() == Some(false)) {
         rec.pair_diff = Some(pairs::diff(&seen, &pairs::expected(&report, rec.follows_time_wait)));
     }
-    if let (Some(cpu), Some(exp)) = (rec.cpu_s, rec.expected) {
-        rec.cpu_s_per_100k = Some(cpu * 100_000.0 / exp.max(1) as f64);
+    if let (Some(cpu), Some(seen)) = (rec.cpu_s, rows::storm_transitions(&report, rec.follows_time_wait)) {
+        rec.cpu_s_per_100k = Some(cpu * 100_000.0 / seen.max(1) as f64);
     }
     Ok(())
 }
@@ -238,7 +245,8 @@ fn start_tracer(cmd: &mut Command, plan: &Plan, files: &Files, rec: &mut Record)
     Ok(guard)
 }
 
-/// Runs the load generator and returns its report.
+/// Runs the load generator (in the storm's cgroup, where the bench has
+/// one) and returns its report.
 fn storm(plan: &Plan, port: u16) -> Result<Report> {
     let out = plan.scratch.join("loadgen.out");
     let err = plan.scratch.join("loadgen.err");
@@ -252,6 +260,9 @@ fn storm(plan: &Plan, port: u16) -> Result<Report> {
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?)
         .stderr(fs::File::create(&err).with_context(|| format!("creating {}", err.display()))?);
+    if let Some(cgroups) = &plan.cgroups {
+        cgroups::spawn_in(&mut cmd, &cgroups.storm)?;
+    }
     let mut guard = Guard::new(child::spawn(&mut cmd)?);
     let exit = guard.wait(plan.storm_timeout + Duration::from_secs(15))?;
     let text = fs::read_to_string(&out).unwrap_or_default();
@@ -279,7 +290,7 @@ fn read_counts(row: &Row, files: &Files, rec: &mut Record) -> Result<(Counts, Op
         }
         // With --connections the summary still counts transitions, and adds
         // the connection records (read in tcpstate_summary).
-        Kind::Tcpstate { format, .. } => {
+        Kind::Tcpstate(Tcpstate { format, .. }) => {
             rec.tw_probes = parse::tcpstate_tw_probes(&stderr);
             rec.follows_time_wait = parse::follows_time_wait(rec.tw_probes.as_deref());
             let seen = format.is_none().then(|| {

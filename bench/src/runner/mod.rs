@@ -1,6 +1,7 @@
 //! The bench runner: options, then every run in [`schedule`] order, then
 //! the tables and results.json.
 
+pub mod cgroups;
 pub mod child;
 pub mod machine;
 pub mod measure;
@@ -13,6 +14,7 @@ pub mod results;
 pub mod rows;
 pub mod schedule;
 pub mod setup;
+pub mod signals;
 pub mod stats;
 pub mod summary;
 
@@ -44,7 +46,7 @@ pub struct Options {
     /// Connections open at once in concurrent mode
     #[arg(short = 'c', long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
-    /// Rows to run, comma separated (none,floor,floor-backup,floor-timers,bpftrace,original,table,json,csv,tw-off,connections) or all
+    /// Rows to run, comma separated (none,floor,floor-backup,floor-timers,bpftrace,original,table,json,csv,tw-off,connections,cgroup-other,cgroup-own) or all
     #[arg(long, default_value = "all")]
     pub rows: String,
     /// Where to write the machine-readable results
@@ -83,7 +85,18 @@ pub fn run(opts: &Options) -> Result<()> {
     if rows.iter().any(|r| r.kind == rows::Kind::Bpftrace) && tools.bpftrace.is_some() {
         ensure_tracefs()?;
     }
+    signals::catch()?;
     let scratch = Scratch::create()?;
+    // Every storm runs in the bench's cgroup `storm`; without cgroups only
+    // the --cgroup rows cannot run.
+    let cgroup_guard = match cgroups::Cgroups::create() {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            eprintln!("bench: no cgroups of its own ({e:#}): storms run in the bench's cgroup, --cgroup rows skipped");
+            None
+        }
+    };
+    let cgroup_paths = cgroup_guard.as_ref().map(|g| g.0.clone());
     let plan = Plan {
         tools: tools.clone(),
         mode: opts.mode,
@@ -94,9 +107,11 @@ pub fn run(opts: &Options) -> Result<()> {
         storm_timeout: Duration::from_secs(opts.storm_timeout),
         storm_cpu: opts.storm_cpu.clone(),
         scratch: scratch.0.clone(),
+        cgroups: cgroup_paths.clone(),
     };
     let mut machine = machine::Machine::describe(&tools.tcpstate, tools.bpftrace.as_deref());
-    let runnable: Vec<Row> = rows.iter().copied().filter(|r| r.unavailable(&tools).is_none()).collect();
+    let unavailable = |row: &Row| row.unavailable(&tools, cgroup_paths.as_ref());
+    let runnable: Vec<Row> = rows.iter().copied().filter(|r| unavailable(r).is_none()).collect();
     eprintln!(
         "bench: {} x {} connections ({}{}), {} rounds of {} rows; kernel {}, {}, {} CPUs, load {}",
         opts.rounds,
@@ -110,11 +125,15 @@ pub fn run(opts: &Options) -> Result<()> {
         machine.nproc,
         machine.loadavg_start
     );
+    if let Some(c) = &cgroup_paths {
+        eprintln!("bench: storms run in the cgroup {}; {} holds nothing", c.storm.display(), c.elsewhere.display());
+    }
 
     let started = Instant::now();
     let mut ports = Ports::new();
     let mut records: Vec<Record> = Vec::new();
     for (round, row) in schedule(&runnable, opts.rounds) {
+        signals::check()?;
         let rec = measure::run(&plan, &row, round, ports.take());
         eprintln!("[{}/{}] {}", round + 1, opts.rounds, progress(&row, &rec));
         records.push(rec);
@@ -124,7 +143,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let mut summaries: Vec<RowSummary> = rows
         .iter()
-        .map(|row| match row.unavailable(&tools) {
+        .map(|row| match unavailable(row) {
             Some(why) => RowSummary::skipped(row, why),
             None => {
                 let mine: Vec<&Record> = records.iter().filter(|r| r.row == row.id).collect();

@@ -119,11 +119,12 @@ pub fn targets(rows: &[RowSummary]) -> String {
             (floor-timers; floor-backup without TIME_WAIT probes), in points of the baseline's conn/s. \
             CPU vs bpftrace: median tracer CPU per 100k events over bpftrace's in this run.\n";
     out += &format!(
-        "Goals: exact in >= 95 % of runs, attach and RSS in the worst run; --connections also: vs json \
-         (x none minus -o json's) >= {:.0} pt, CPU <= {:.2} s per 100k transitions, every run exact \
-         (transitions and connection records). Unmarked values are for information; - = the row compared \
-         with did not run.\n",
-        super::summary::CONNECTIONS_VS_JSON_PT,
+        "Goals: exact in >= 95 % of runs, attach and RSS in the worst run; --connections and --cgroup also: \
+         vs json (x none minus -o json's) >= {:.0} pt; --connections also: CPU <= {:.2} s per 100k \
+         transitions, every run exact (transitions and connection records). --cgroup other names a cgroup \
+         the storm is not in (expects 0 events; its CPU is per 100k of the storm's), --cgroup own the \
+         storm's. Unmarked values are for information; - = the row compared with did not run.\n",
+        super::summary::VS_JSON_PT,
         super::summary::CONNECTIONS_CPU_S
     );
     out
@@ -285,6 +286,38 @@ mod tests {
         assert!(lines[2].ends_with("-0.5 pt ✓  1.05 x json"), "{}", lines[2]);
         assert!(lines[2].contains("0.042 ✓"), "{}", lines[2]);
         assert!(table(&rows).contains(" 4/4 "));
+    }
+
+    #[test]
+    fn cgroup_rows_show_their_distance_to_json() {
+        let run = |id: &str, ratio, cpu, received| Record {
+            row: id.into(),
+            ratio_to_none: Some(ratio),
+            cpu_s_per_100k: Some(cpu),
+            expected: Some(if id == "cgroup-other" { 0 } else { 10 }),
+            received: Some(received),
+            attach_ms: Some(20.0),
+            peak_rss_kib: Some(10 * 1024),
+            ..Record::default()
+        };
+        let runs =
+            [run("json", 0.89, 0.04, 10), run("cgroup-other", 0.912, 0.01, 0), run("cgroup-own", 0.87, 0.05, 10)];
+        let mut rows: Vec<RowSummary> = ["none", "json", "cgroup-other", "cgroup-own"]
+            .iter()
+            .map(|id| {
+                let row = ALL.iter().find(|r| r.id == *id).unwrap();
+                RowSummary::of(row, &runs.iter().filter(|r| r.row == *id).collect::<Vec<_>>())
+            })
+            .collect();
+        judge(&mut rows);
+        let text = targets(&rows);
+        let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap().to_string();
+        assert!(line("tcpstate -o json --cgroup other").ends_with("+2.2 pt ✓  0.25 x json"), "{text}");
+        assert!(line("tcpstate -o json --cgroup own").ends_with("-2.0 pt ✗  1.25 x json"), "{text}");
+        assert!(line("tcpstate -o json ").trim_end().ends_with("10.0 ✓"), "{text}");
+        let table = table(&rows);
+        let other = table.lines().find(|l| l.starts_with("tcpstate -o json --cgroup other")).unwrap();
+        assert!(other.contains(" 0  ") && other.contains(" 1/1 "), "{other}");
     }
 
     #[test]

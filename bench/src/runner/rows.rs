@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use super::cgroups::Cgroups;
 use crate::floor::Empty;
 use crate::loadgen::{Report, SERVER_IP};
 
@@ -28,11 +29,35 @@ pub enum Kind {
     Floor(Empty),
     /// A bpftrace printf one-liner.
     Bpftrace,
-    /// tcpstate with an output format (None: the original line, on
-    /// stderr), optionally without TIME_WAIT probes, optionally printing
-    /// one record per connection (`--connections`) instead of transitions.
-    Tcpstate { format: Option<&'static str>, tw_off: bool, connections: bool },
+    /// tcpstate, always following the storm's server (`127.0.0.1 PORT`).
+    Tcpstate(Tcpstate),
 }
+
+/// tcpstate's options in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tcpstate {
+    /// `-o FORMAT`; None: the original line, on stderr.
+    pub format: Option<&'static str>,
+    /// `--tw-probe off`: no TIME_WAIT probes.
+    pub tw_off: bool,
+    /// `--connections`: one record per connection instead of transitions.
+    pub connections: bool,
+    /// `--cgroup`, naming one of the bench's cgroups.
+    pub cgroup: Option<CgroupScope>,
+}
+
+/// Which of the bench's cgroups (see [`super::cgroups`]) a `--cgroup` row
+/// names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupScope {
+    /// The storm's own: every transition of the storm is in it.
+    Storm,
+    /// An empty sibling of the storm's: none of the storm's transitions is.
+    Elsewhere,
+}
+
+/// `tcpstate -o json`, the row the others are variations of.
+const JSON: Tcpstate = Tcpstate { format: Some("json"), tw_off: false, connections: false, cgroup: None };
 
 /// Every row, in table order.
 pub const ALL: &[Row] = &[
@@ -49,35 +74,29 @@ pub const ALL: &[Row] = &[
         kind: Kind::Floor(Empty { backup: true, timers: true }),
     },
     Row { id: "bpftrace", label: "bpftrace printf", kind: Kind::Bpftrace },
-    Row {
-        id: "original",
-        label: "tcpstate (original line)",
-        kind: Kind::Tcpstate { format: None, tw_off: false, connections: false },
-    },
-    Row {
-        id: "table",
-        label: "tcpstate -o table",
-        kind: Kind::Tcpstate { format: Some("table"), tw_off: false, connections: false },
-    },
-    Row {
-        id: "json",
-        label: "tcpstate -o json",
-        kind: Kind::Tcpstate { format: Some("json"), tw_off: false, connections: false },
-    },
-    Row {
-        id: "csv",
-        label: "tcpstate -o csv",
-        kind: Kind::Tcpstate { format: Some("csv"), tw_off: false, connections: false },
-    },
+    Row { id: "original", label: "tcpstate (original line)", kind: Kind::Tcpstate(Tcpstate { format: None, ..JSON }) },
+    Row { id: "table", label: "tcpstate -o table", kind: Kind::Tcpstate(Tcpstate { format: Some("table"), ..JSON }) },
+    Row { id: "json", label: "tcpstate -o json", kind: Kind::Tcpstate(JSON) },
+    Row { id: "csv", label: "tcpstate -o csv", kind: Kind::Tcpstate(Tcpstate { format: Some("csv"), ..JSON }) },
     Row {
         id: "tw-off",
         label: "tcpstate -o json --tw-probe off",
-        kind: Kind::Tcpstate { format: Some("json"), tw_off: true, connections: false },
+        kind: Kind::Tcpstate(Tcpstate { tw_off: true, ..JSON }),
     },
     Row {
         id: "connections",
         label: "tcpstate -o json --connections",
-        kind: Kind::Tcpstate { format: Some("json"), tw_off: false, connections: true },
+        kind: Kind::Tcpstate(Tcpstate { connections: true, ..JSON }),
+    },
+    Row {
+        id: "cgroup-other",
+        label: "tcpstate -o json --cgroup other",
+        kind: Kind::Tcpstate(Tcpstate { cgroup: Some(CgroupScope::Elsewhere), ..JSON }),
+    },
+    Row {
+        id: "cgroup-own",
+        label: "tcpstate -o json --cgroup own",
+        kind: Kind::Tcpstate(Tcpstate { cgroup: Some(CgroupScope::Storm), ..JSON }),
     },
 ];
 
@@ -122,16 +141,26 @@ pub struct Files {
 }
 
 impl Row {
-    /// Why this row cannot run here, if it cannot.
-    pub fn unavailable(&self, tools: &Tools) -> Option<String> {
+    /// Why this row cannot run here, if it cannot. `cgroups`: the bench's
+    /// cgroups, None where it could not make them.
+    pub fn unavailable(&self, tools: &Tools, cgroups: Option<&Cgroups>) -> Option<String> {
         match self.kind {
             Kind::Bpftrace if tools.bpftrace.is_none() => Some("bpftrace is not installed".into()),
+            Kind::Tcpstate(Tcpstate { cgroup: Some(_), .. }) if cgroups.is_none() => {
+                Some("the bench could not make its cgroups (see the start of its stderr)".into())
+            }
             _ => None,
         }
     }
 
     /// The tracer's command for a storm on `port`; None for the baseline.
-    pub fn command(&self, tools: &Tools, port: u16, files: &Files) -> Result<Option<Command>> {
+    pub fn command(
+        &self,
+        tools: &Tools,
+        port: u16,
+        files: &Files,
+        cgroups: Option<&Cgroups>,
+    ) -> Result<Option<Command>> {
         let (mut cmd, stdout_to_file) = match self.kind {
             Kind::Baseline => return Ok(None),
             Kind::Floor(empty) => {
@@ -151,18 +180,25 @@ impl Row {
                 c.args(["-e", &bpftrace_program(port)]);
                 (c, true)
             }
-            Kind::Tcpstate { format, tw_off, connections } => {
+            Kind::Tcpstate(t) => {
                 let mut c = Command::new(&tools.tcpstate);
                 // The positional server: only the bench's sockets count.
                 c.args([SERVER_IP.to_string(), port.to_string()]);
-                if let Some(f) = format {
+                if let Some(f) = t.format {
                     c.args(["-o", f]);
                 }
-                if tw_off {
+                if t.tw_off {
                     c.args(["--tw-probe", "off"]);
                 }
-                if connections {
+                if t.connections {
                     c.arg("--connections");
+                }
+                if let Some(scope) = t.cgroup {
+                    let cgroups = cgroups.context("the bench has no cgroups for a --cgroup row")?;
+                    c.arg("--cgroup").arg(match scope {
+                        CgroupScope::Storm => &cgroups.storm,
+                        CgroupScope::Elsewhere => &cgroups.elsewhere,
+                    });
                 }
                 // -v: the exit summary and the TIME_WAIT probes in use.
                 c.arg("-v");
@@ -178,14 +214,14 @@ impl Row {
         Ok(Some(cmd))
     }
 
-    /// Transitions the tracer should report for this storm. A tracer that
-    /// follows TIME_WAIT shows FIN_WAIT2:TIME_WAIT instead of
-    /// FIN_WAIT2:CLOSE, plus one TIME_WAIT:CLOSE per TIME_WAIT socket
-    /// created: when a new connect() reuses it, or when the storm's
-    /// namespace is destroyed.
+    /// Transitions the tracer should report for this storm: the storm's
+    /// ([`storm_transitions`]), but none for a row whose `--cgroup` the
+    /// storm is not in.
     pub fn expected(&self, report: &Report, follows_time_wait: bool) -> Option<u64> {
-        let base = report.expected_transitions?;
-        Some(if follows_time_wait { base + report.time_wait_created } else { base })
+        match self.kind {
+            Kind::Tcpstate(Tcpstate { cgroup: Some(CgroupScope::Elsewhere), .. }) => Some(0),
+            _ => storm_transitions(report, follows_time_wait),
+        }
     }
 
     /// Connection records a `--connections` row should print: one per
@@ -194,12 +230,22 @@ impl Row {
     /// not complete (its count is then not exact).
     pub fn expected_records(&self, report: &Report) -> Option<u64> {
         match self.kind {
-            Kind::Tcpstate { connections: true, .. } if report.completed == report.connections => {
+            Kind::Tcpstate(Tcpstate { connections: true, .. }) if report.completed == report.connections => {
                 Some(2 * report.connections)
             }
             _ => None,
         }
     }
+}
+
+/// Transitions of the storm a tracer watching its port sees, the ones
+/// loadgen counted. One that follows TIME_WAIT shows FIN_WAIT2:TIME_WAIT
+/// instead of FIN_WAIT2:CLOSE, plus one TIME_WAIT:CLOSE per TIME_WAIT
+/// socket created: when a new connect() reuses it, or when the storm's
+/// namespace is destroyed.
+pub fn storm_transitions(report: &Report, follows_time_wait: bool) -> Option<u64> {
+    let base = report.expected_transitions?;
+    Some(if follows_time_wait { base + report.time_wait_created } else { base })
 }
 
 /// The bpftrace row's program: one line per transition of the bench's
@@ -275,7 +321,7 @@ mod tests {
         };
         let args = |id: &str| -> Vec<String> {
             let row = ALL.iter().find(|r| r.id == id).unwrap();
-            let cmd = row.command(&tools, 20123, &files).unwrap().unwrap();
+            let cmd = row.command(&tools, 20123, &files, None).unwrap().unwrap();
             cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
         };
         assert_eq!(args("floor"), ["--port", "20123"]);
@@ -285,6 +331,58 @@ mod tests {
         assert_eq!(args("json"), ["127.0.0.1", "20123", "-o", "json", "-v"]);
         let _ = std::fs::remove_file(&files.stdout);
         let _ = std::fs::remove_file(&files.stderr);
+    }
+
+    fn cgroups() -> Cgroups {
+        let parent = PathBuf::from("/sys/fs/cgroup/unified/tcpstate-bench.7");
+        Cgroups { storm: parent.join("storm"), elsewhere: parent.join("elsewhere"), parent }
+    }
+
+    #[test]
+    fn cgroup_rows_name_the_storms_cgroup_or_its_empty_sibling() {
+        let tools = Tools { tcpstate: "tcpstate".into(), loadgen: "l".into(), floor: "f".into(), bpftrace: None };
+        let dir = std::env::temp_dir();
+        let files = Files {
+            stdout: dir.join(format!("cgroup-rows-test-{}.out", std::process::id())),
+            stderr: dir.join(format!("cgroup-rows-test-{}.err", std::process::id())),
+        };
+        let (cgroups, row) = (cgroups(), |id: &str| *ALL.iter().find(|r| r.id == id).unwrap());
+        let args = |id: &str| -> Vec<String> {
+            let cmd = row(id).command(&tools, 20123, &files, Some(&cgroups)).unwrap().unwrap();
+            cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        let with = |cgroup: &str| -> Vec<String> {
+            ["127.0.0.1", "20123", "-o", "json", "--cgroup", cgroup, "-v"].map(String::from).to_vec()
+        };
+        assert_eq!(args("cgroup-own"), with("/sys/fs/cgroup/unified/tcpstate-bench.7/storm"));
+        assert_eq!(args("cgroup-other"), with("/sys/fs/cgroup/unified/tcpstate-bench.7/elsewhere"));
+        // Without the bench's cgroups the rows are skipped, and cannot start.
+        assert_eq!(row("cgroup-own").unavailable(&tools, Some(&cgroups)), None);
+        assert!(row("cgroup-own").unavailable(&tools, None).unwrap().contains("could not make its cgroups"));
+        assert_eq!(row("json").unavailable(&tools, None), None);
+        assert!(row("cgroup-other").command(&tools, 20123, &files, None).is_err());
+        let _ = std::fs::remove_file(&files.stdout);
+        let _ = std::fs::remove_file(&files.stderr);
+    }
+
+    #[test]
+    fn a_cgroup_the_storm_is_not_in_expects_nothing_and_its_own_everything() {
+        let mut storm = report(20_000, 20_000);
+        storm.expected_transitions = Some(200_002);
+        storm.time_wait_created = 20_000;
+        let row = |id: &str| *ALL.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(row("cgroup-other").expected(&storm, true), Some(0));
+        assert_eq!(row("cgroup-other").expected(&storm, false), Some(0));
+        assert_eq!(row("cgroup-own").expected(&storm, true), Some(220_002));
+        assert_eq!(row("cgroup-own").expected(&storm, true), row("json").expected(&storm, true));
+        assert_eq!(storm_transitions(&storm, true), Some(220_002));
+        assert_eq!(row("cgroup-own").expected_records(&storm), None);
+        // Both are -o json with one option more.
+        for id in ["cgroup-other", "cgroup-own"] {
+            let Kind::Tcpstate(t) = row(id).kind else { panic!("{id} is not a tcpstate row") };
+            assert_eq!(Tcpstate { cgroup: None, ..t }, JSON, "{id}");
+        }
+        assert_eq!(select("cgroup-other,cgroup-own").unwrap().len(), 3);
     }
 
     #[test]
