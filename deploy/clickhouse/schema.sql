@@ -1,4 +1,4 @@
--- tcpstate's JSON lines (schema_version 3) in ClickHouse, loaded as they are:
+-- tcpstate's JSON lines (schema_version 2) in ClickHouse, loaded as they are:
 -- every key of a line is a column of the same name and type, so
 --
 --   clickhouse-client --query 'INSERT INTO tcpstate.transitions FORMAT JSONEachRow' < events.json

@@ -25,7 +25,7 @@ use crate::model::TcpState;
 /// for (`--skaddr`, `--raw`): a kernel address tells a fleet's store the
 /// kernel's memory layout and joins nothing `conn_id` does not. 3 added
 /// `cgroup_id` (after `netns`).
-pub(crate) const SCHEMA_VERSION: u64 = 3;
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 /// What every record of one run carries besides its own fields.
 #[derive(Clone, Debug, Default)]
