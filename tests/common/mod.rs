@@ -567,7 +567,7 @@ fn run(cmd: &mut Command) {
 // that count their bytes, a routed pair of namespaces).
 
 /// A JSON connection record's keys, in the spec's order (spec/records.md).
-pub const RECORD_KEYS: [&str; 33] = [
+pub const RECORD_KEYS: [&str; 37] = [
     "schema_version",
     "host",
     "conn_id",
@@ -585,6 +585,10 @@ pub const RECORD_KEYS: [&str; 33] = [
     "dport",
     "netns",
     "cgroup_id",
+    "cgroup",
+    "container_id",
+    "container_runtime",
+    "pod_uid",
     "pid",
     "comm",
     "states",
