@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::cgroup::CgroupPaths;
 use crate::cli::TraceArgs;
 use crate::conn::{existing_listeners, ConnTable, Record, CANCEL_HOLD_NS};
-use crate::output::{monotonic_ns, Clock, Mode, OutputFile, Printer, Sink, Status, Summary};
+use crate::output::{monotonic_ns, Clock, Format, Mode, OutputFile, Printer, Sink, Status, Summary};
 use crate::trace::ring::{Batch, Pacer, TICK};
 use crate::trace::{libbpf_log, preflight, Lost, Tracer, TwProbe};
 
@@ -49,9 +50,21 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let (tracer, links, probes) = Tracer::start(&trace_config, &mut slots)?;
     report_probes(args, &tracer, &probes);
 
+    // Before dropping privileges: with them, an id is found by file handle.
+    let cgroups = match CgroupPaths::new() {
+        Ok(paths) => Some(paths),
+        Err(e) => {
+            if args.verbose {
+                eprintln!("tcpstate: cgroup paths and containers not shown: {e:#}");
+            }
+            None
+        }
+    };
+    let containers = args.output == Format::Table && cgroups.as_ref().is_some_and(CgroupPaths::containers_present);
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mode = args.mode();
-    let mut printer = Printer::for_format((args.output, args.schema), mode, clock, !args.ipv4, args.run_fields(), file);
+    let mut printer =
+        Printer::for_format((args.output, args.schema), mode, clock, (!args.ipv4, containers), args.run_fields(), file);
     printer.start().context("writing the output")?;
     #[cfg_attr(not(any(feature = "metrics", feature = "plot")), allow(unused_mut))]
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary(), mode))];
@@ -70,7 +83,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         sinks.push(Box::new(crate::plot::Recorder::new(path.clone(), args.quiet)));
     }
-    let mut pipeline = Pipeline::new(ConnTable::new(args.conn_config()), sinks, args.count, mode);
+    let mut pipeline = Pipeline::new(ConnTable::new(args.conn_config()), cgroups, sinks, args.count, mode);
     // After attaching, so that a listener created meanwhile is not missed;
     // what events tell wins over this snapshot.
     pipeline.table.seed_listeners(&existing_listeners());
@@ -130,6 +143,8 @@ const REORDER_NS: u64 = 2 * CANCEL_HOLD_NS;
 /// Decoded events → the connection table → records in time order → sinks.
 pub struct Pipeline {
     pub table: ConnTable,
+    /// Cgroup ids to paths and containers; none without a cgroup2 mount.
+    cgroups: Option<CgroupPaths>,
     /// Records not yet written, sorted by timestamp (a deque: writing takes
     /// from the front without moving what stays).
     pending: VecDeque<Record>,
@@ -142,8 +157,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(table: ConnTable, sinks: Vec<Box<dyn Sink>>, limit: Option<u64>, mode: Mode) -> Pipeline {
-        Pipeline { table, pending: VecDeque::new(), sinks, written: 0, limit, mode }
+    pub fn new(
+        table: ConnTable,
+        cgroups: Option<CgroupPaths>,
+        sinks: Vec<Box<dyn Sink>>,
+        limit: Option<u64>,
+        mode: Mode,
+    ) -> Pipeline {
+        Pipeline { table, cgroups, pending: VecDeque::new(), sinks, written: 0, limit, mode }
     }
 
     /// Hands a batch of decoded events to the table, in timestamp order.
@@ -187,7 +208,10 @@ impl Pipeline {
             self.pending.partition_point(|r| r.ts_ns() <= horizon)
         };
         let mut done = false;
-        for record in self.pending.drain(..ready) {
+        for mut record in self.pending.drain(..ready) {
+            if let Some(paths) = &mut self.cgroups {
+                record.find_cgroup(paths);
+            }
             for sink in &mut self.sinks {
                 sink.record(&record)?;
             }
@@ -197,7 +221,7 @@ impl Pipeline {
                 break;
             }
         }
-        let status = Status { table: &self.table, lost };
+        let status = status(&self.table, self.cgroups.as_ref(), lost);
         for sink in &mut self.sinks {
             sink.batch_done(&status)?;
         }
@@ -209,12 +233,17 @@ impl Pipeline {
 
     /// Tracing ended: every sink's last word.
     pub fn finish(&mut self, lost: &Lost) -> Result<()> {
-        let status = Status { table: &self.table, lost };
+        let status = status(&self.table, self.cgroups.as_ref(), lost);
         for sink in &mut self.sinks {
             sink.finish(&status)?;
         }
         Ok(())
     }
+}
+
+/// What the sinks may look at besides the records.
+fn status<'a>(table: &'a ConnTable, cgroups: Option<&CgroupPaths>, lost: &'a Lost) -> Status<'a> {
+    Status { table, lost, cgroups_unresolved: cgroups.map_or(0, CgroupPaths::unresolved) }
 }
 
 /// Queues keep capacity for this many entries; beyond, an emptied queue

@@ -109,7 +109,9 @@ fn cgroup_ids_and_the_cgroup_filter() {
         return;
     };
     let top = Cgroup::new("ctr");
-    let (a, b, clients) = (top.child("a"), top.child("b"), top.child("clients"));
+    // nginx B's cgroup is named as Docker names a container's (systemd driver).
+    let container = "0123456789abcdef".repeat(4);
+    let (a, b, clients) = (top.child("a"), top.child(&format!("docker-{container}.scope")), top.child("clients"));
     let ns = Netns::new("ctr-cg");
     let (pa, pb) = (free_port(), free_port());
     let ns_path = format!("/run/netns/{}", ns.name);
@@ -171,11 +173,34 @@ fn cgroup_ids_and_the_cgroup_filter() {
     under_top.push(curl_a);
     assert_eq!(seen(&served_a.stdout), sorted(under_top), "{}", served_a.stdout);
 
+    // Each event names its cgroup by path, relative to the cgroup2 mount,
+    // and B's container, found from that path.
+    let relative = |c: &Cgroup| format!("/{}", c.path.strip_prefix(&mount).unwrap().display());
+    let mut named = BTreeSet::new();
+    for e in json_events(&all.stdout) {
+        let container_keys = (e["container_id"].as_str(), e["container_runtime"].as_str(), e["pod_uid"].as_str());
+        if e["cgroup_id"] == ida {
+            assert_eq!((e["cgroup"].as_str(), container_keys), (Some(relative(&a).as_str()), (None, None, None)));
+        } else if e["cgroup_id"] == idb {
+            assert_eq!(e["cgroup"].as_str(), Some(relative(&b).as_str()), "{e}");
+            assert_eq!(container_keys, (Some(container.as_str()), Some("docker"), None), "{e}");
+        } else if e["cgroup_id"] == idc {
+            assert_eq!(e["cgroup"].as_str(), Some(relative(&clients).as_str()), "{e}");
+        }
+        named.insert(e["cgroup"].as_str().map(str::to_string));
+    }
+    assert!(named.contains(&Some(relative(&b))) && !named.contains(&None), "{named:?}");
+
     let recs = common::records(&records.stdout);
     assert_eq!(recs.len(), 2, "{}", records.stdout);
     for r in &recs {
         assert_eq!(record_states(r), ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"], "{r}");
         assert_eq!((r["cgroup_id"].as_u64(), r["end"].as_str()), (Some(idc), Some("time_wait_netns_exit")), "{r}");
+        assert_eq!(
+            (r["cgroup"].as_str(), r["container_id"].as_str()),
+            (Some(relative(&clients).as_str()), None),
+            "{r}"
+        );
     }
 }
 

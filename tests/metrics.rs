@@ -39,7 +39,7 @@ impl Feed {
         for record in &out {
             self.sink.record(record).unwrap();
         }
-        self.sink.batch_done(&Status { table: &self.table, lost: &self.lost }).unwrap();
+        self.sink.batch_done(&Status { table: &self.table, lost: &self.lost, cgroups_unresolved: 0 }).unwrap();
     }
 }
 
@@ -230,6 +230,7 @@ fn record(end: EndCause, states: &[(&str, u64)]) -> Record {
         tuple,
         netns,
         cgroup_id: None,
+        cgroup: None,
         owner: None,
         states,
         counters: None,

@@ -134,7 +134,7 @@ fn refused_connect_goes_from_syn_sent_to_close() {
     assert!(events.iter().all(|e| e["side"] == "client" && e["comm"] == "curl"));
     // What a store needs: the schema, the host, the wall clock, no kernel address.
     for e in &events {
-        assert_eq!((e["schema_version"].as_u64(), e["host"].as_str()), (Some(3), Some("web-7")), "{e}");
+        assert_eq!((e["schema_version"].as_u64(), e["host"].as_str()), (Some(2), Some("web-7")), "{e}");
         assert!(e["skaddr"].is_null() && e["probe"].is_null() && e["conn_id"] == events[0]["conn_id"], "{e}");
         let t = e["time_unix_nano"].as_u64().unwrap();
         // The offset between the clocks is taken once at start: allow 1 s.
@@ -376,7 +376,7 @@ fn closed_stdout_ends_quietly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
-    assert!(stdout.starts_with("{\"schema_version\":3,"), "{stdout}");
+    assert!(stdout.starts_with("{\"schema_version\":2,"), "{stdout}");
     assert!(stdout.ends_with("exit=0\n"), "{stdout}");
     assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
 }
@@ -400,7 +400,7 @@ fn otel_schema_names_fields_by_the_conventions_and_joins_both_ends() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let events = json_events(&out.stdout);
     let keys: Vec<String> = events[0].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys.len(), 21, "{keys:?}");
+    assert_eq!(keys.len(), 25, "{keys:?}");
     for e in &events {
         let obj = e.as_object().unwrap();
         assert_eq!(obj.keys().cloned().collect::<Vec<_>>(), keys, "one key set: {e}");

@@ -1,4 +1,4 @@
--- tcpstate's JSON lines (schema_version 3) in ClickHouse, loaded as they are:
+-- tcpstate's JSON lines (schema_version 2) in ClickHouse, loaded as they are:
 -- every key of a line is a column of the same name and type, so
 --
 --   clickhouse-client --query 'INSERT INTO tcpstate.transitions FORMAT JSONEachRow' < events.json
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS tcpstate.transitions
     dport          UInt16,
     netns          UInt32,
     cgroup_id      Nullable(UInt64),   -- the socket's cgroup v2; null: not known
+    cgroup         Nullable(String),   -- its path (/system.slice/nginx.service)
+    container_id   Nullable(String),   -- when the path names a container
+    container_runtime Nullable(String),-- docker, containerd, cri-o, podman …
+    pod_uid        Nullable(String),   -- a Kubernetes pod's UID
     pid            Nullable(UInt32),
     comm           Nullable(String),
     prev_state_ms  Nullable(Float64),  -- time spent in `old`
@@ -66,6 +70,10 @@ CREATE TABLE IF NOT EXISTS tcpstate.connections
     dport          UInt16,
     netns          UInt32,
     cgroup_id      Nullable(UInt64),   -- the socket's cgroup v2; null: not known
+    cgroup         Nullable(String),   -- its path (/system.slice/nginx.service)
+    container_id   Nullable(String),   -- when the path names a container
+    container_runtime Nullable(String),-- docker, containerd, cri-o, podman …
+    pod_uid        Nullable(String),   -- a Kubernetes pod's UID
     pid            Nullable(UInt32),
     comm           Nullable(String),
     time_wait_ns   Nullable(UInt64),

@@ -147,6 +147,13 @@ impl CgroupPaths {
         Some(cgroup)
     }
 
+    /// Whether any cgroup a walk of the tree reaches is a container's: the
+    /// table then makes room for a CONTAINER column.
+    pub fn containers_present(&self) -> bool {
+        let walk = find::walk(&self.mount, self.options.max_depth, self.options.max_dirs);
+        walk.paths.values().any(|path| container_of(path).is_some())
+    }
+
     /// Whether ids are still asked of the kernel by handle (not walked for).
     pub fn uses_handles(&self) -> bool {
         self.handles.is_some()

@@ -347,6 +347,7 @@ fn conn_record(conn: &Conn, life: &Life, mut states: Vec<Span>, end_ns: u64, end
         tuple: conn.tuple,
         netns: conn.netns,
         cgroup_id: conn.cgroup_id,
+        cgroup: None,
         owner: conn.owner,
         states,
         counters: life.counters,

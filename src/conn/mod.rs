@@ -560,6 +560,7 @@ impl Conn {
             tuple,
             netns,
             cgroup_id: self.cgroup_id,
+            cgroup: None,
             owner: self.owner,
             skaddr,
             time_in_old_ns: None,

@@ -1,7 +1,9 @@
 //! What the connection table hands to the outputs: the user's view.
 
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
+use crate::cgroup::{Cgroup, CgroupPaths};
 use crate::model::{Counters, Owner, Side, TcpState, Tuple};
 use crate::trace::TwEvent;
 
@@ -34,6 +36,17 @@ impl Record {
         }
     }
 
+    /// Looks up the path and container of the record's cgroup id: the
+    /// table deals in ids, what a person or a store reads is the path.
+    pub fn find_cgroup(&mut self, paths: &mut CgroupPaths) {
+        let (id, cgroup) = match self {
+            Record::Transition(t) => (t.cgroup_id, &mut t.cgroup),
+            Record::Probe(p) => (p.cgroup_id, &mut p.cgroup),
+            Record::Connection(c) => (c.cgroup_id, &mut c.cgroup),
+        };
+        *cgroup = id.and_then(|id| paths.resolve(id.get()));
+    }
+
     pub fn side(&self) -> Side {
         match self {
             Record::Transition(t) => t.side,
@@ -57,6 +70,9 @@ pub struct Transition {
     /// The connection's cgroup v2 id, from its full socket (also on the
     /// transitions its timewait socket makes); `None` when not known.
     pub cgroup_id: Option<NonZeroU64>,
+    /// Its path and container, found from the id on the way to the
+    /// outputs ([`Record::find_cgroup`]); `None` until then or not found.
+    pub cgroup: Option<Arc<Cgroup>>,
     /// The owning process, once it was seen acting on the socket.
     pub owner: Option<Owner>,
     /// Kernel address of the socket that made it: the timewait socket's for
@@ -89,6 +105,8 @@ pub struct RawProbe {
     pub netns: u32,
     /// Its connection's cgroup v2 id, where known.
     pub cgroup_id: Option<NonZeroU64>,
+    /// Its path and container (see [`Transition::cgroup`]).
+    pub cgroup: Option<Arc<Cgroup>>,
     /// The timewait socket's address.
     pub skaddr: u64,
 }
@@ -110,6 +128,8 @@ pub struct ConnRecord {
     pub netns: u32,
     /// Its cgroup v2 id, from its full socket; `None` when not known.
     pub cgroup_id: Option<NonZeroU64>,
+    /// Its path and container (see [`Transition::cgroup`]).
+    pub cgroup: Option<Arc<Cgroup>>,
     pub owner: Option<Owner>,
     /// The states it was in, in order, with the time spent in each.
     pub states: Vec<Span>,

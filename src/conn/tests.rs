@@ -292,6 +292,7 @@ fn raw_timewait_probe_events_pass_as_they_came() {
             tuple: ev.tuple,
             netns: NETNS,
             cgroup_id: None,
+            cgroup: None,
             skaddr: TWA,
         })]
     );

@@ -149,6 +149,7 @@ impl ConnTable {
             tuple: ev.tuple,
             netns: ev.netns,
             cgroup_id: conn.and_then(|c| c.cgroup_id).or(ev.cgroup_id),
+            cgroup: None,
             skaddr: ev.skaddr,
         }));
     }

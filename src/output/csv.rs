@@ -83,50 +83,59 @@ impl Formatter for Csv {
 mod tests {
     use super::*;
     use crate::output::tests::{
-        inferred_connection, raw_probe, refused_connection, render, render_connections, sample, sample_connection, with,
+        inferred_connection, raw_probe, refused_connection, render, render_connections, sample, sample_cgroup,
+        sample_connection, with,
     };
+
+    /// `out` with the sample container's path, id and runtime cells (as in
+    /// `…,5321,/system.slice/docker-<id>.scope,<id>,docker,,4242,…`) as `{CG}`.
+    fn short(out: String) -> String {
+        let cgroup = sample_cgroup();
+        let container = cgroup.container.as_ref().unwrap();
+        out.replace(&format!("{},{},{},", cgroup.path, container.id, container.runtime.as_str()), "{CG}")
+    }
 
     #[test]
     fn header_then_rows() {
         let odd = with(sample(1, 4), |t| {
             t.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,\"b\"")) })
         });
-        let unowned = with(sample(1, 4), |t| (t.owner, t.cgroup_id) = (None, None));
+        let unowned = with(sample(1, 4), |t| (t.owner, t.cgroup_id, t.cgroup) = (None, None, None));
         let run = RunFields { wall_offset_ns: 1_700_000_000_000_000_000, ..RunFields::default() };
-        let out = render(Box::new(Csv::new(Clock::relative(), run)), &[sample(2, 1), odd, unowned]);
+        let out = short(render(Box::new(Csv::new(Clock::relative(), run)), &[sample(2, 1), odd, unowned]));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
             "time,schema_version,host,time_unix_nano,ts_ns,conn_id,side,old,new,probe,family,saddr,sport,daddr,dport,\
-             netns,cgroup_id,pid,comm,prev_state_ms,inferred,earliest_ns,skaddr"
+             netns,cgroup_id,cgroup,container_id,container_runtime,pod_uid,pid,comm,prev_state_ms,inferred,earliest_ns,skaddr"
         );
         assert!(lines.iter().all(|l| l.split(',').count() >= 23), "a value for every column: {out}");
         assert_eq!(
             lines[1],
-            "0.000000,3,,1700000001000000123,1000000123,77,client,SYN_SENT,ESTABLISHED,,4,127.0.0.1,51234,127.0.0.2,80,\
-             4026531840,5321,4242,curl,2.500000,false,,"
+            "0.000000,2,,1700000001000000123,1000000123,77,client,SYN_SENT,ESTABLISHED,,4,127.0.0.1,51234,127.0.0.2,80,\
+             4026531840,5321,{CG},4242,curl,2.500000,false,,"
         );
         assert_eq!(
             lines[2],
-            "0.000000,3,,1700000001000000123,1000000123,77,client,ESTABLISHED,FIN_WAIT1,,4,127.0.0.1,51234,127.0.0.2,80,\
-             4026531840,5321,9,\"a,\"\"b\"\"\",2.500000,false,,"
+            "0.000000,2,,1700000001000000123,1000000123,77,client,ESTABLISHED,FIN_WAIT1,,4,127.0.0.1,51234,127.0.0.2,80,\
+             4026531840,5321,{CG},9,\"a,\"\"b\"\"\",2.500000,false,,"
         );
         assert_eq!(
             lines[3],
-            "0.000000,3,,1700000001000000123,1000000123,77,client,ESTABLISHED,FIN_WAIT1,,4,127.0.0.1,51234,127.0.0.2,80,\
-             4026531840,,,,2.500000,false,,"
+            "0.000000,2,,1700000001000000123,1000000123,77,client,ESTABLISHED,FIN_WAIT1,,4,127.0.0.1,51234,127.0.0.2,80,\
+             4026531840,,,,,,,,2.500000,false,,"
         );
     }
 
     #[test]
     fn host_probe_and_kernel_address_when_asked_for() {
         let run = RunFields { wall_offset_ns: 0, host: Some("web-1".into()), skaddr: true };
-        let out = render(Box::new(Csv::new(Clock::relative(), run)), &[raw_probe()]);
+        let out = short(render(Box::new(Csv::new(Clock::relative(), run)), &[raw_probe()]));
         assert_eq!(
             out.lines().nth(1),
             Some(
-                "0.000000,3,web-1,1000000123,1000000123,77,client,TIME_WAIT,TIME_WAIT,tw_arm,4,127.0.0.1,51234,\
-                 127.0.0.2,80,4026531840,5321,,,,false,,0xffff888099990000"
+                "0.000000,2,web-1,1000000123,1000000123,77,client,TIME_WAIT,TIME_WAIT,tw_arm,4,127.0.0.1,51234,\
+                 127.0.0.2,80,4026531840,5321,{CG},,,,false,,0xffff888099990000"
             )
         );
     }
@@ -135,28 +144,28 @@ mod tests {
     fn a_connection_is_one_row_of_the_json_fields() {
         let mut inferred = inferred_connection();
         inferred.owner = Some(crate::model::Owner { pid: 9, comm: Some(crate::model::Comm::from("a,b")) });
-        inferred.cgroup_id = None;
-        let out = render_connections(
+        (inferred.cgroup_id, inferred.cgroup) = (None, None);
+        let out = short(render_connections(
             Box::new(Csv::new(
                 Clock::relative(),
                 RunFields { wall_offset_ns: 1_700_000_000_000_000_000, host: Some("web-1".into()), skaddr: false },
             )),
             &[sample_connection(), refused_connection(), inferred],
-        );
+        ));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines,
             [
                 "schema_version,host,conn_id,side,side_by,start_ns,end_ns,start_unix_ns,end_unix_ns,duration_ns,family,saddr,sport,daddr,dport,\
-                 netns,cgroup_id,pid,comm,states,time_wait_ns,bytes_sent,bytes_acked,bytes_received,bytes_retrans,segs_in,segs_out,\
+                 netns,cgroup_id,cgroup,container_id,container_runtime,pod_uid,pid,comm,states,time_wait_ns,bytes_sent,bytes_acked,bytes_received,bytes_retrans,segs_in,segs_out,\
                  retransmits,srtt_us,min_rtt_us,error,end,open",
-                "3,web-1,77,client,origin,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
-                 51234,127.0.0.2,80,4026531840,5321,4242,curl,SYN_SENT=0.051234;ESTABLISHED=2.000000;FIN_WAIT1=0.150000;\
+                "2,web-1,77,client,origin,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
+                 51234,127.0.0.2,80,4026531840,5321,{CG},4242,curl,SYN_SENT=0.051234;ESTABLISHED=2.000000;FIN_WAIT1=0.150000;\
                  FIN_WAIT2=0.300000;TIME_WAIT=60000.123456,60000123456,77,77,853,0,6,5,0,53,21,,time_wait_expired,false",
-                "3,web-1,77,client,origin,1000000123,1000051357,1700000001000000123,1700000001000051357,51234,4,127.0.0.1,51234,\
-                 127.0.0.2,80,4026531840,5321,4242,curl,SYN_SENT=0.051234,,0,0,0,0,1,1,0,,,ECONNREFUSED,refused,false",
-                "3,web-1,77,server,ports,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
-                 51234,127.0.0.2,80,4026531840,,9,\"a,b\",ESTABLISHED=?;FIN_WAIT1~=0.000007,,,,,,,,,,,,open,true",
+                "2,web-1,77,client,origin,1000000123,1000051357,1700000001000000123,1700000001000051357,51234,4,127.0.0.1,51234,\
+                 127.0.0.2,80,4026531840,5321,{CG},4242,curl,SYN_SENT=0.051234,,0,0,0,0,1,1,0,,,ECONNREFUSED,refused,false",
+                "2,web-1,77,server,ports,1000000123,61002624813,1700000001000000123,1700000061002624813,60002624690,4,127.0.0.1,\
+                 51234,127.0.0.2,80,4026531840,,,,,,9,\"a,b\",ESTABLISHED=?;FIN_WAIT1~=0.000007,,,,,,,,,,,,open,true",
             ]
         );
     }

@@ -16,16 +16,18 @@ use nix::errno::Errno;
 
 use super::line::Line;
 use super::put::{put, Put};
+use crate::cgroup::Cgroup;
 use crate::conn::{ConnRecord, Counters, Span};
 use crate::model::TcpState;
 
 /// The version of the key set below, the first key of every JSON line and
 /// CSV row. 1 was the unversioned set before it; 2 added `schema_version`,
-/// `host`, `time_unix_nano` and `probe`, and made `skaddr` null unless asked
-/// for (`--skaddr`, `--raw`): a kernel address tells a fleet's store the
-/// kernel's memory layout and joins nothing `conn_id` does not. 3 added
-/// `cgroup_id` (after `netns`).
-pub(crate) const SCHEMA_VERSION: u64 = 3;
+/// `host`, `time_unix_nano`, `probe`, and the cgroup and container keys
+/// (`cgroup_id`, `cgroup`, `container_id`, `container_runtime`, `pod_uid`),
+/// and made `skaddr` null unless asked for (`--skaddr`, `--raw`): a kernel
+/// address tells a fleet's store the kernel's memory layout and joins
+/// nothing `conn_id` does not.
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 /// What every record of one run carries besides its own fields.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +42,7 @@ pub struct RunFields {
 }
 
 /// A transition line's keys, in order (CSV puts a `time` column first).
-pub(crate) const LINE_NAMES: [&str; 22] = [
+pub(crate) const LINE_NAMES: [&str; 26] = [
     "schema_version",
     "host",
     "time_unix_nano",
@@ -57,6 +59,10 @@ pub(crate) const LINE_NAMES: [&str; 22] = [
     "dport",
     "netns",
     "cgroup_id",
+    "cgroup",
+    "container_id",
+    "container_runtime",
+    "pod_uid",
     "pid",
     "comm",
     "prev_state_ms",
@@ -66,9 +72,10 @@ pub(crate) const LINE_NAMES: [&str; 22] = [
 ];
 
 /// The values of `l`, in the order of [`LINE_NAMES`].
-pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>; 22] {
+pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>; 26] {
     use Value::*;
     let t = l.tuple;
+    let [cgroup, container_id, container_runtime, pod_uid] = cgroup_values(l.cgroup);
     [
         Number(Some(SCHEMA_VERSION)),
         Text(run.host.as_deref()),
@@ -86,6 +93,10 @@ pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>
         Number(Some(t.dport.into())),
         Number(Some(l.netns.into())),
         Number(l.cgroup_id.map(NonZeroU64::get)),
+        cgroup,
+        container_id,
+        container_runtime,
+        pod_uid,
         Number(l.owner.map(|o| o.pid.into())),
         Text(l.owner.and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
         Millis(l.time_in_old_ns),
@@ -96,7 +107,7 @@ pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>
 }
 
 /// A connection record's keys, in order.
-pub(crate) const NAMES: [&str; 33] = [
+pub(crate) const NAMES: [&str; 37] = [
     "schema_version",
     "host",
     "conn_id",
@@ -114,6 +125,10 @@ pub(crate) const NAMES: [&str; 33] = [
     "dport",
     "netns",
     "cgroup_id",
+    "cgroup",
+    "container_id",
+    "container_runtime",
+    "pod_uid",
     "pid",
     "comm",
     "states",
@@ -155,9 +170,10 @@ pub(crate) enum Value<'a> {
 }
 
 /// The values of `r`, in the order of [`NAMES`].
-pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 33] {
+pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 37] {
     use Value::*;
     let wall_offset_ns = run.wall_offset_ns;
+    let [cgroup, container_id, container_runtime, pod_uid] = cgroup_values(r.cgroup.as_deref());
     let counters = r.counters.as_ref();
     let counter = |get: fn(&Counters) -> u64| Number(counters.map(get));
     let rtt = |get: fn(&Counters) -> Option<u32>| Number(counters.and_then(get).map(u64::from));
@@ -180,6 +196,10 @@ pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 3
         Number(Some(t.dport.into())),
         Number(Some(r.netns.into())),
         Number(r.cgroup_id.map(NonZeroU64::get)),
+        cgroup,
+        container_id,
+        container_runtime,
+        pod_uid,
         Number(r.owner.map(|o| o.pid.into())),
         Text(r.owner.as_ref().and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
         States(&r.states),
@@ -196,6 +216,18 @@ pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 3
         Error(counters.map_or(0, |c| c.error)),
         Word(r.end.as_str()),
         Bool(r.is_open()),
+    ]
+}
+
+/// A cgroup's path, container id, runtime and Kubernetes pod UID, each
+/// null when not known.
+pub(crate) fn cgroup_values(cgroup: Option<&Cgroup>) -> [Value<'_>; 4] {
+    let container = cgroup.and_then(|c| c.container.as_ref());
+    [
+        Value::Text(cgroup.map(|c| &*c.path)),
+        Value::Text(container.map(|c| c.id.as_str())),
+        Value::Text(container.map(|c| c.runtime.as_str())),
+        Value::Text(container.and_then(|c| c.pod_uid.as_deref())),
     ]
 }
 

@@ -131,14 +131,14 @@ mod tests {
         let unknown = with(sample(1, 8), |t| {
             t.owner = None;
             t.time_in_old_ns = None;
-            t.cgroup_id = None;
+            (t.cgroup_id, t.cgroup) = (None, None);
         });
         let run = RunFields { wall_offset_ns: 1_700_000_000_000_000_000, ..RunFields::default() };
         let out = render(Box::new(Json::new(run)), &[sample(2, 1), unknown, inferred(4, 5)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"schema_version":3,"host":null,"time_unix_nano":1700000001000000123,"ts_ns":1000000123,"conn_id":77,"side":"client","old":"SYN_SENT","new":"ESTABLISHED","probe":null,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"pid":4242,"comm":"curl","prev_state_ms":2.500000,"inferred":false,"earliest_ns":null,"skaddr":null}"#
+            r#"{"schema_version":2,"host":null,"time_unix_nano":1700000001000000123,"ts_ns":1000000123,"conn_id":77,"side":"client","old":"SYN_SENT","new":"ESTABLISHED","probe":null,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"cgroup":"/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope","container_id":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","container_runtime":"docker","pod_uid":null,"pid":4242,"comm":"curl","prev_state_ms":2.500000,"inferred":false,"earliest_ns":null,"skaddr":null}"#
         );
         let keys = |line: &str| -> Vec<String> {
             let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
@@ -193,7 +193,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"schema_version":3,"host":null,"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
+            r#"{"schema_version":2,"host":null,"conn_id":77,"side":"client","side_by":"origin","start_ns":1000000123,"end_ns":61002624813,"start_unix_ns":1700000001000000123,"end_unix_ns":1700000061002624813,"duration_ns":60002624690,"family":4,"saddr":"127.0.0.1","sport":51234,"daddr":"127.0.0.2","dport":80,"netns":4026531840,"cgroup_id":5321,"cgroup":"/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope","container_id":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","container_runtime":"docker","pod_uid":null,"pid":4242,"comm":"curl","states":[{"state":"SYN_SENT","ns":51234,"inferred":false},{"state":"ESTABLISHED","ns":2000000,"inferred":false},{"state":"FIN_WAIT1","ns":150000,"inferred":false},{"state":"FIN_WAIT2","ns":300000,"inferred":false},{"state":"TIME_WAIT","ns":60000123456,"inferred":false}],"time_wait_ns":60000123456,"bytes_sent":77,"bytes_acked":77,"bytes_received":853,"bytes_retrans":0,"segs_in":6,"segs_out":5,"retransmits":0,"srtt_us":53,"min_rtt_us":21,"error":null,"end":"time_wait_expired","open":false}"#
         );
         let refused: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!((refused["error"].as_str(), refused["end"].as_str()), (Some("ECONNREFUSED"), Some("refused")));

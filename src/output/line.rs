@@ -5,6 +5,7 @@
 use std::num::NonZeroU64;
 
 use super::put::Put;
+use crate::cgroup::Cgroup;
 use crate::conn::{ConnId, Record};
 use crate::model::{Owner, Side, TcpState, Tuple};
 
@@ -21,6 +22,8 @@ pub struct Line<'a> {
     pub netns: u32,
     /// The connection's cgroup v2 id; `None` when not known.
     pub cgroup_id: Option<NonZeroU64>,
+    /// Its path and container, where found.
+    pub cgroup: Option<&'a Cgroup>,
     pub owner: Option<&'a Owner>,
     pub skaddr: u64,
     pub time_in_old_ns: Option<u64>,
@@ -44,6 +47,7 @@ impl Line<'_> {
                 tuple: &t.tuple,
                 netns: t.netns,
                 cgroup_id: t.cgroup_id,
+                cgroup: t.cgroup.as_deref(),
                 owner: t.owner.as_ref(),
                 skaddr: t.skaddr,
                 time_in_old_ns: t.time_in_old_ns,
@@ -59,6 +63,7 @@ impl Line<'_> {
                 tuple: &p.tuple,
                 netns: p.netns,
                 cgroup_id: p.cgroup_id,
+                cgroup: p.cgroup.as_deref(),
                 owner: None,
                 skaddr: p.skaddr,
                 time_in_old_ns: None,

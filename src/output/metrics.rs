@@ -137,6 +137,7 @@ pub struct Metrics {
     lost: Family<LostLabels, Counter>,
     tw_lost: Family<LostLabels, Counter>,
     recovered: Counter,
+    cgroups_unresolved: Counter,
     inferred: Counter,
     evicted: Counter,
     tw_forgotten: Counter,
@@ -177,8 +178,8 @@ impl Metrics {
         let time_wait_alive = Gauge::default();
         let lost = Family::<LostLabels, Counter>::default();
         let tw_lost = Family::<LostLabels, Counter>::default();
-        let (recovered, inferred, evicted, tw_forgotten) =
-            (Counter::default(), Counter::default(), Counter::default(), Counter::default());
+        let (recovered, inferred, evicted, tw_forgotten, cgroups_unresolved) =
+            (Counter::default(), Counter::default(), Counter::default(), Counter::default(), Counter::default());
         let connections = Family::<ConnectionLabels, Counter>::default();
         let connection_duration = Durations::<ConnectionLabels>::new_with_constructor(duration_histogram);
         let state_duration = Durations::<SocketLabels>::new_with_constructor(duration_histogram);
@@ -287,6 +288,12 @@ impl Metrics {
             tw_forgotten.clone(),
         );
         registry.register(
+            "cgroups_unresolved",
+            "Lookups of a socket's cgroup id that found no path (the cgroup was removed, or is outside the cgroup2 \
+             mount tcpstate sees): those records have cgroup_id but no cgroup or container",
+            cgroups_unresolved.clone(),
+        );
+        registry.register(
             "connections_evicted",
             "Connections the connection table evicted when full: their later transitions lack owner and time",
             evicted.clone(),
@@ -316,6 +323,7 @@ impl Metrics {
             lost,
             tw_lost,
             recovered,
+            cgroups_unresolved,
             inferred,
             evicted,
             tw_forgotten,
@@ -369,7 +377,7 @@ impl Metrics {
 
     /// Takes the table's census and counts and the kernel's loss counters,
     /// all absolute (a counter never goes down).
-    pub fn update(&self, table: &ConnTable, lost: &Lost) {
+    pub fn update(&self, table: &ConnTable, lost: &Lost, cgroups_unresolved: u64) {
         let _moving = self.lock();
         for (side, state, n) in table.census().iter() {
             let gauge = self.sockets.get_or_create(&SocketLabels { side: SideLabel(side), state: StateLabel(state) });
@@ -383,6 +391,7 @@ impl Metrics {
         set_counter(&self.lost.get_or_create(&RINGBUF_FULL), lost.ringbuf_full);
         set_counter(&self.lost.get_or_create(&SKIPPED), lost.skipped);
         set_counter(&self.recovered, lost.recovered);
+        set_counter(&self.cgroups_unresolved, cgroups_unresolved);
         set_counter(&self.tw_lost.get_or_create(&RINGBUF_FULL), lost.tw_ringbuf_full);
         set_counter(&self.tw_lost.get_or_create(&SKIPPED), lost.tw_skipped.iter().map(|(_, n)| n).sum());
     }
@@ -428,7 +437,7 @@ impl Sink for MetricsSink {
     }
 
     fn batch_done(&mut self, status: &Status<'_>) -> Result<()> {
-        self.metrics.update(status.table, status.lost);
+        self.metrics.update(status.table, status.lost, status.cgroups_unresolved);
         Ok(())
     }
 }
@@ -639,7 +648,8 @@ mod tests {
         let lost = |v: &str| value(&m, &format!("tcpstate_timewait_events_lost_total{{reason=\"{v}\"}}"));
         assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
         let tw_skipped = vec![("tw_timer_start".to_string(), 2), ("tw_timer_expire".to_string(), 3)];
-        m.update(&ConnTable::new(Config::default()), &Lost { tw_ringbuf_full: 4, tw_skipped, ..Lost::default() });
+        m.update(&ConnTable::new(Config::default()), &Lost { tw_ringbuf_full: 4, tw_skipped, ..Lost::default() }, 3);
+        assert_eq!(value(&m, "tcpstate_cgroups_unresolved_total").as_deref(), Some("3"));
         assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("4"), Some("5")));
         assert_eq!(value(&m, "tcpstate_events_lost_total{reason=\"ring_buffer_full\"}").as_deref(), Some("0"));
     }
@@ -659,12 +669,12 @@ mod tests {
         let lost = |v: &str| value(&m, &format!("tcpstate_events_lost_total{{reason=\"{v}\"}}"));
         assert_eq!((lost("ring_buffer_full").as_deref(), lost("skipped_by_kernel").as_deref()), (Some("0"), Some("0")));
         let at = |ringbuf_full, skipped, recovered| Lost { ringbuf_full, skipped, recovered, ..Lost::default() };
-        m.update(&table, &at(7, 5, 4));
-        m.update(&table, &at(7, 5, 4));
+        m.update(&table, &at(7, 5, 4), 0);
+        m.update(&table, &at(7, 5, 4), 0);
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("7"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
         assert_eq!(value(&m, "tcpstate_events_recovered_total").as_deref(), Some("4"));
-        m.update(&table, &at(9, 1, 0));
+        m.update(&table, &at(9, 1, 0), 0);
         assert_eq!(lost("ring_buffer_full").as_deref(), Some("9"));
         assert_eq!(lost("skipped_by_kernel").as_deref(), Some("5"));
         assert_eq!(value(&m, "tcpstate_timewait_sockets").as_deref(), Some("0"));

@@ -87,6 +87,8 @@ impl Mode {
 pub struct Status<'a> {
     pub table: &'a ConnTable,
     pub lost: &'a Lost,
+    /// Lookups of a cgroup id that found no path (src/cgroup).
+    pub cgroups_unresolved: u64,
 }
 
 /// Somewhere records go.
@@ -254,11 +256,12 @@ impl Printer {
     /// `run.wall_offset_ns` is replaced by `clock`'s offset when it has one
     /// (-T), so that every wall-clock field agrees with the TIME column.
     /// `file`, when given (`-w`), replaces the stream.
+    /// The table is `wide` for IPv6 and has a CONTAINER column with `containers`.
     pub fn for_format(
         (format, schema): (Format, Schema),
         mode: Mode,
         clock: Clock,
-        wide: bool,
+        (wide, containers): (bool, bool),
         mut run: RunFields,
         file: Option<OutputFile>,
     ) -> Printer {
@@ -267,7 +270,7 @@ impl Printer {
         }
         let (fmt, stream): (Box<dyn Formatter>, Box<dyn Write>) = match format {
             Format::Original => (Box::new(Original), Box::new(io::stderr())),
-            Format::Table => (Box::new(Table::new(clock, wide)), Box::new(io::stdout())),
+            Format::Table => (Box::new(Table::new(clock, wide, containers)), Box::new(io::stdout())),
             Format::Json => (Box::new(Json::with_schema(run, schema)), Box::new(io::stdout())),
             Format::Csv => (Box::new(Csv::new(clock, run)), Box::new(io::stdout())),
         };
@@ -359,6 +362,13 @@ pub(crate) mod tests {
     use crate::model::{Comm, Owner, Side, TcpState, Tuple};
     use crate::trace::TwEvent;
 
+    /// A docker container's cgroup (its id repeats `0123456789abcdef`).
+    pub(crate) fn sample_cgroup() -> std::sync::Arc<crate::cgroup::Cgroup> {
+        let path = format!("/system.slice/docker-{}.scope", "0123456789abcdef".repeat(4));
+        let container = crate::cgroup::container_of(&path);
+        std::sync::Arc::new(crate::cgroup::Cgroup { id: 5321, path: path.into(), container })
+    }
+
     /// A client transition as the connection table reports it: 2.5 ms in
     /// the previous state.
     pub(crate) fn sample(old: u8, new: u8) -> Record {
@@ -376,6 +386,7 @@ pub(crate) mod tests {
             },
             netns: 4026531840,
             cgroup_id: std::num::NonZeroU64::new(5321),
+            cgroup: Some(sample_cgroup()),
             owner: Some(Owner { pid: 4242, comm: Some(Comm::from("curl")) }),
             skaddr: 0xffff_8880_1234_5678,
             time_in_old_ns: Some(2_500_000),
@@ -410,6 +421,7 @@ pub(crate) mod tests {
             tuple: t.tuple,
             netns: t.netns,
             cgroup_id: t.cgroup_id,
+            cgroup: t.cgroup,
             skaddr: 0xffff_8880_9999_0000,
         })
     }
@@ -436,6 +448,7 @@ pub(crate) mod tests {
             tuple: t.tuple,
             netns: t.netns,
             cgroup_id: t.cgroup_id,
+            cgroup: t.cgroup,
             owner: t.owner,
             states,
             counters: Some(Counters {

@@ -9,12 +9,14 @@
 //! Zeek, Suricata and packet-capture tools put on the same connection.
 
 use super::community_id::community_id;
-use super::fields::{RunFields, Value, SCHEMA_VERSION};
+use std::num::NonZeroU64;
+
+use super::fields::{cgroup_values, RunFields, Value, SCHEMA_VERSION};
 use super::line::Line;
 use crate::model::TcpState;
 
 /// The keys, in order. Every line has all of them (null when unknown).
-pub(crate) const NAMES: [&str; 21] = [
+pub(crate) const NAMES: [&str; 25] = [
     "time_unix_nano",
     "host.name",
     "network.transport",
@@ -32,10 +34,14 @@ pub(crate) const NAMES: [&str; 21] = [
     "tcpstate.inferred",
     "tcpstate.probe",
     "tcpstate.netns",
+    "tcpstate.cgroup.id",
+    "tcpstate.cgroup.path",
     "tcpstate.schema_version",
     "process.pid",
     "process.executable.name",
     "container.id",
+    "container.runtime.name",
+    "k8s.pod.uid",
 ];
 
 /// The flow's Community ID once both ends are known: null for connect()'s
@@ -46,9 +52,10 @@ pub(crate) fn flow_id(l: &Line<'_>) -> Option<String> {
 }
 
 /// The values of `l`, in the order of [`NAMES`]; `flow` is [`flow_id`]'s.
-pub(crate) fn values<'a>(l: &'a Line<'a>, run: &'a RunFields, flow: Option<&'a str>) -> [Value<'a>; 21] {
+pub(crate) fn values<'a>(l: &'a Line<'a>, run: &'a RunFields, flow: Option<&'a str>) -> [Value<'a>; 25] {
     use Value::*;
     let t = l.tuple;
+    let [cgroup, container_id, container_runtime, pod_uid] = cgroup_values(l.cgroup);
     [
         Number(Some(super::fields::unix_ns(l.ts_ns, run.wall_offset_ns))),
         Text(run.host.as_deref()),
@@ -67,10 +74,14 @@ pub(crate) fn values<'a>(l: &'a Line<'a>, run: &'a RunFields, flow: Option<&'a s
         Bool(l.inferred()),
         Text(l.probe),
         Number(Some(l.netns.into())),
+        Number(l.cgroup_id.map(NonZeroU64::get)),
+        cgroup,
         Number(Some(SCHEMA_VERSION)),
         Number(l.owner.map(|o| o.pid.into())),
         Text(l.owner.and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
-        Text(None),
+        container_id,
+        container_runtime,
+        pod_uid,
     ]
 }
 

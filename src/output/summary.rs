@@ -33,7 +33,7 @@ impl Summary {
     }
 
     /// The paragraph, one line.
-    pub fn text(&self, lost: &Lost, stats: &Stats) -> String {
+    pub fn text(&self, lost: &Lost, stats: &Stats, cgroups_unresolved: u64) -> String {
         let mut s = format!("tcpstate: {} transitions (server {}, client {})", self.total(), self.server, self.client);
         if self.mode == Mode::Connections {
             s.push_str(&self.connections());
@@ -54,6 +54,7 @@ impl Summary {
         clause(lost.tw_ringbuf_full, "TIME_WAIT probe events dropped (ring buffer full)");
         clause(stats.evicted, "connections evicted (table full)");
         clause(stats.tw_forgotten, "TIME_WAIT sockets forgotten (no end seen in 10 minutes)");
+        clause(cgroups_unresolved, "cgroup ids without a path (cgroup gone, or outside the cgroup2 mount)");
         let tw: Vec<String> =
             lost.tw_skipped.iter().filter(|(_, n)| *n > 0).map(|(prog, n)| format!("{prog} {n}")).collect();
         if !tw.is_empty() {
@@ -92,7 +93,7 @@ impl Sink for Summary {
 
     fn finish(&mut self, status: &Status<'_>) -> Result<()> {
         if self.print {
-            eprintln!("{}", self.text(status.lost, &status.table.stats()));
+            eprintln!("{}", self.text(status.lost, &status.table.stats(), status.cgroups_unresolved));
         }
         Ok(())
     }
@@ -118,7 +119,7 @@ mod tests {
             tw_skipped: vec![("tw_timer_start".into(), 0), ("tw_timer_cancel".into(), 7)],
         };
         assert_eq!(
-            s.text(&lost, &Stats::default()),
+            s.text(&lost, &Stats::default(), 0),
             "tcpstate: 3 transitions (server 2, client 1); lost 3: ring buffer full 2, \
              skipped by the kernel 5 and recovered 4; TIME_WAIT probes skipped by the kernel: tw_timer_cancel 7"
         );
@@ -129,10 +130,11 @@ mod tests {
         let stats = Stats { inferred: 3, evicted: 4, tw_forgotten: 5 };
         let lost = Lost { tw_ringbuf_full: 6, ..Lost::default() };
         assert_eq!(
-            Summary::default().text(&lost, &stats),
+            Summary::default().text(&lost, &stats, 2),
             "tcpstate: 0 transitions (server 0, client 0); lost 0: ring buffer full 0, skipped by the kernel 0 \
              and recovered 0; 3 inferred (seen by no probe); 6 TIME_WAIT probe events dropped (ring buffer full); \
-             4 connections evicted (table full); 5 TIME_WAIT sockets forgotten (no end seen in 10 minutes)"
+             4 connections evicted (table full); 5 TIME_WAIT sockets forgotten (no end seen in 10 minutes); \
+             2 cgroup ids without a path (cgroup gone, or outside the cgroup2 mount)"
         );
     }
 
@@ -144,13 +146,13 @@ mod tests {
             s.record(&Record::Connection(Box::new(r))).unwrap();
         }
         assert_eq!(
-            s.text(&Lost::default(), &Stats::default()),
+            s.text(&Lost::default(), &Stats::default(), 0),
             "tcpstate: 1 transitions (server 0, client 1); 4 connections: 3 ended (refused 2, time_wait_expired 1), \
              1 still open at exit; lost 0: ring buffer full 0, skipped by the kernel 0 and recovered 0"
         );
         let none = Summary::new(false, Mode::Connections);
         assert!(none
-            .text(&Lost::default(), &Stats::default())
+            .text(&Lost::default(), &Stats::default(), 0)
             .contains("; 0 connections: 0 ended, 0 still open at exit;"));
     }
 
@@ -159,6 +161,6 @@ mod tests {
         let mut s = Summary::new(false, Mode::Transitions);
         s.record(&Record::Connection(Box::new(sample_connection()))).unwrap();
         assert_eq!(s.total(), 0);
-        assert!(!s.text(&Lost::default(), &Stats::default()).contains("connections"));
+        assert!(!s.text(&Lost::default(), &Stats::default(), 0).contains("connections"));
     }
 }

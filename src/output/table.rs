@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use super::line::Line;
 use super::put::{put, put_joined, Human, Millis, Or, Put};
 use super::{Clock, Formatter};
+use crate::cgroup::Cgroup;
 use crate::conn::{ConnRecord, Span};
 
 pub struct Table {
@@ -14,21 +15,44 @@ pub struct Table {
     addr_width: usize,
     /// The same for `addr:port` (`[addr]:port` for IPv6).
     endpoint_width: usize,
+    /// Show the CONTAINER column.
+    containers: bool,
 }
 
 impl Table {
-    /// `wide` when IPv6 addresses may appear.
-    pub fn new(clock: Clock, wide: bool) -> Table {
-        Table { clock, addr_width: if wide { 39 } else { 15 }, endpoint_width: if wide { 47 } else { 21 } }
+    /// `wide` when IPv6 addresses may appear; `containers` when the host
+    /// runs containers (a CONTAINER column after COMM).
+    pub fn new(clock: Clock, wide: bool, containers: bool) -> Table {
+        Table { clock, addr_width: if wide { 39 } else { 15 }, endpoint_width: if wide { 47 } else { 21 }, containers }
     }
 
     /// One row of `--connections`, header or record.
-    fn connection_row(&self, out: &mut Vec<u8>, values: [&dyn Put; 14]) {
-        for (&(_, width, align), value) in CONNECTION_COLUMNS.iter().zip(values) {
+    fn connection_row(&self, out: &mut Vec<u8>, values: [&dyn Put; 15]) {
+        for (&(title, width, align), value) in CONNECTION_COLUMNS.iter().zip(values) {
+            if title == CONTAINER.0 && !self.containers {
+                continue;
+            }
             cell(out, if width == ENDPOINT { self.endpoint_width } else { width }, align, &value);
         }
         out.pop();
         out.push(b'\n');
+    }
+}
+
+/// The CONTAINER column: title and width, the length of the short ids
+/// `docker ps` and `crictl ps` print.
+const CONTAINER: (&str, usize) = ("CONTAINER", 13);
+
+/// A container's id, cut to the width of [`CONTAINER`]'s column; `-` when
+/// the socket's cgroup is no container's (or not known).
+struct ShortContainer<'a>(Option<&'a Cgroup>);
+
+impl Put for ShortContainer<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self.0.and_then(|c| c.container.as_ref()) {
+            Some(c) => out.extend(c.id.bytes().take(CONTAINER.1 - 1)),
+            None => out.push(b'-'),
+        }
     }
 }
 
@@ -37,7 +61,7 @@ const ENDPOINT: usize = usize::MAX;
 
 /// The columns of `--connections`: title, width, alignment. STATES, last,
 /// takes what it needs.
-const CONNECTION_COLUMNS: [(&str, usize, Align); 14] = [
+const CONNECTION_COLUMNS: [(&str, usize, Align); 15] = [
     ("END TIME", 15, Left),
     ("CONN", 10, Right),
     ("SIDE", 6, Left),
@@ -45,6 +69,7 @@ const CONNECTION_COLUMNS: [(&str, usize, Align); 14] = [
     ("REMOTE", ENDPOINT, Left),
     ("PID", 7, Right),
     ("COMM", 16, Left),
+    (CONTAINER.0, CONTAINER.1, Left),
     ("DURATION", 9, Right),
     ("TX", 10, Right),
     ("RX", 10, Right),
@@ -101,6 +126,7 @@ impl Formatter for Table {
                 &Endpoint(t.daddr, t.dport),
                 &Or(r.owner.map(|o| o.pid), "-"),
                 &Or(r.owner.and_then(|o| o.comm), "-"),
+                &ShortContainer(r.cgroup.as_deref()),
                 &Human(r.duration_ns()),
                 &Or(c.map(|c| c.bytes_sent), "-"),
                 &Or(c.map(|c| c.bytes_received), "-"),
@@ -114,10 +140,14 @@ impl Formatter for Table {
 
     fn header(&mut self, out: &mut Vec<u8>) {
         let w = self.addr_width;
+        let _ = write!(out, "{:<15} {:<6} {:>7} {:<16} ", "TIME", "SIDE", "PID", "COMM");
+        if self.containers {
+            let _ = write!(out, "{:<1$} ", CONTAINER.0, CONTAINER.1);
+        }
         let _ = writeln!(
             out,
-            "{:<15} {:<6} {:>7} {:<16} {:<w$} {:>5} {:<w$} {:>5} {:<12}    {:<12} {:>10}",
-            "TIME", "SIDE", "PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "OLD", "NEW", "MS"
+            "{:<w$} {:>5} {:<w$} {:>5} {:<12}    {:<12} {:>10}",
+            "LADDR", "LPORT", "RADDR", "RPORT", "OLD", "NEW", "MS"
         );
     }
 
@@ -128,6 +158,9 @@ impl Formatter for Table {
         cell(line, 6, Left, &l.side);
         cell(line, 7, Right, &Or(l.owner.map(|o| o.pid), "-"));
         cell(line, 16, Left, &Or(l.owner.and_then(|o| o.comm), "-"));
+        if self.containers {
+            cell(line, CONTAINER.1, Left, &ShortContainer(l.cgroup));
+        }
         cell(line, w, Left, &l.tuple.saddr);
         cell(line, 5, Right, &l.tuple.sport);
         cell(line, w, Left, &l.tuple.daddr);
@@ -181,7 +214,7 @@ mod tests {
             t.owner = None;
             t.time_in_old_ns = None;
         });
-        let out = render(Box::new(Table::new(Clock::relative(), false)), &[sample(2, 1), unknown]);
+        let out = render(Box::new(Table::new(Clock::relative(), false, false)), &[sample(2, 1), unknown]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines,
@@ -194,9 +227,28 @@ mod tests {
     }
 
     #[test]
+    fn a_container_column_when_the_host_runs_containers() {
+        let host = with(sample(1, 8), |t| t.cgroup = None);
+        let out = render(Box::new(Table::new(Clock::relative(), false, true)), &[sample(2, 1), host]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "TIME            SIDE       PID COMM             CONTAINER     LADDR           LPORT RADDR           RPORT OLD             NEW                  MS",
+                "0.000000        client    4242 curl             0123456789ab  127.0.0.1       51234 127.0.0.2          80 SYN_SENT     -> ESTABLISHED       2.500",
+                "0.000000        client    4242 curl             -             127.0.0.1       51234 127.0.0.2          80 ESTABLISHED  -> CLOSE_WAIT        2.500",
+            ]
+        );
+        let out = render_connections(Box::new(Table::new(Clock::relative(), false, true)), &[sample_connection()]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0].find("CONTAINER"), lines[1].find("0123456789ab"), "{out}");
+        assert_eq!(lines[0].find("DURATION").map(|at| at + 8), lines[1].find("60.00s").map(|at| at + 6), "{out}");
+    }
+
+    #[test]
     fn wide_table_fits_ipv6() {
         let ev = with(sample(2, 1), |t| t.tuple.saddr = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap());
-        let out = render(Box::new(Table::new(Clock::relative(), true)), &[ev]);
+        let out = render(Box::new(Table::new(Clock::relative(), true, false)), &[ev]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0].find("LPORT"), lines[1].find("51234"));
     }
@@ -205,7 +257,7 @@ mod tests {
     fn connections_line_up_under_their_header() {
         let inferred = inferred_connection();
         let out = render_connections(
-            Box::new(Table::new(Clock::relative(), false)),
+            Box::new(Table::new(Clock::relative(), false, false)),
             &[sample_connection(), refused_connection(), inferred],
         );
         let lines: Vec<&str> = out.lines().collect();
@@ -229,7 +281,7 @@ mod tests {
     fn wide_connection_table_fits_ipv6_endpoints() {
         let mut r = sample_connection();
         r.tuple.saddr = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap();
-        let out = render_connections(Box::new(Table::new(Clock::relative(), true)), &[r]);
+        let out = render_connections(Box::new(Table::new(Clock::relative(), true, false)), &[r]);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[1].contains(" [fd00:1234:5678:9abc:def0:1234:5678:9abc]:51234 127.0.0.2:80 "), "{}", lines[1]);
         assert_eq!(lines[0].find("REMOTE"), lines[1].find("127.0.0.2:80"));
