@@ -21,7 +21,7 @@ DEB_PKGS   := clang llvm libelf-dev zlib1g-dev pkg-config make bpftool \
               fonts-dejavu-core bpftrace prometheus clickhouse-server clickhouse-client \
               systemd logrotate strace
 
-.PHONY: all deps build run test lint test-kernels demo bench soak install uninstall vmlinux clean
+.PHONY: all deps build run test lint test-kernels demo bench soak fleet install uninstall vmlinux clean
 
 all: build
 
@@ -83,6 +83,15 @@ SOAK_N      ?= 50000
 soak: deps
 	$(CARGO) build --release --locked --workspace
 	$(SUDO) scripts/soak.sh target/release/tcpstate target/release/loadgen $(SOAK_ROUNDS) $(SOAK_N)
+
+# One host of a fleet, end to end: tcpstate into a spool of handed-over
+# files, loaded into ClickHouse, scraped by Prometheus, under FLEET_N
+# connections; checks both hold every transition and prints the cost.
+FLEET_N      ?= 20000
+FLEET_ROTATE ?= 5
+fleet: deps
+	$(CARGO) build --release --locked --workspace
+	$(SUDO) scripts/fleet.sh target/release/tcpstate target/release/loadgen $(FLEET_N) $(FLEET_ROTATE)
 
 # One curl -> nginx request, traced and drawn as timeline.svg (TIME_WAIT ended early).
 demo: build
