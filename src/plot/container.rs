@@ -67,6 +67,17 @@ impl ContainerTag {
     }
 }
 
+/// `containers` without repeats, in order of first appearance.
+pub fn first_seen(containers: impl IntoIterator<Item = ContainerTag>) -> Vec<ContainerTag> {
+    let mut seen = Vec::new();
+    for c in containers {
+        if !seen.contains(&c) {
+            seen.push(c);
+        }
+    }
+    seen
+}
+
 fn whole_hash(id: &str) -> u64 {
     let mut h = DefaultHasher::new();
     id.hash(&mut h);

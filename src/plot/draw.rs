@@ -13,6 +13,7 @@ use svg::node::element::{Group as G, Text, Title};
 use svg::{Document, Node};
 
 use super::axis::{Anchor, Axis, TICK_FONT};
+use super::container::first_seen;
 use super::lanes::{draw_groups, lane_labels, line, mark_label, marker, rect, text, LABEL_RISE, STUB_PX};
 use super::model::{GroupKind, Mark, Timeline};
 use super::style::{fit_text, format_duration, state_colour, text_width, FONT_FAMILY};
@@ -137,9 +138,8 @@ fn header(t: &Timeline, opts: &PlotOptions, m: &Metrics, y: &mut f64) -> G {
         summary.push(count(listeners, "listener"));
     }
     if t.by_container {
-        // Groups are ordered by container: repeats are neighbours.
-        let mut containers: Vec<_> = t.groups.iter().filter_map(|g| g.container).collect();
-        containers.dedup();
+        // Every container drawn, also those only at the other end of a connection.
+        let containers = first_seen(t.lanes().filter_map(|l| l.container));
         summary.push(count(containers.len(), "container"));
     }
     summary.push(count(transitions, "transition"));

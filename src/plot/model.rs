@@ -57,6 +57,7 @@ use std::net::SocketAddr;
 
 use anyhow::{bail, Result};
 
+use super::container::first_seen;
 use super::select::{select, Selectable};
 use super::{ConnEnd, ContainerTag, Ends, PlotEvent, PlotOptions, Side, Tuple};
 use crate::state::TcpState;
@@ -209,14 +210,9 @@ pub fn build_labelled_timeline(events: &[PlotEvent], ends: &Ends, opts: &PlotOpt
 /// group and groups in no container last; a stable sort keeps the order of
 /// the groups of one container.
 fn order_by_container(groups: &mut [Group]) {
-    let mut first_seen: Vec<ContainerTag> = Vec::new();
-    for c in groups.iter().filter_map(|g| g.container) {
-        if !first_seen.contains(&c) {
-            first_seen.push(c);
-        }
-    }
-    let rank = |c: Option<ContainerTag>| c.and_then(|c| first_seen.iter().position(|&s| s == c));
-    groups.sort_by_key(|g| rank(g.container).unwrap_or(first_seen.len()));
+    let order = first_seen(groups.iter().filter_map(|g| g.container));
+    let rank = |c: Option<ContainerTag>| c.and_then(|c| order.iter().position(|&o| o == c));
+    groups.sort_by_key(|g| rank(g.container).unwrap_or(order.len()));
 }
 
 /// Which group an event can belong to before continuity is considered.

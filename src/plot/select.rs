@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Result};
 
+use super::container::first_seen;
 use super::model::GroupKind;
 use super::{ContainerTag, PlotOptions};
 
@@ -84,18 +85,14 @@ fn endpoints(kind: &GroupKind) -> Vec<SocketAddr> {
 #[derive(Default)]
 struct Seen {
     ports: BTreeSet<u16>,
-    /// In order of first appearance.
+    /// In order of appearance, with repeats.
     containers: Vec<ContainerTag>,
 }
 
 impl Seen {
     fn add(&mut self, ends: &[SocketAddr], containers: &[ContainerTag]) {
         self.ports.extend(ends.iter().map(SocketAddr::port));
-        for c in containers {
-            if !self.containers.contains(c) {
-                self.containers.push(*c);
-            }
-        }
+        self.containers.extend(containers);
     }
 }
 
@@ -143,7 +140,8 @@ impl Filter<'_> {
             has.push(format!("ports {}", some_of(seen.ports.iter())));
         }
         if self.container.is_some() {
-            has.push(format!("containers {}", some_of(seen.containers.iter().map(ContainerTag::short_id))));
+            let containers = first_seen(seen.containers.iter().copied());
+            has.push(format!("containers {}", some_of(containers.iter().map(ContainerTag::short_id))));
         }
         format!("no connection matches {asked}; the trace has {}", has.join(" and "))
     }
