@@ -12,8 +12,8 @@ use resvg::tiny_skia::Pixmap;
 use tcpstate::conn::EndCause;
 use tcpstate::plot::model::{GroupKind, Lane, Role};
 use tcpstate::plot::{
-    build_timeline, parse_trace, render_labelled_svg, render_png, render_svg, run, ConnEnd, Ends, PlotArgs, PlotEvent,
-    PlotOptions, Side, Tuple,
+    build_timeline, parse_trace, render_labelled_svg, render_png, render_svg, run, ConnEnd, ContainerTag, Ends,
+    PlotArgs, PlotEvent, PlotOptions, Side, Tuple,
 };
 use tcpstate::state::TcpState;
 
@@ -298,6 +298,7 @@ fn args(input: PathBuf, output: PathBuf) -> PlotArgs {
         max_conns: 20,
         port: None,
         conn: None,
+        container: None,
         width: 1200,
         title: Some("curl → nginx".into()),
     }
@@ -357,6 +358,83 @@ fn connection_records_label_their_lanes_and_change_nothing_else() {
     let _ = fs::remove_dir_all(dir);
 }
 
+const IN_A: &str = "container 4f1c0a9e7b3d (docker)";
+const IN_B: &str = "container 9ec39b91f3d7 (podman)";
+
+/// The container headings and lane labels of `svg`, in drawing order.
+fn headings_and_lanes(svg: &str) -> Vec<String> {
+    let lane = |t: &str| ["server ", "client ", "listener "].iter().any(|p| t.starts_with(p));
+    texts(svg).into_iter().filter(|t| t.starts_with("container ") || t == "no container" || lane(t)).collect()
+}
+
+#[test]
+fn containers_draw_their_connections_under_headings() {
+    // On one host: curl → nginx on the host, then a podman container (host
+    // network) fetching from outside and from nginx in a docker container,
+    // which starts listening in between; last a curl on the host to it.
+    let evs = events("containers.jsonl");
+    let svg = render_svg(&evs, &PlotOptions::default()).unwrap();
+    assert_eq!(
+        headings_and_lanes(&svg),
+        [
+            // The podman container's first connection is the trace's second.
+            IN_B,
+            "server 93.184.216.34:443",
+            "client 192.168.1.20:50000",
+            // Connections to a container's server are the container's,
+            // wherever the client is; the client's lane says where it is.
+            IN_A,
+            "listener 0.0.0.0:80",
+            "server 172.17.0.2:80",
+            "client 172.17.0.1:41000 (container 9ec39b91f3d7)",
+            "server 172.17.0.2:80",
+            "client 172.17.0.1:40100 (no container)",
+            // The trace's first connection, in no container: last.
+            "no container",
+            "server 127.0.0.1:8080",
+            "client 127.0.0.1:51000",
+        ]
+    );
+    let texts = texts(&svg);
+    assert!(texts.iter().any(|t| t.starts_with("4 connections  ·  1 listener  ·  2 containers  ·  ")), "{texts:?}");
+    check_svg(&svg);
+
+    // --container keeps connections with either end in it, under the
+    // heading they had.
+    let only = |id: &str| {
+        let opts = PlotOptions { container: Some(id.into()), ..PlotOptions::default() };
+        render_svg(&evs, &opts).map(|svg| headings_and_lanes(&svg))
+    };
+    let b = only("9ec39b91f3d7").unwrap();
+    assert_eq!(b.iter().filter(|t| t.starts_with("container ")).collect::<Vec<_>>(), [IN_B, IN_A]);
+    assert_eq!(b.len(), 6, "{b:?}");
+    let a = only("4f1c0a9e7b3d52e8a61c0f9b2d7e4a3c5b6d8e9f0a1b2c3d4e5f60718293a4b5").unwrap();
+    assert_eq!(a[0], IN_A);
+    assert_eq!(a.len(), 6, "{a:?}");
+    let err = only("ffff").unwrap_err().to_string();
+    assert!(err.contains("the trace has containers 9ec39b91f3d7, 4f1c0a9e7b3d"), "{err}");
+    let err = only("/system.slice").unwrap_err().to_string();
+    assert!(err.contains("is not a container id"), "{err}");
+
+    // The same trace without its containers: no headings, time order.
+    let bare: Vec<PlotEvent> = evs.iter().map(|e| PlotEvent { container: None, ..*e }).collect();
+    let plain = headings_and_lanes(&render_svg(&bare, &PlotOptions::default()).unwrap());
+    assert_eq!(plain[..2], ["server 127.0.0.1:8080", "client 127.0.0.1:51000"]);
+    assert!(!plain.iter().any(|t| t.contains("container")), "{plain:?}");
+}
+
+#[test]
+fn traces_without_containers_draw_as_before() {
+    // Old traces have no container keys; null keys are the same.
+    let trace = fs::read_to_string(data("curl_nginx.jsonl")).unwrap();
+    let with_nulls = trace.replace(r#","inferred""#, r#","container_id":null,"container_runtime":null,"inferred""#);
+    assert_ne!(trace, with_nulls);
+    let (evs, _) = parse_trace(with_nulls.as_bytes(), true).unwrap();
+    let opts = PlotOptions::default();
+    assert_eq!(render_svg(&evs, &opts).unwrap(), render_svg(&events("curl_nginx.jsonl"), &opts).unwrap());
+    assert!(!build_timeline(&evs, &opts).unwrap().by_container);
+}
+
 // ---- property tests: no input makes the plotter panic ----
 
 const STATE_NAMES: [&str; 16] = [
@@ -413,8 +491,10 @@ fn plot_event() -> impl Strategy<Value = PlotEvent> {
     let ts = prop_oneof![0u64..2_000, 1_000_000_000_000u64..1_000_100_000_000, any::<u64>()];
     // A few addresses, so that sockets share them and the reuse rules run.
     let socket = proptest::option::of(prop_oneof![0u64..4, any::<u64>()]);
-    (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), socket, any::<bool>()).prop_map(
-        |(ts_ns, server, old, new, conn, socket, inferred)| PlotEvent {
+    // Mostly none, as in traces from before containers.
+    let container = prop_oneof![3 => Just(None), 1 => proptest::sample::select(&["a", "b", "\u{0}<&", ""][..]).prop_map(|id| ContainerTag::new(id, None))];
+    (ts, any::<bool>(), state.clone(), state, proptest::option::of(conn), socket, any::<bool>(), container).prop_map(
+        |(ts_ns, server, old, new, conn, socket, inferred, container)| PlotEvent {
             ts_ns,
             side: if server { Side::Server } else { Side::Client },
             old,
@@ -422,6 +502,7 @@ fn plot_event() -> impl Strategy<Value = PlotEvent> {
             conn,
             socket,
             inferred,
+            container,
         },
     )
 }
@@ -433,14 +514,18 @@ fn options() -> impl Strategy<Value = PlotOptions> {
         Just("[::1]:40001-[::1]:80".to_string()),
         "[0-9a-f.:\\[\\] -]{0,30}",
     ]);
+    let container = proptest::option::of(prop_oneof![Just("a".to_string()), "[ -~]{0,14}"]);
     let title = proptest::option::of("(?s:.{0,300})");
-    (1usize..30, port, conn, 0u32..3000, title).prop_map(|(max_conns, port, conn, width, title)| PlotOptions {
-        max_conns,
-        port,
-        conn,
-        width,
-        title,
-    })
+    (1usize..30, port, conn, container, 0u32..3000, title).prop_map(
+        |(max_conns, port, conn, container, width, title)| PlotOptions {
+            max_conns,
+            port,
+            conn,
+            container,
+            width,
+            title,
+        },
+    )
 }
 
 /// The SVG is well-formed and every coordinate is a finite number.
@@ -484,7 +569,9 @@ proptest! {
         match render_svg(&events, &opts) {
             Ok(svg) => check_svg(&svg),
             // Only a filter that matches nothing, or no events, may fail.
-            Err(_) => prop_assert!(events.is_empty() || opts.port.is_some() || opts.conn.is_some()),
+            Err(_) => prop_assert!(
+                events.is_empty() || opts.port.is_some() || opts.conn.is_some() || opts.container.is_some()
+            ),
         }
     }
 

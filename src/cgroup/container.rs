@@ -57,6 +57,21 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    const ALL: [Runtime; 7] = [
+        Runtime::Docker,
+        Runtime::Containerd,
+        Runtime::CriO,
+        Runtime::Podman,
+        Runtime::Nspawn,
+        Runtime::Lxc,
+        Runtime::Kubernetes,
+    ];
+
+    /// The runtime [`Runtime::as_str`] names (`container_runtime` in JSON).
+    pub fn from_name(name: &str) -> Option<Runtime> {
+        Runtime::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Runtime::Docker => "docker",
@@ -289,5 +304,9 @@ mod tests {
     fn runtimes_have_names() {
         assert_eq!(Runtime::CriO.as_str(), "cri-o");
         assert_eq!(Runtime::Kubernetes.as_str(), "kubernetes");
+        for runtime in Runtime::ALL {
+            assert_eq!(Runtime::from_name(runtime.as_str()), Some(runtime));
+        }
+        assert_eq!(Runtime::from_name("Docker"), None);
     }
 }

@@ -24,7 +24,9 @@ them each connection gets a server and a client lane, and --port/--conn work; th
 lines give one server and one client lane per connection, told apart by state continuity. \
 Listening sockets get their own 'listener' lane. JSON connection records (tcpstate \
 --connections -o json) among the transitions label each lane with how its connection ended \
-and the bytes it moved; records alone have no transitions to draw.
+and the bytes it moved; records alone have no transitions to draw. When JSON lines name \
+containers (container_id), each container's connections are drawn together under a heading, \
+those in no container last; a connection between two containers goes under its server's.
 
 Examples:
   tcpstate 127.0.0.1 80 2> trace.log; tcpstate plot trace.log
@@ -63,6 +65,11 @@ pub struct PlotArgs {
     )]
     pub conn: Option<String>,
 
+    /// Only connections with an end in this container: its id as `docker ps` shows it, any
+    /// shorter prefix, or the whole id
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+
     /// Picture width in pixels
     #[arg(long, value_name = "PX", default_value_t = 1200, value_parser = clap::value_parser!(u32).range(480..=20000))]
     pub width: u32,
@@ -78,6 +85,7 @@ impl PlotArgs {
             max_conns: self.max_conns,
             port: self.port,
             conn: self.conn.clone(),
+            container: self.container.clone(),
             width: self.width,
             title: self.title.clone(),
         }

@@ -13,6 +13,7 @@ use svg::node::element::{Group as G, Text, Title};
 use svg::{Document, Node};
 
 use super::axis::{Anchor, Axis, TICK_FONT};
+use super::container::first_seen;
 use super::lanes::{draw_groups, lane_labels, line, mark_label, marker, rect, text, LABEL_RISE, STUB_PX};
 use super::model::{GroupKind, Mark, Timeline};
 use super::style::{fit_text, format_duration, state_colour, text_width, FONT_FAMILY};
@@ -38,6 +39,8 @@ pub struct Metrics {
     pub label_band: f64,
     pub lane_gap: f64,
     pub group_pad: f64,
+    /// A container heading's band (see [`super::lanes`]).
+    pub heading_h: f64,
 }
 
 impl Metrics {
@@ -72,6 +75,7 @@ impl Metrics {
             label_band: if detail { (widest_mark * FRAC_1_SQRT_2 + LABEL_RISE + 5.0).clamp(24.0, 176.0) } else { 0.0 },
             lane_gap: if detail { 10.0 } else { 4.0 },
             group_pad: if detail { 10.0 } else { 6.0 },
+            heading_h: font + 10.0,
         };
         // Room under the bar for the end line of a lane's label, with its descenders.
         if labels.iter().any(|l| l.end.is_some()) {
@@ -133,12 +137,20 @@ fn header(t: &Timeline, opts: &PlotOptions, m: &Metrics, y: &mut f64) -> G {
     if listeners > 0 {
         summary.push(count(listeners, "listener"));
     }
+    if t.by_container {
+        // Every container drawn, also those only at the other end of a connection.
+        let containers = first_seen(t.lanes().filter_map(|l| l.container));
+        summary.push(count(containers.len(), "container"));
+    }
     summary.push(count(transitions, "transition"));
     if let Some(p) = opts.port {
         summary.push(format!("port {p}"));
     }
     if let Some(c) = &opts.conn {
         summary.push(format!("--conn {}", printable(c)));
+    }
+    if let Some(c) = &opts.container {
+        summary.push(format!("--container {}", printable(c)));
     }
     summary.push(format!("0 ms = first event (ts {} ns)", t.t0_ns));
     *y = 52.0;
@@ -287,8 +299,9 @@ fn notes(t: &Timeline, opts: &PlotOptions, m: &Metrics, y: &mut f64) -> G {
     }
     if !left_out.is_empty() {
         *y += 20.0;
+        let pick = if t.by_container { "--port, --conn or --container" } else { "--port or --conn" };
         let note = format!(
-            "{} not drawn (--max-conns {}): raise --max-conns, or pick with --port or --conn",
+            "{} not drawn (--max-conns {}): raise --max-conns, or pick with {pick}",
             left_out.join(" and "),
             opts.max_conns
         );

@@ -6,6 +6,11 @@
 //! connection record says how the connection ended, a second, smaller line
 //! under it (`time_wait_expired · 78 B out, 853 B in`): two short lines
 //! keep the gutter narrow where one long line would be cut.
+//!
+//! In a trace with containers, each container's groups come under a
+//! heading band (`container 0123456789ab (docker)`, `no container`), and a
+//! lane whose socket is not in its heading's container names its own
+//! after its endpoint (`client 172.17.0.3:51234 (container 89abcdef0123)`).
 
 use std::f64::consts::FRAC_1_SQRT_2;
 use std::fmt;
@@ -15,11 +20,11 @@ use svg::Node;
 
 use super::axis::{Axis, Span};
 use super::draw::Metrics;
-use super::model::{GroupKind, Lane, Mark, Role, Segment, Timeline};
+use super::model::{Group, GroupKind, Lane, Mark, Role, Segment, Timeline};
 use super::style::{
     fit_text, format_bytes, format_duration, format_instant, px, state_colour, text_colour_on, text_width,
 };
-use super::ConnEnd;
+use super::{ConnEnd, ContainerTag};
 use crate::state::TcpState;
 
 /// Length of the open-ended segment after a lane's last event.
@@ -103,23 +108,50 @@ pub fn lane_labels(t: &Timeline) -> Vec<LaneLabel> {
             *n += 1;
             (*total > 1).then_some(*n)
         });
-        labels.extend(
-            g.lanes
-                .iter()
-                .map(|l| LaneLabel { name: lane_label(&g.kind, l.role, ordinal), end: l.end.as_ref().map(end_label) }),
-        );
+        labels.extend(g.lanes.iter().map(|l| {
+            let mut name = lane_label(&g.kind, l.role, ordinal);
+            if let Some(own) = own_container(t, g, l) {
+                name = format!("{name} ({own})");
+            }
+            LaneLabel { name, end: l.end.as_ref().map(end_label) }
+        }));
     }
     labels
 }
 
-/// Draws every group from `top` down. Returns the zebra backgrounds (to go
-/// under the axis breaks' bands), the lanes, and the y below the last group.
+/// `container 0123456789ab (docker)` (a heading) or without the runtime
+/// (a lane's label); `no container` for none.
+fn container_name(container: Option<ContainerTag>, runtime: bool) -> String {
+    match container {
+        Some(c) if runtime => format!("container {c}"),
+        Some(c) => format!("container {}", c.short_id()),
+        None => "no container".to_string(),
+    }
+}
+
+/// The lane's own container, when it is not the one its group is drawn
+/// under: the other end of a connection between containers, or between a
+/// container and a socket in none.
+fn own_container(t: &Timeline, g: &Group, l: &Lane) -> Option<String> {
+    let differs = t.by_container && !l.marks.is_empty() && l.container != g.container;
+    differs.then(|| container_name(l.container, false))
+}
+
+/// Draws every group from `top` down, each container's under its heading
+/// when the trace has containers. Returns the zebra backgrounds (to go
+/// under the axis breaks' bands), the lanes and headings, and the y below
+/// the last group.
 pub fn draw_groups(t: &Timeline, axis: &Axis, m: &Metrics, top: f64) -> (G, G, f64) {
     let mut backgrounds = G::new();
     let mut content = G::new();
     let mut labels = lane_labels(t).into_iter();
     let mut y = top;
     for (i, group) in t.groups.iter().enumerate() {
+        let first_of_container = i == 0 || t.groups[i - 1].container != group.container;
+        if t.by_container && first_of_container {
+            content.append(heading(&container_name(group.container, true), m, y));
+            y += m.heading_h;
+        }
         let height = group.lanes.len() as f64 * m.lane_height() + m.group_pad;
         if i % 2 == 1 {
             backgrounds.append(rect(0.0, y, m.width, height, "#f4f6f9"));
@@ -134,6 +166,20 @@ pub fn draw_groups(t: &Timeline, axis: &Axis, m: &Metrics, top: f64) -> (G, G, f
         content.append(line(0.0, y, m.width, y, "#d9dde3", 1.0));
     }
     (backgrounds, content, y)
+}
+
+/// A band across the picture with `label` in bold, `m.heading_h` high
+/// from `y`; drawn over the axis breaks' bands, which it interrupts.
+fn heading(label: &str, m: &Metrics, y: f64) -> G {
+    let label = fit_text(label, m.font, m.width - 2.0 * m.margin);
+    G::new()
+        .add(rect(0.0, y, m.width, m.heading_h, "#e3e7ed"))
+        .add(line(0.0, y + m.heading_h, m.width, y + m.heading_h, "#c3c8d0", 1.0))
+        .add(
+            text(m.margin, y + m.heading_h / 2.0 + m.font * 0.36, label, m.font)
+                .set("font-weight", "bold")
+                .set("fill", "#333333"),
+        )
 }
 
 /// One lane being drawn at a given height.
@@ -450,6 +496,7 @@ mod tests {
             conn: Some(Tuple { saddr: lo, sport, daddr: lo, dport }),
             socket: Some(id),
             inferred: false,
+            container: None,
         };
         let events = [
             ev(0, Side::Client, (TcpState::CLOSE, TcpState::SYN_SENT), (5000, 80), 7),

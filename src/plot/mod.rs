@@ -7,8 +7,10 @@
 //! 1. `parse`: bytes (original `ts:` lines or JSON lines) → [`PlotEvent`]s
 //!    and warnings for broken lines.
 //! 2. [`model`]: events → a [`Timeline`] of connection groups, each with a
-//!    server and a client lane made of state segments and transition marks.
-//!    `select` applies `--port`, `--conn` and `--max-conns` to the groups.
+//!    server and a client lane made of state segments and transition marks,
+//!    and in a trace with containers, ordered by container.
+//!    `select` applies `--port`, `--conn`, `--container` and `--max-conns`
+//!    to the groups.
 //! 3. `axis`: the shared time axis, with long idle stretches compressed
 //!    behind visible breaks so that a 60 s TIME_WAIT does not squash the
 //!    one-millisecond handshake into a pixel.
@@ -39,11 +41,18 @@
 //! - Idle stretches are cut on the shared axis of all lanes only when the
 //!   events would otherwise crowd, and each cut says how long it was: under
 //!   the axis (`+221 ms`) and on every bar it crosses (the state's length).
+//! - A trace with containers (JSON lines' `container_id`, or the tracer's
+//!   own records) draws each container's connections together under a
+//!   heading, containers in order of first appearance and sockets in no
+//!   container last; a connection goes under its server end's container,
+//!   or its client's when the server is in none (see [`model`]).
+//!   Without containers the picture is what it was before them.
 //! - PNG text needs a system font (Debian: `fonts-dejavu-core`); without one
 //!   the PNG is drawn without text and a warning says so.
 
 mod axis;
 mod command;
+mod container;
 mod draw;
 mod lanes;
 pub mod model;
@@ -63,6 +72,7 @@ use crate::output::{Sink, Status};
 use crate::state::TcpState;
 
 pub use self::command::{run, write_picture, PlotArgs};
+pub use self::container::ContainerTag;
 pub use self::model::{build_labelled_timeline, build_timeline, Timeline};
 pub use self::parse::{parse_trace, read_trace};
 pub use self::png::{fonts_available, render_png};
@@ -91,6 +101,10 @@ pub struct PlotEvent {
     pub socket: Option<u64>,
     /// The transition was deduced rather than seen; drawn with a hollow marker.
     pub inferred: bool,
+    /// The container of the event's socket; `None` for a socket in no
+    /// container, one whose cgroup was not found, and traces without
+    /// containers (`container_id` null or missing, the original tool's lines).
+    pub container: Option<ContainerTag>,
 }
 
 /// How a connection ended, as much as its lane's label tells: what one
@@ -132,6 +146,9 @@ pub struct PlotOptions {
     /// Keep only this connection: `SADDR:SPORT-DADDR:DPORT` (either order),
     /// or one `ADDR:PORT` to keep every connection with that endpoint.
     pub conn: Option<String>,
+    /// Keep only connections with an end in this container: its id's first
+    /// characters (at most 12, as `docker ps` shows it) or the whole id.
+    pub container: Option<String>,
     /// Picture width in pixels; the height follows from the lane count.
     pub width: u32,
     /// Title line; `None` for the default.
@@ -140,14 +157,15 @@ pub struct PlotOptions {
 
 impl Default for PlotOptions {
     fn default() -> PlotOptions {
-        PlotOptions { max_conns: 20, port: None, conn: None, width: 1200, title: None }
+        PlotOptions { max_conns: 20, port: None, conn: None, container: None, width: 1200, title: None }
     }
 }
 
 /// Draws `events` as an SVG document.
 ///
 /// Fails (instead of drawing an empty picture) when there is nothing to
-/// draw, when the filters leave nothing, or when `opts.conn` is malformed;
+/// draw, when the filters leave nothing, or when `opts.conn` or
+/// `opts.container` is malformed;
 /// each message says what to change.
 pub fn render_svg(events: &[PlotEvent], opts: &PlotOptions) -> Result<String> {
     render_labelled_svg(events, &Ends::new(), opts)
@@ -171,6 +189,7 @@ impl From<&Transition> for PlotEvent {
             conn: Some(t.tuple),
             socket: Some(t.conn_id),
             inferred: t.inferred.is_some(),
+            container: t.cgroup.as_ref().and_then(|c| c.container.as_ref()).and_then(ContainerTag::of),
         }
     }
 }
@@ -188,7 +207,7 @@ pub struct Recorder {
     quiet: bool,
 }
 
-/// `--plot` keeps this many transitions at most (about 60 MB), and as many
+/// `--plot` keeps this many transitions at most (about 100 MB), and as many
 /// connection ends, so that a long run cannot grow without bound.
 const PLOT_MAX: usize = 1_000_000;
 
@@ -226,5 +245,26 @@ impl Sink for Recorder {
         }
         write_picture(&self.trace, &PlotOptions::default(), &self.path, None)
             .with_context(|| format!("drawing {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::{sample, with};
+
+    fn transition(record: Record) -> Transition {
+        let Record::Transition(t) = record else { unreachable!() };
+        t
+    }
+
+    #[test]
+    fn the_tracer_s_transitions_bring_their_container() {
+        let ev = PlotEvent::from(&transition(sample(2, 1)));
+        let container = ev.container.unwrap();
+        assert_eq!(container.to_string(), "0123456789ab (docker)");
+        assert!(container.matches(&"0123456789abcdef".repeat(4)));
+        let on_host = transition(with(sample(2, 1), |t| t.cgroup = None));
+        assert_eq!(PlotEvent::from(&on_host).container, None);
     }
 }

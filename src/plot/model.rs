@@ -40,14 +40,26 @@
 //!
 //! A lane whose events carry the connection id of a connection record
 //! (see [`super::Ends`]) keeps how that connection ended, for its label.
+//!
+//! Containers: a lane's container is its socket's (the first its events
+//! name). When any event of the trace names a container, groups are
+//! ordered by the container they go under, keeping their order within one:
+//! containers in order of their first group, then the groups in no
+//! container. A group goes under its server lane's container, or when the
+//! server socket is in none (or was not traced) its client lane's: a
+//! connection between two containers (curl in one, nginx in the other) is
+//! the server's, and one between a container and the host is the
+//! container's. The lane whose container differs says so in its label.
+//! Containers never split or join groups: the sockets and 4-tuples do that.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use anyhow::{bail, Result};
 
-use super::select::select;
-use super::{ConnEnd, Ends, PlotEvent, PlotOptions, Side, Tuple};
+use super::container::first_seen;
+use super::select::{select, Selectable};
+use super::{ConnEnd, ContainerTag, Ends, PlotEvent, PlotOptions, Side, Tuple};
 use crate::state::TcpState;
 
 /// Everything one picture shows.
@@ -60,6 +72,9 @@ pub struct Timeline {
     pub omitted_conns: usize,
     /// Listener groups left out by `max_conns`.
     pub omitted_listeners: usize,
+    /// Some event of the trace names a container: the groups are ordered by
+    /// [`Group::container`] and drawn under a heading each.
+    pub by_container: bool,
 }
 
 /// One connection (or listener): the lanes drawn together.
@@ -67,6 +82,9 @@ pub struct Timeline {
 pub struct Group {
     pub kind: GroupKind,
     pub lanes: Vec<Lane>,
+    /// The container it is drawn under: its server lane's, else its client
+    /// lane's (see the module comment).
+    pub container: Option<ContainerTag>,
 }
 
 /// What a group stands for, which decides its lanes' labels.
@@ -92,6 +110,8 @@ pub struct Lane {
     pub segments: Vec<Segment>,
     /// How its connection ended, when a connection record says.
     pub end: Option<ConnEnd>,
+    /// Its socket's container, the first its events name.
+    pub container: Option<ContainerTag>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,7 +184,7 @@ pub fn build_labelled_timeline(events: &[PlotEvent], ends: &Ends, opts: &PlotOpt
     sorted.sort_by_key(|e| e.ts_ns);
     give_ports(&mut sorted);
     let drafts = group(&sorted);
-    let chosen = select(drafts, |d: &Draft| &d.kind, opts)?;
+    let chosen = select(drafts, opts)?;
     let t0_ns = chosen
         .kept
         .iter()
@@ -172,12 +192,27 @@ pub fn build_labelled_timeline(events: &[PlotEvent], ends: &Ends, opts: &PlotOpt
         .map(|e| e.ts_ns)
         .min()
         .unwrap_or(0);
+    let mut groups: Vec<Group> = chosen.kept.into_iter().map(|d| d.finish(t0_ns, ends)).collect();
+    let by_container = events.iter().any(|e| e.container.is_some());
+    if by_container {
+        order_by_container(&mut groups);
+    }
     Ok(Timeline {
         t0_ns,
-        groups: chosen.kept.into_iter().map(|d| d.finish(t0_ns, ends)).collect(),
+        groups,
         omitted_conns: chosen.omitted_conns,
         omitted_listeners: chosen.omitted_listeners,
+        by_container,
     })
+}
+
+/// Each container's groups together, containers in order of their first
+/// group and groups in no container last; a stable sort keeps the order of
+/// the groups of one container.
+fn order_by_container(groups: &mut [Group]) {
+    let order = first_seen(groups.iter().filter_map(|g| g.container));
+    let rank = |c: Option<ContainerTag>| c.and_then(|c| order.iter().position(|&o| o == c));
+    groups.sort_by_key(|g| rank(g.container).unwrap_or(order.len()));
 }
 
 /// Which group an event can belong to before continuity is considered.
@@ -261,9 +296,25 @@ impl Draft {
     }
 
     fn finish(self, t0_ns: u64, ends: &Ends) -> Group {
-        let lanes = self.lanes.into_iter().map(|(role, evs)| lane(role, &evs, t0_ns, ends)).collect();
-        Group { kind: self.kind, lanes }
+        let lanes: Vec<Lane> = self.lanes.into_iter().map(|(role, evs)| lane(role, &evs, t0_ns, ends)).collect();
+        // Lanes are in role order: the server's (or the listener's) first.
+        let container = lanes.iter().find_map(|l| l.container);
+        Group { kind: self.kind, lanes, container }
     }
+}
+
+impl Selectable for Draft {
+    fn kind(&self) -> &GroupKind {
+        &self.kind
+    }
+
+    fn containers(&self) -> Vec<ContainerTag> {
+        self.lanes.iter().filter_map(|(_, evs)| first_container(evs)).collect()
+    }
+}
+
+fn first_container(events: &[PlotEvent]) -> Option<ContainerTag> {
+    events.iter().find_map(|e| e.container)
 }
 
 fn lane(role: Role, events: &[PlotEvent], t0_ns: u64, ends: &Ends) -> Lane {
@@ -275,7 +326,7 @@ fn lane(role: Role, events: &[PlotEvent], t0_ns: u64, ends: &Ends) -> Lane {
         .map(|(i, m)| Segment { state: m.new, start_ns: m.t_ns, end_ns: marks.get(i + 1).map(|n| n.t_ns) })
         .collect();
     let end = events.iter().find_map(|e| e.socket.and_then(|id| ends.get(&id))).copied();
-    Lane { role, marks, segments, end }
+    Lane { role, marks, segments, end, container: first_container(events) }
 }
 
 fn role(key: Key, side: Side) -> Role {
@@ -447,7 +498,7 @@ mod tests {
     use super::*;
 
     fn ev(ts: u64, side: Side, old: TcpState, new: TcpState, conn: Option<Tuple>) -> PlotEvent {
-        PlotEvent { ts_ns: ts, side, old, new, conn, socket: None, inferred: false }
+        PlotEvent { ts_ns: ts, side, old, new, conn, socket: None, inferred: false, container: None }
     }
 
     fn conn(local: &str, peer: &str) -> Option<Tuple> {
@@ -630,6 +681,99 @@ mod tests {
         let t = build_timeline(&events, &PlotOptions::default()).unwrap();
         assert_eq!(t.states(), vec![S::SYN_SENT, S::ESTABLISHED]);
         assert_eq!(t.times(), vec![0, 4]);
+    }
+
+    fn inside(container: &str, ev: PlotEvent) -> PlotEvent {
+        PlotEvent { container: ContainerTag::new(container, None), ..ev }
+    }
+
+    /// One connection's server and client events, each end in its container
+    /// ("" for none).
+    fn exchange(ts: u64, server: (&str, &str), client: (&str, &str)) -> [PlotEvent; 2] {
+        let (s, c) = (conn(server.1, client.1), conn(client.1, server.1));
+        [
+            inside(client.0, ev(ts, Client, S::SYN_SENT, S::ESTABLISHED, c)),
+            inside(server.0, ev(ts + 1, Server, S::LISTEN, S::SYN_RECV, s)),
+        ]
+    }
+
+    /// Each group's container (short id, `-` for none), then its server end.
+    fn placed(t: &Timeline) -> Vec<String> {
+        t.groups
+            .iter()
+            .map(|g| {
+                let container = g.container.as_ref().map_or("-", ContainerTag::short_id);
+                match g.kind {
+                    GroupKind::Connection { server, .. } => format!("{container} {server}"),
+                    other => format!("{container} {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_gather_by_container_in_order_of_first_appearance_host_last() {
+        let events: Vec<PlotEvent> = [
+            exchange(0, ("", "10.0.0.1:22"), ("", "10.0.0.9:5000")),
+            exchange(10, ("b", "10.0.0.2:80"), ("b", "10.0.0.2:5001")),
+            exchange(20, ("a", "10.0.0.3:80"), ("a", "10.0.0.3:5002")),
+            exchange(30, ("", "10.0.0.1:23"), ("", "10.0.0.9:5003")),
+            exchange(40, ("b", "10.0.0.2:81"), ("b", "10.0.0.2:5004")),
+        ]
+        .concat();
+        let t = build_timeline(&events, &PlotOptions::default()).unwrap();
+        assert!(t.by_container);
+        assert_eq!(placed(&t), ["b 10.0.0.2:80", "b 10.0.0.2:81", "a 10.0.0.3:80", "- 10.0.0.1:22", "- 10.0.0.1:23"]);
+        // Each lane knows its own socket's container.
+        assert!(t.groups[0].lanes.iter().all(|l| l.container == ContainerTag::new("b", None)));
+        assert!(t.groups[4].lanes.iter().all(|l| l.container.is_none()));
+    }
+
+    #[test]
+    fn a_connection_goes_under_its_server_s_container_else_its_client_s() {
+        let mut events: Vec<PlotEvent> = [
+            // curl in a → nginx in b: b's.
+            exchange(0, ("b", "10.0.0.2:80"), ("a", "10.0.0.3:5000")),
+            // curl in a → sshd in none: a's.
+            exchange(10, ("", "10.0.0.1:22"), ("a", "10.0.0.3:5001")),
+            // curl in none → nginx in b: b's.
+            exchange(20, ("b", "10.0.0.2:80"), ("", "10.0.0.1:5002")),
+        ]
+        .concat();
+        // curl in a to a server whose end was not traced: a's.
+        events.push(inside("a", ev(30, Client, S::CLOSE, S::SYN_SENT, conn("10.0.0.3:5003", "1.1.1.1:443"))));
+        let t = build_timeline(&events, &PlotOptions::default()).unwrap();
+        assert_eq!(placed(&t), ["b 10.0.0.2:80", "b 10.0.0.2:80", "a 10.0.0.1:22", "a 1.1.1.1:443"]);
+        let lane_containers =
+            |g: &Group| g.lanes.iter().map(|l| l.container.map(|c| c.short_id().to_string())).collect::<Vec<_>>();
+        assert_eq!(lane_containers(&t.groups[0]), [Some("b".into()), Some("a".into())]);
+        assert_eq!(lane_containers(&t.groups[1]), [Some("b".into()), None]);
+        assert_eq!(lane_containers(&t.groups[3]), [None, Some("a".into())]);
+    }
+
+    #[test]
+    fn containers_change_nothing_but_the_order_and_the_limit_keeps_the_earliest() {
+        let events: Vec<PlotEvent> = (0..4u16)
+            .flat_map(|i| {
+                let container = if i % 2 == 0 { "" } else { "a" };
+                exchange(u64::from(i) * 10, (container, "10.0.0.2:80"), (container, &format!("10.0.0.3:{}", 5000 + i)))
+            })
+            .collect();
+        let opts = PlotOptions { max_conns: 3, ..PlotOptions::default() };
+        let t = build_timeline(&events, &opts).unwrap();
+        let clients: Vec<String> = t.groups.iter().map(client_of).collect();
+        assert_eq!(clients, ["10.0.0.3:5001", "10.0.0.3:5000", "10.0.0.3:5002"]);
+        assert_eq!(t.omitted_conns, 1);
+        // The same trace without containers: the groups in time order, and
+        // the same lanes.
+        let bare: Vec<PlotEvent> = events.iter().map(|e| PlotEvent { container: None, ..*e }).collect();
+        let plain = build_timeline(&bare, &opts).unwrap();
+        assert!(!plain.by_container);
+        assert_eq!(
+            plain.groups.iter().map(client_of).collect::<Vec<_>>(),
+            ["10.0.0.3:5000", "10.0.0.3:5001", "10.0.0.3:5002"]
+        );
+        assert_eq!(plain.groups[0].lanes[0].marks, t.groups[1].lanes[0].marks);
     }
 
     #[test]

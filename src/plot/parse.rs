@@ -11,6 +11,10 @@
 //! A JSON line can also be a connection record (`--connections -o json`:
 //! it has `end` and `states`, and no `old` or `new`). Records are not drawn;
 //! they label the lanes of their connections (see [`Trace::ends`]).
+//!
+//! A JSON event's `container_id` (with `container_runtime`) names its
+//! socket's container; traces from before containers have no such key and
+//! read as before.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -18,7 +22,8 @@ use std::net::IpAddr;
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
-use super::{ConnEnd, PlotEvent, Side, Trace, Tuple};
+use super::{ConnEnd, ContainerTag, PlotEvent, Side, Trace, Tuple};
+use crate::cgroup::Runtime;
 use crate::conn::EndCause;
 use crate::state::TcpState;
 
@@ -126,6 +131,7 @@ fn parse_original(rest: &str) -> Result<PlotEvent, String> {
         conn: None,
         socket: None,
         inferred: false,
+        container: None,
     })
 }
 
@@ -173,6 +179,7 @@ fn json_event(obj: &Map<String, Value>) -> Result<PlotEvent, String> {
             None => false,
             Some(v) => v.as_bool().ok_or("\"inferred\" is not true or false")?,
         },
+        container: json_container(obj)?,
     })
 }
 
@@ -205,6 +212,18 @@ fn json_conn(obj: &Map<String, Value>) -> Result<Option<Tuple>, String> {
         daddr: addr(obj, "daddr")?,
         dport: port(obj, "dport")?,
     }))
+}
+
+/// The socket's container: `container_id`, with the runtime when
+/// `container_runtime` names one this build knows (a newer tcpstate's
+/// runtime is drawn without its name); `None` when the id is missing, null
+/// or empty.
+fn json_container(obj: &Map<String, Value>) -> Result<Option<ContainerTag>, String> {
+    let Some(id) = optional_str(obj, "container_id")? else {
+        return Ok(None);
+    };
+    let runtime = optional_str(obj, "container_runtime")?.and_then(Runtime::from_name);
+    Ok(ContainerTag::new(id, runtime))
 }
 
 /// Which socket's life an event belongs to: its connection id where the
@@ -251,10 +270,12 @@ fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
-    match present(obj, key) {
-        None => Err(format!("JSON event has no \"{key}\"")),
-        Some(v) => v.as_str().ok_or_else(|| format!("\"{key}\" is not a string")),
-    }
+    optional_str(obj, key)?.ok_or_else(|| format!("JSON event has no \"{key}\""))
+}
+
+/// The string under `key`; `None` when missing or null.
+fn optional_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+    present(obj, key).map(|v| v.as_str().ok_or_else(|| format!("\"{key}\" is not a string"))).transpose()
 }
 
 fn addr(obj: &Map<String, Value>, key: &str) -> Result<IpAddr, String> {
@@ -358,6 +379,27 @@ mod tests {
         let (events, warnings) = parse_trace(input, false).unwrap();
         assert_eq!(events.iter().map(|e| e.socket).collect::<Vec<_>>(), [Some(4242), Some(4242)]);
         assert!(warnings.len() == 1 && warnings[0].contains("conn_id"), "{warnings:?}");
+    }
+
+    #[test]
+    fn the_container_comes_from_container_id_and_its_runtime() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let input = format!(
+            r#"{{"ts_ns":1,"side":"client","old":"CLOSE","new":"SYN_SENT","container_id":"{id}","container_runtime":"docker"}}
+{{"ts_ns":2,"side":"client","old":"CLOSE","new":"SYN_SENT","container_id":"web","container_runtime":"rkt"}}
+{{"ts_ns":3,"side":"client","old":"CLOSE","new":"SYN_SENT","container_id":null,"container_runtime":null}}
+{{"ts_ns":4,"side":"client","old":"CLOSE","new":"SYN_SENT"}}
+{{"ts_ns":5,"side":"client","old":"CLOSE","new":"SYN_SENT","container_id":""}}
+{{"ts_ns":6,"side":"client","old":"CLOSE","new":"SYN_SENT","container_id":42}}"#
+        );
+        let (events, warnings) = parse_trace(input.as_bytes(), false).unwrap();
+        let containers: Vec<Option<ContainerTag>> = events.iter().map(|e| e.container).collect();
+        assert_eq!(
+            containers,
+            [ContainerTag::new(id, Some(Runtime::Docker)), ContainerTag::new("web", None), None, None, None]
+        );
+        assert!(warnings.len() == 1 && warnings[0].starts_with("line 6:"), "{warnings:?}");
+        assert!(warnings[0].contains("container_id"), "{warnings:?}");
     }
 
     /// `tcpstate --connections -o json`'s line for a client that closed first.

@@ -1,17 +1,28 @@
-//! `--port`, `--conn` and `--max-conns`: which groups make the picture.
+//! `--port`, `--conn`, `--container` and `--max-conns`: which groups make
+//! the picture.
 //!
 //! Filters work on whole groups (a connection is kept with both its lanes)
 //! and the limit keeps the earliest groups, so the picture of a long trace
 //! starts where the trace starts. Listener groups have their own budget of
 //! `max_conns`: one busy listener must not push every connection out.
+//! `--container` keeps a connection with either end in the container, like
+//! `--port` does with either end's port.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Result};
 
+use super::container::first_seen;
 use super::model::GroupKind;
-use super::PlotOptions;
+use super::{ContainerTag, PlotOptions};
+
+/// What the filters look at in a group.
+pub(super) trait Selectable {
+    fn kind(&self) -> &GroupKind;
+    /// The containers of its sockets.
+    fn containers(&self) -> Vec<ContainerTag>;
+}
 
 /// The groups kept, in their original order, and how many the limit dropped.
 #[derive(Debug)]
@@ -22,29 +33,31 @@ pub(super) struct Selection<T> {
 }
 
 /// Applies the filters and the limit of `opts` to `items` (groups in order
-/// of their first event), each described by `kind`.
-pub(super) fn select<T>(items: Vec<T>, kind: impl Fn(&T) -> &GroupKind, opts: &PlotOptions) -> Result<Selection<T>> {
+/// of their first event).
+pub(super) fn select<T: Selectable>(items: Vec<T>, opts: &PlotOptions) -> Result<Selection<T>> {
     if opts.max_conns == 0 {
         bail!("--max-conns 0 would draw nothing: give at least 1");
     }
     let spec = opts.conn.as_deref().map(ConnSpec::parse).transpose()?;
-    let filter = Filter { port: opts.port, spec };
-    let mut ports = BTreeSet::new();
+    let container = opts.container.as_deref().map(container_spec).transpose()?;
+    let filter = Filter { port: opts.port, spec, container };
+    let mut seen = Seen::default();
     let mut matching = Vec::new();
     for item in items {
-        let ends = endpoints(kind(&item));
-        ports.extend(ends.iter().map(SocketAddr::port));
-        if filter.keeps(&ends) {
+        let ends = endpoints(item.kind());
+        let containers = item.containers();
+        seen.add(&ends, &containers);
+        if filter.keeps(&ends, &containers) {
             matching.push(item);
         }
     }
     if matching.is_empty() {
-        bail!("{}", filter.nothing_left(&ports));
+        bail!("{}", filter.nothing_left(&seen));
     }
     let mut sel = Selection { kept: Vec::new(), omitted_conns: 0, omitted_listeners: 0 };
     let (mut conns, mut listeners) = (0usize, 0usize);
     for item in matching {
-        let (count, omitted) = match kind(&item) {
+        let (count, omitted) = match item.kind() {
             GroupKind::Listener(_) => (&mut listeners, &mut sel.omitted_listeners),
             _ => (&mut conns, &mut sel.omitted_conns),
         };
@@ -67,34 +80,94 @@ fn endpoints(kind: &GroupKind) -> Vec<SocketAddr> {
     }
 }
 
-struct Filter {
-    port: Option<u16>,
-    spec: Option<ConnSpec>,
+/// The ports and containers of all groups, for the message when nothing
+/// matches.
+#[derive(Default)]
+struct Seen {
+    ports: BTreeSet<u16>,
+    /// In order of appearance, with repeats.
+    containers: Vec<ContainerTag>,
 }
 
-impl Filter {
-    fn keeps(&self, ends: &[SocketAddr]) -> bool {
+impl Seen {
+    fn add(&mut self, ends: &[SocketAddr], containers: &[ContainerTag]) {
+        self.ports.extend(ends.iter().map(SocketAddr::port));
+        self.containers.extend(containers);
+    }
+}
+
+struct Filter<'a> {
+    port: Option<u16>,
+    spec: Option<ConnSpec>,
+    container: Option<&'a str>,
+}
+
+impl Filter<'_> {
+    fn keeps(&self, ends: &[SocketAddr], containers: &[ContainerTag]) -> bool {
         self.port.is_none_or(|p| ends.iter().any(|e| e.port() == p))
             && self.spec.as_ref().is_none_or(|s| s.matches(ends))
+            && self.container.is_none_or(|id| containers.iter().any(|c| c.matches(id)))
     }
 
     /// Why nothing matched, and what would.
-    fn nothing_left(&self, ports: &BTreeSet<u16>) -> String {
-        let asked = match (self.port, &self.spec) {
-            (Some(p), Some(_)) => format!("--port {p} together with --conn"),
-            (Some(p), None) => format!("--port {p}"),
-            _ => "--conn".to_string(),
-        };
-        if ports.is_empty() {
+    fn nothing_left(&self, seen: &Seen) -> String {
+        let mut asked = Vec::new();
+        if let Some(p) = self.port {
+            asked.push(format!("--port {p}"));
+        }
+        if self.spec.is_some() {
+            asked.push("--conn".to_string());
+        }
+        if let Some(id) = self.container {
+            asked.push(format!("--container {id}"));
+        }
+        let asked = asked.join(" together with ");
+        let by_address = self.port.is_some() || self.spec.is_some();
+        if by_address && seen.ports.is_empty() {
             return format!(
                 "{asked} needs addresses, but this trace has none (the original ts:<ns>:<side>:<OLD>:<NEW> \
                  lines carry none): trace with `tcpstate -o json` and plot that, or drop {asked}"
             );
         }
-        let shown: Vec<String> = ports.iter().take(12).map(u16::to_string).collect();
-        let more = if ports.len() > shown.len() { ", …" } else { "" };
-        format!("no connection matches {asked}; the trace has ports {}{more}", shown.join(", "))
+        if self.container.is_some() && seen.containers.is_empty() {
+            return format!(
+                "{asked} needs containers, but no event of this trace names one (container_id is null or \
+                 missing: sockets in no container, or a trace from before containers); drop --container"
+            );
+        }
+        let mut has = Vec::new();
+        if by_address {
+            has.push(format!("ports {}", some_of(seen.ports.iter())));
+        }
+        if self.container.is_some() {
+            let containers = first_seen(seen.containers.iter().copied());
+            has.push(format!("containers {}", some_of(containers.iter().map(ContainerTag::short_id))));
+        }
+        format!("no connection matches {asked}; the trace has {}", has.join(" and "))
     }
+}
+
+/// The first dozen of `items`, then `…` if there are more.
+fn some_of<T: ToString>(items: impl ExactSizeIterator<Item = T>) -> String {
+    let total = items.len();
+    let shown: Vec<String> = items.take(12).map(|i| i.to_string()).collect();
+    let more = if total > shown.len() { ", …" } else { "" };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// `--container`: a container id or its first characters. Kubernetes'
+/// `containerd://<id>` form (a pod's `containerStatuses`) is taken too.
+fn container_spec(text: &str) -> Result<&str> {
+    let id = text.trim();
+    let id = id.split_once("://").map_or(id, |(_, id)| id);
+    // A cgroup path or a stray space is the likely mistake.
+    if id.is_empty() || id.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+        bail!(
+            "--container '{text}' is not a container id: give its first characters as `docker ps` or \
+             `crictl ps` show them (e.g. 0123456789ab), or the whole id"
+        );
+    }
+    Ok(id)
 }
 
 /// `--conn`: both endpoints in either order, or one endpoint.
@@ -136,8 +209,18 @@ mod tests {
         GroupKind::Connection { server: server.parse().unwrap(), client: client.parse().unwrap() }
     }
 
+    impl Selectable for GroupKind {
+        fn kind(&self) -> &GroupKind {
+            self
+        }
+
+        fn containers(&self) -> Vec<ContainerTag> {
+            Vec::new()
+        }
+    }
+
     fn run(items: Vec<GroupKind>, opts: PlotOptions) -> Result<Selection<GroupKind>> {
-        select(items, |k| k, &opts)
+        select(items, &opts)
     }
 
     #[test]
@@ -189,5 +272,54 @@ mod tests {
         assert_eq!(sel.kept, vec![items[0], items[1], items[2]]);
         assert_eq!((sel.omitted_conns, sel.omitted_listeners), (3, 0));
         assert!(run(items, PlotOptions { max_conns: 0, ..Default::default() }).is_err());
+    }
+
+    /// A group with containers.
+    struct InContainers(GroupKind, Vec<ContainerTag>);
+
+    impl Selectable for InContainers {
+        fn kind(&self) -> &GroupKind {
+            &self.0
+        }
+
+        fn containers(&self) -> Vec<ContainerTag> {
+            self.1.clone()
+        }
+    }
+
+    #[test]
+    fn container_filter_keeps_either_end_by_id_prefix() {
+        let a = ContainerTag::new("aaaa56789abcdef0", None).unwrap();
+        let b = ContainerTag::new("bbbb56789abcdef0", None).unwrap();
+        let items = || {
+            vec![
+                InContainers(conn("10.0.0.2:80", "10.0.0.3:5000"), vec![a, b]),
+                InContainers(conn("10.0.0.2:80", "10.0.0.1:5001"), vec![a]),
+                InContainers(conn("127.0.0.1:22", "127.0.0.1:6000"), vec![]),
+            ]
+        };
+        let kept = |id: &str, port: Option<u16>| -> Result<Vec<GroupKind>> {
+            let opts = PlotOptions { container: Some(id.to_string()), port, ..Default::default() };
+            Ok(select(items(), &opts)?.kept.into_iter().map(|i| i.0).collect())
+        };
+        let all: Vec<GroupKind> = items().into_iter().map(|i| i.0).collect();
+        assert_eq!(kept("aaaa", None).unwrap(), all[..2]);
+        assert_eq!(kept("bbbb56789abcdef0", None).unwrap(), all[..1]);
+        assert_eq!(kept(" containerd://bbbb5 ", None).unwrap(), all[..1]);
+        let err = kept("cccc", None).unwrap_err().to_string();
+        assert!(
+            err.contains("no connection matches --container cccc; the trace has containers aaaa56789abc, bbbb56789abc"),
+            "{err}"
+        );
+        let err = kept("bbbb", Some(5001)).unwrap_err().to_string();
+        assert!(err.contains("--port 5001 together with --container bbbb; the trace has ports 22, 80"), "{err}");
+        assert!(err.contains(" and containers aaaa56789abc, bbbb56789abc"), "{err}");
+        for bad in ["", " ", "/system.slice/docker-aaaa.scope", "aa bb"] {
+            let err = kept(bad, None).unwrap_err().to_string();
+            assert!(err.contains("is not a container id") && err.contains("e.g."), "{bad:?}: {err}");
+        }
+        let opts = PlotOptions { container: Some("aaaa".into()), ..Default::default() };
+        let err = run(vec![conn("127.0.0.1:80", "127.0.0.1:5000")], opts).unwrap_err().to_string();
+        assert!(err.contains("needs containers, but no event of this trace names one"), "{err}");
     }
 }
