@@ -66,6 +66,10 @@ struct tw_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	/* Per-CPU LRU lists: an update takes no lock shared by every CPU (the
+	 * state program adds an entry for each closing connection). Lookups
+	 * still find an entry from any CPU. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 1);
 	__type(key, struct tw_key);
 	__type(value, __u64);
