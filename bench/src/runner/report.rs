@@ -269,13 +269,7 @@ mod tests {
             ..Record::default()
         };
         let runs = [run("json", 0.89, 0.04), run("connections", 0.885, 0.042)];
-        let mut rows: Vec<RowSummary> = ["none", "json", "connections"]
-            .iter()
-            .map(|id| {
-                let row = ALL.iter().find(|r| r.id == *id).unwrap();
-                RowSummary::of(row, &runs.iter().filter(|r| r.row == *id).collect::<Vec<_>>())
-            })
-            .collect();
+        let mut rows = summaries(&["none", "json", "connections"], &runs);
         judge(&mut rows);
         let text = targets(&rows);
         let lines: Vec<&str> = text.lines().collect();
@@ -286,6 +280,16 @@ mod tests {
         assert!(lines[2].ends_with("-0.5 pt ✓  1.05 x json"), "{}", lines[2]);
         assert!(lines[2].contains("0.042 ✓"), "{}", lines[2]);
         assert!(table(&rows).contains(" 4/4 "));
+    }
+
+    /// The summaries of rows `ids` over `runs`.
+    fn summaries(ids: &[&str], runs: &[Record]) -> Vec<RowSummary> {
+        ids.iter()
+            .map(|id| {
+                let row = ALL.iter().find(|r| r.id == *id).unwrap();
+                RowSummary::of(row, &runs.iter().filter(|r| r.row == *id).collect::<Vec<_>>())
+            })
+            .collect()
     }
 
     #[test]
@@ -302,13 +306,7 @@ mod tests {
         };
         let runs =
             [run("json", 0.89, 0.04, 10), run("cgroup-other", 0.912, 0.01, 0), run("cgroup-own", 0.87, 0.05, 10)];
-        let mut rows: Vec<RowSummary> = ["none", "json", "cgroup-other", "cgroup-own"]
-            .iter()
-            .map(|id| {
-                let row = ALL.iter().find(|r| r.id == *id).unwrap();
-                RowSummary::of(row, &runs.iter().filter(|r| r.row == *id).collect::<Vec<_>>())
-            })
-            .collect();
+        let mut rows = summaries(&["none", "json", "cgroup-other", "cgroup-own"], &runs);
         judge(&mut rows);
         let text = targets(&rows);
         let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap().to_string();
