@@ -58,7 +58,7 @@ pub enum Format {
 /// Which names JSON's keys follow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Schema {
-    /// tcpstate's own (schema_version 3)
+    /// tcpstate's own (schema_version 2)
     #[default]
     Tcpstate,
     /// OpenTelemetry semantic conventions (network.peer.address, process.pid …), with a Community ID
