@@ -50,17 +50,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let (tracer, links, probes) = Tracer::start(&trace_config, &mut slots)?;
     report_probes(args, &tracer, &probes);
 
-    // Before dropping privileges: with them, an id is found by file handle.
-    let cgroups = match CgroupPaths::new() {
-        Ok(paths) => Some(paths),
-        Err(e) => {
-            if args.verbose {
-                eprintln!("tcpstate: cgroup paths and containers not shown: {e:#}");
-            }
-            None
-        }
-    };
-    let containers = args.output == Format::Table && cgroups.as_ref().is_some_and(CgroupPaths::containers_present);
+    let (cgroups, containers) = cgroup_paths(args);
     let clock = if args.wall_time { Clock::wall() } else { Clock::relative() };
     let mode = args.mode();
     let mut printer =
@@ -239,6 +229,33 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Cgroup ids to paths and containers, for the outputs that show them:
+/// JSON and CSV, the table when the host runs containers (its CONTAINER
+/// column: the second value), the picture. The original line shows none,
+/// and its records are not looked up. Made before dropping privileges:
+/// with them, an id is found by file handle.
+fn cgroup_paths(args: &TraceArgs) -> (Option<CgroupPaths>, bool) {
+    #[cfg(feature = "plot")]
+    let plot = args.plot.is_some();
+    #[cfg(not(feature = "plot"))]
+    let plot = false;
+    let every_record = matches!(args.output, Format::Json | Format::Csv) || plot;
+    if !every_record && args.output != Format::Table {
+        return (None, false);
+    }
+    let paths = match CgroupPaths::new() {
+        Ok(paths) => paths,
+        Err(e) => {
+            if args.verbose {
+                eprintln!("tcpstate: cgroup paths and containers not shown: {e:#}");
+            }
+            return (None, false);
+        }
+    };
+    let containers = args.output == Format::Table && paths.containers_present();
+    ((every_record || containers).then_some(paths), containers)
 }
 
 /// What the sinks may look at besides the records.
