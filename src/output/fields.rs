@@ -18,7 +18,7 @@ use super::line::Line;
 use super::put::{put, Put};
 use crate::cgroup::Cgroup;
 use crate::conn::{ConnRecord, Counters, Span};
-use crate::model::TcpState;
+use crate::model::{Owner, TcpState, Tuple};
 
 /// The version of the key set below, the first key of every JSON line and
 /// CSV row. 1 was the unversioned set before it; 2 added `schema_version`,
@@ -41,17 +41,10 @@ pub struct RunFields {
     pub skaddr: bool,
 }
 
-/// A transition line's keys, in order (CSV puts a `time` column first).
-pub(crate) const LINE_NAMES: [&str; 26] = [
-    "schema_version",
-    "host",
-    "time_unix_nano",
-    "ts_ns",
-    "conn_id",
-    "side",
-    "old",
-    "new",
-    "probe",
+/// Where a connection is (its tuple, network namespace and cgroup) and
+/// who owns it: the keys a transition line and a connection record share,
+/// in order, after their own first ones.
+const PLACE_NAMES: [&str; 13] = [
     "family",
     "saddr",
     "sport",
@@ -65,18 +58,65 @@ pub(crate) const LINE_NAMES: [&str; 26] = [
     "pod_uid",
     "pid",
     "comm",
-    "prev_state_ms",
-    "inferred",
-    "earliest_ns",
-    "skaddr",
 ];
+
+/// The values of [`PLACE_NAMES`], each null when not known.
+fn place_values<'a>(
+    t: &Tuple,
+    netns: u32,
+    cgroup_id: Option<NonZeroU64>,
+    cgroup: Option<&'a Cgroup>,
+    owner: Option<&'a Owner>,
+) -> [Value<'a>; 13] {
+    use Value::*;
+    let [cgroup, container_id, container_runtime, pod_uid] = cgroup_values(cgroup);
+    [
+        Number(Some(t.family().into())),
+        Addr(t.saddr),
+        Number(Some(t.sport.into())),
+        Addr(t.daddr),
+        Number(Some(t.dport.into())),
+        Number(Some(netns.into())),
+        Number(cgroup_id.map(NonZeroU64::get)),
+        cgroup,
+        container_id,
+        container_runtime,
+        pod_uid,
+        Number(owner.map(|o| o.pid.into())),
+        Text(owner.and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
+    ]
+}
+
+/// `parts` one after the other, as one array of `N` (their total length).
+const fn join<T: Copy, const N: usize>(fill: T, parts: &[&[T]]) -> [T; N] {
+    let mut out = [fill; N];
+    let (mut at, mut part) = (0, 0);
+    while part < parts.len() {
+        let mut i = 0;
+        while i < parts[part].len() {
+            out[at] = parts[part][i];
+            (at, i) = (at + 1, i + 1);
+        }
+        part += 1;
+    }
+    assert!(at == N, "the parts do not fill the array");
+    out
+}
+
+/// A transition line's keys, in order (CSV puts a `time` column first).
+pub(crate) const LINE_NAMES: [&str; 26] = join(
+    "",
+    &[
+        &["schema_version", "host", "time_unix_nano", "ts_ns", "conn_id", "side", "old", "new", "probe"],
+        &PLACE_NAMES,
+        &["prev_state_ms", "inferred", "earliest_ns", "skaddr"],
+    ],
+);
 
 /// The values of `l`, in the order of [`LINE_NAMES`].
 pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>; 26] {
     use Value::*;
-    let t = l.tuple;
-    let [cgroup, container_id, container_runtime, pod_uid] = cgroup_values(l.cgroup);
-    [
+    let first = [
         Number(Some(SCHEMA_VERSION)),
         Text(run.host.as_deref()),
         Number(Some(unix_ns(l.ts_ns, run.wall_offset_ns))),
@@ -86,66 +126,52 @@ pub(crate) fn line_values<'a>(l: &'a Line<'a>, run: &'a RunFields) -> [Value<'a>
         State(l.old),
         State(l.new),
         Text(l.probe),
-        Number(Some(t.family().into())),
-        Addr(t.saddr),
-        Number(Some(t.sport.into())),
-        Addr(t.daddr),
-        Number(Some(t.dport.into())),
-        Number(Some(l.netns.into())),
-        Number(l.cgroup_id.map(NonZeroU64::get)),
-        cgroup,
-        container_id,
-        container_runtime,
-        pod_uid,
-        Number(l.owner.map(|o| o.pid.into())),
-        Text(l.owner.and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
+    ];
+    let place = place_values(l.tuple, l.netns, l.cgroup_id, l.cgroup, l.owner);
+    let last = [
         Millis(l.time_in_old_ns),
         Bool(l.inferred()),
         Number(l.earliest_ns),
         KernelAddress(Some(l.skaddr).filter(|_| run.skaddr)),
-    ]
+    ];
+    join(Bool(false), &[&first, &place, &last])
 }
 
 /// A connection record's keys, in order.
-pub(crate) const NAMES: [&str; 37] = [
-    "schema_version",
-    "host",
-    "conn_id",
-    "side",
-    "side_by",
-    "start_ns",
-    "end_ns",
-    "start_unix_ns",
-    "end_unix_ns",
-    "duration_ns",
-    "family",
-    "saddr",
-    "sport",
-    "daddr",
-    "dport",
-    "netns",
-    "cgroup_id",
-    "cgroup",
-    "container_id",
-    "container_runtime",
-    "pod_uid",
-    "pid",
-    "comm",
-    "states",
-    "time_wait_ns",
-    "bytes_sent",
-    "bytes_acked",
-    "bytes_received",
-    "bytes_retrans",
-    "segs_in",
-    "segs_out",
-    "retransmits",
-    "srtt_us",
-    "min_rtt_us",
-    "error",
-    "end",
-    "open",
-];
+pub(crate) const NAMES: [&str; 37] = join(
+    "",
+    &[
+        &[
+            "schema_version",
+            "host",
+            "conn_id",
+            "side",
+            "side_by",
+            "start_ns",
+            "end_ns",
+            "start_unix_ns",
+            "end_unix_ns",
+            "duration_ns",
+        ],
+        &PLACE_NAMES,
+        &[
+            "states",
+            "time_wait_ns",
+            "bytes_sent",
+            "bytes_acked",
+            "bytes_received",
+            "bytes_retrans",
+            "segs_in",
+            "segs_out",
+            "retransmits",
+            "srtt_us",
+            "min_rtt_us",
+            "error",
+            "end",
+            "open",
+        ],
+    ],
+);
 
 /// One field's value, by the kind of rendering it needs: each format
 /// decides how null, quotes and escaping look.
@@ -173,12 +199,10 @@ pub(crate) enum Value<'a> {
 pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 37] {
     use Value::*;
     let wall_offset_ns = run.wall_offset_ns;
-    let [cgroup, container_id, container_runtime, pod_uid] = cgroup_values(r.cgroup.as_deref());
     let counters = r.counters.as_ref();
     let counter = |get: fn(&Counters) -> u64| Number(counters.map(get));
     let rtt = |get: fn(&Counters) -> Option<u32>| Number(counters.and_then(get).map(u64::from));
-    let t = &r.tuple;
-    [
+    let first = [
         Number(Some(SCHEMA_VERSION)),
         Text(run.host.as_deref()),
         Number(Some(r.conn_id)),
@@ -189,19 +213,9 @@ pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 3
         Number(Some(unix_ns(r.start_ns, wall_offset_ns))),
         Number(Some(unix_ns(r.end_ns, wall_offset_ns))),
         Number(Some(r.duration_ns())),
-        Number(Some(t.family().into())),
-        Addr(t.saddr),
-        Number(Some(t.sport.into())),
-        Addr(t.daddr),
-        Number(Some(t.dport.into())),
-        Number(Some(r.netns.into())),
-        Number(r.cgroup_id.map(NonZeroU64::get)),
-        cgroup,
-        container_id,
-        container_runtime,
-        pod_uid,
-        Number(r.owner.map(|o| o.pid.into())),
-        Text(r.owner.as_ref().and_then(|o| o.comm.as_ref()).map(|c| c.as_str())),
+    ];
+    let place = place_values(&r.tuple, r.netns, r.cgroup_id, r.cgroup.as_deref(), r.owner.as_ref());
+    let last = [
         States(&r.states),
         Number(time_wait_ns(r)),
         counter(|c| c.bytes_sent),
@@ -216,7 +230,8 @@ pub(crate) fn values<'a>(r: &'a ConnRecord, run: &'a RunFields) -> [Value<'a>; 3
         Error(counters.map_or(0, |c| c.error)),
         Word(r.end.as_str()),
         Bool(r.is_open()),
-    ]
+    ];
+    join(Bool(false), &[&first, &place, &last])
 }
 
 /// A cgroup's path, container id, runtime and Kubernetes pod UID, each
