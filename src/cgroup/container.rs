@@ -85,6 +85,17 @@ impl Runtime {
     }
 }
 
+/// How much of a container id people are shown: as much as `docker ps`
+/// and `crictl ps` print.
+pub const SHORT_ID: usize = 12;
+
+/// `id`'s first [`SHORT_ID`] bytes, cut back to a character boundary
+/// (nspawn and LXC names need not be ASCII).
+pub fn short_id(id: &str) -> &str {
+    let cut = (0..=SHORT_ID.min(id.len())).rev().find(|&i| id.is_char_boundary(i)).unwrap_or(0);
+    &id[..cut]
+}
+
 /// A container, as its cgroup names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Container {
@@ -196,6 +207,13 @@ fn is_hex(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_are_twelve_bytes_cut_at_a_character() {
+        assert_eq!(short_id(&"0123456789abcdef".repeat(4)), "0123456789ab");
+        assert_eq!(short_id("web"), "web");
+        assert_eq!(short_id("aéééééé"), "aééééé");
+    }
 
     const ID: &str = "9ec39b91f3d70e1beff50a308f77067065ea6be0d91a3378375056cd4422cf3d";
     const NODE: &str = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";

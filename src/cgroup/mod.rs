@@ -26,7 +26,7 @@ use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 use rustc_hash::FxHashMap as HashMap;
 
 use bounded::Bounded;
-pub use container::{container_of, Container, Runtime};
+pub use container::{container_of, short_id, Container, Runtime, SHORT_ID};
 use find::ByHandle;
 pub use mount::{cgroup2_mount, id_and_level};
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::line::Line;
 use super::put::{put, put_joined, Human, Millis, Or, Put};
 use super::{Clock, Formatter};
-use crate::cgroup::Cgroup;
+use crate::cgroup::{short_id, Cgroup, SHORT_ID};
 use crate::conn::{ConnRecord, Span};
 
 pub struct Table {
@@ -39,18 +39,17 @@ impl Table {
     }
 }
 
-/// The CONTAINER column: title and width, the length of the short ids
-/// `docker ps` and `crictl ps` print.
-const CONTAINER: (&str, usize) = ("CONTAINER", 13);
+/// The CONTAINER column: title and width, a short id and a space.
+const CONTAINER: (&str, usize) = ("CONTAINER", SHORT_ID + 1);
 
-/// A container's id, cut to the width of [`CONTAINER`]'s column; `-` when
-/// the socket's cgroup is no container's (or not known).
+/// A container's short id; `-` when the socket's cgroup is no container's
+/// (or not known).
 struct ShortContainer<'a>(Option<&'a Cgroup>);
 
 impl Put for ShortContainer<'_> {
     fn put(&self, out: &mut Vec<u8>) {
         match self.0.and_then(|c| c.container.as_ref()) {
-            Some(c) => out.extend(c.id.bytes().take(CONTAINER.1 - 1)),
+            Some(c) => short_id(&c.id).put(out),
             None => out.push(b'-'),
         }
     }

@@ -11,10 +11,7 @@
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::cgroup::{Container, Runtime};
-
-/// How much of a container id the picture shows and keeps.
-pub const SHORT_ID: usize = 12;
+use crate::cgroup::{short_id, Container, Runtime, SHORT_ID};
 
 /// A container, told apart by its whole id, shown by its first
 /// [`SHORT_ID`] characters (fewer for letters beyond ASCII: it keeps at most
@@ -35,7 +32,7 @@ impl ContainerTag {
             return None;
         }
         let shown: String = id.chars().filter(|c| !c.is_control()).take(SHORT_ID).collect();
-        let cut = (0..=SHORT_ID.min(shown.len())).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+        let cut = short_id(&shown).len();
         let mut short = [0; SHORT_ID];
         short[..cut].copy_from_slice(&shown.as_bytes()[..cut]);
         Some(ContainerTag { short, short_len: cut as u8, whole: whole_hash(id), runtime })
