@@ -28,6 +28,7 @@ use rustc_hash::FxHashMap as HashMap;
 use bounded::Bounded;
 pub use container::{container_of, short_id, Container, Runtime, SHORT_ID};
 use find::ByHandle;
+pub(crate) use mount::mounts_of;
 pub use mount::{cgroup2_mount, id_and_level};
 
 /// A cgroup, as [`CgroupPaths::resolve`] found it.

@@ -108,18 +108,23 @@ fn preferred(mounts: &[Mount]) -> &Mount {
     mounts.iter().find(|m| m.root == Path::new("/")).unwrap_or(&mounts[0])
 }
 
-/// The cgroup2 mounts of a mountinfo table (proc(5): `ID PARENT MAJ:MIN
-/// ROOT POINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPER_OPTIONS`).
+/// The cgroup2 mounts of a mountinfo table.
 fn parse_mountinfo(table: &str) -> Vec<Mount> {
-    table
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            (fields.get(dash + 1) == Some(&"cgroup2") && dash >= 5)
-                .then(|| Mount { point: unescape_field(fields[4]).into(), root: unescape_field(fields[3]).into() })
-        })
+    mounts_of(table, "cgroup2")
+        .map(|(root, point)| Mount { point: unescape_field(point).into(), root: unescape_field(root).into() })
         .collect()
+}
+
+/// The mounts of filesystem type `fstype` in a mountinfo table (proc(5):
+/// `ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE
+/// SUPER_OPTIONS`): each one's ROOT and POINT, as the table writes them
+/// (`\040`-style escapes kept).
+pub(crate) fn mounts_of<'a>(table: &'a str, fstype: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+    table.lines().filter_map(move |line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let dash = fields.iter().position(|f| *f == "-")?;
+        (fields.get(dash + 1) == Some(&fstype) && dash >= 5).then(|| (fields[3], fields[4]))
+    })
 }
 
 /// A mountinfo field with its `\040`-style escapes (space, tab, newline,

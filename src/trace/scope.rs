@@ -105,10 +105,7 @@ fn netns_in_use(inode: u32) -> bool {
 /// The namespaces bound to files (nsfs mounts), as mountinfo names them
 /// (`net:[4026532177]`).
 fn nsfs_roots(mountinfo: &str) -> impl Iterator<Item = &str> {
-    mountinfo.lines().filter_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        (fs.split_whitespace().next()? == "nsfs").then(|| mount.split_whitespace().nth(3)).flatten()
-    })
+    crate::cgroup::mounts_of(mountinfo, "nsfs").map(|(root, _)| root)
 }
 
 #[cfg(test)]
