@@ -37,6 +37,15 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     preflight::check_kernel()?;
     // Before attaching: a file that cannot be written is bad input.
     let file = args.write.as_deref().map(|path| OutputFile::open(path, args.rotation())).transpose()?;
+    // So is an address that cannot be served; bound before dropping
+    // privileges too, as a low port needs them.
+    #[cfg(feature = "metrics")]
+    let metrics_server = args
+        .metrics
+        .map(|addr| {
+            crate::output::metrics::serve(crate::output::metrics::Metrics::by_port(&args.metrics_ports()), addr)
+        })
+        .transpose()?;
     let trace_config = args.trace_config();
     for lost in preflight::optional_tracepoints(trace_config.records) {
         eprintln!("tcpstate: {lost}");
@@ -58,17 +67,10 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     printer.start().context("writing the output")?;
     #[cfg_attr(not(any(feature = "metrics", feature = "plot")), allow(unused_mut))]
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(printer), Box::new(Summary::new(args.wants_summary(), mode))];
-    // Bound before dropping privileges: a low port needs them.
     #[cfg(feature = "metrics")]
-    let _metrics_server = match args.metrics {
-        Some(addr) => {
-            let metrics = crate::output::metrics::Metrics::by_port(&args.metrics_ports());
-            let server = crate::output::metrics::serve(metrics.clone(), addr)?;
-            sinks.push(Box::new(crate::output::metrics::MetricsSink::new(metrics)));
-            Some(server)
-        }
-        None => None,
-    };
+    if let Some(server) = &metrics_server {
+        sinks.push(Box::new(crate::output::metrics::MetricsSink::new(server.metrics())));
+    }
     #[cfg(feature = "plot")]
     if let Some(path) = &args.plot {
         sinks.push(Box::new(crate::plot::Recorder::new(path.clone(), args.quiet)));

@@ -173,6 +173,23 @@ fn an_output_file_that_cannot_be_written_is_named_before_attaching() {
 }
 
 #[test]
+fn a_metrics_address_that_is_taken_is_named_before_attaching() {
+    if !require_root() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let r = run(&mut tcpstate(&["-o", "json", "--metrics", &addr, "-v"]));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(!r.stderr.contains("attached"), "attached before naming the address: {}", r.stderr);
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("tcpstate: cannot listen on {addr} for --metrics: Address already in use (give --metrics a free address of this host)")
+    );
+}
+
+#[test]
 fn a_full_device_is_an_error() {
     if !require_root() {
         return;

@@ -280,7 +280,7 @@ fn a_taken_address_is_one_clear_error() {
     let first = serve(metrics.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = first.local_addr();
     let err = serve(metrics, addr).unwrap_err();
-    assert_eq!(format!("{err:#}"), format!("cannot listen on {addr} for --metrics: Address already in use"));
+    assert_eq!(format!("{err:#}"), format!("cannot listen on {addr} for --metrics: Address already in use (give --metrics a free address of this host)"));
     // The first server is unharmed.
     assert!(scrape(addr).contains("tcpstate_timewait_sockets 0"));
 }
@@ -462,11 +462,26 @@ impl Prometheus {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
 
+    /// What Prometheus says of its scrape targets (health, last error), or
+    /// why it could not be asked.
+    fn targets(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &format!("http://{}/api/v1/targets", self.addr)])
+            .output()
+            .expect("running curl (install it: make deps)");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
     /// Polls `ready` until it holds, for at most `limit`.
     fn wait(&mut self, what: &str, limit: Duration, mut ready: impl FnMut(&mut Prometheus) -> bool) {
         let start = Instant::now();
         while !ready(self) {
-            assert!(start.elapsed() < limit, "timed out waiting for prometheus {what}; its log:\n{}", self.log());
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for prometheus {what}; its targets: {}\nits log:\n{}",
+                self.targets(),
+                self.log()
+            );
             thread::sleep(Duration::from_millis(200));
         }
     }

@@ -464,12 +464,18 @@ pub struct MetricsServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     addr: SocketAddr,
+    metrics: Arc<Metrics>,
 }
 
 impl MetricsServer {
     /// The address served (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics served, for the sink that counts into them.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 }
 
@@ -494,7 +500,9 @@ impl Drop for MetricsServer {
 /// background thread until the returned server is dropped.
 pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> Result<MetricsServer> {
     let context = || format!("cannot listen on {addr} for --metrics");
-    let listener = TcpListener::bind(addr).map_err(plain_io_error).with_context(context)?;
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!("{}: {} (give --metrics a free address of this host)", context(), plain_io_error(e))
+    })?;
     let local = listener.local_addr().map_err(plain_io_error).with_context(context)?;
     let server =
         tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow::anyhow!("{e}")).with_context(context)?;
@@ -503,12 +511,13 @@ pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> Result<MetricsServer> {
     let thread = {
         let server = server.clone();
         let stop = stop.clone();
+        let metrics = metrics.clone();
         thread::Builder::new()
             .name("metrics".into())
             .spawn(move || answer_requests(&server, &metrics, &stop))
             .context("starting the --metrics thread")?
     };
-    Ok(MetricsServer { server, stop, thread: Some(thread), addr: local })
+    Ok(MetricsServer { server, stop, thread: Some(thread), addr: local, metrics })
 }
 
 /// An OS error without Rust's " (os error N)" suffix, to keep the message
