@@ -121,22 +121,35 @@ static __always_inline bool in_target_cgroup(const struct cgroup *cgrp, __u64 id
  * births, which see the full socket too, find it remembered: the state
  * changed before tcp_time_wait()); a death (expiry, free) forgets.
  *
- * The key is the cookie where tracing gets one (5.12+): unique for the boot,
- * so an entry never names another socket. Before, it is the namespace and
- * tuple, which a later socket may take: a socket that enters FIN_WAIT2 or
- * CLOSING outside the target deletes its tuple's entry, so a stale one (a
+ * Where tracing gets the cookie (5.12+), the key is the cookie, and the
+ * memory a direct-mapped array (tw_slots): slot cookie % size. Cookies come
+ * from one counter, in the order sockets first ask for one, so the slot of
+ * a connection is taken again only by a socket that many cookies younger:
+ * the array keeps the most recent connections, as an LRU would, for the
+ * price of a store, where an LRU hash update cost this program more than
+ * all else it does for a connection. A slot holds its cookie, so an older
+ * connection's slot taken by a younger one lets nothing else through. (Two
+ * target sockets that share a slot and close at the same instant may write
+ * it together: the pair read could then mix their cgroup ids.)
+ *
+ * Before, the key is the namespace and tuple, in an LRU hash (tw_cgroup),
+ * which a later socket may take: a socket that enters FIN_WAIT2 or CLOSING
+ * outside the target deletes its tuple's entry, so a stale one (a
  * connection that never reached TIME_WAIT) lets no other cgroup's timewait
- * socket through. The map is an LRU (tw_cgroup): what is never forgotten by
- * a death (a timer kind's early death is a cancel, which may be a re-arm)
- * is pushed out by newer entries.
+ * socket through. What is never forgotten by a death (a timer kind's early
+ * death is a cancel, which may be a re-arm) is pushed out by newer entries,
+ * in both.
  */
-static __always_inline void tw_key_of(struct tw_key *key, __u64 cookie, const struct tuple *t)
+static __always_inline struct tw_slot *tw_slot_of(__u64 cookie)
+{
+	__u32 index = cookie & tw_slot_mask;
+
+	return bpf_map_lookup_elem(&tw_slots, &index);
+}
+
+static __always_inline void tw_key_of(struct tw_key *key, const struct tuple *t)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	if (cookies) {
-		key->cookie = cookie;
-		return;
-	}
 	__builtin_memcpy(key->saddr, t->saddr, sizeof(key->saddr));
 	__builtin_memcpy(key->daddr, t->daddr, sizeof(key->daddr));
 	key->sport = t->sport;
@@ -154,11 +167,20 @@ static __always_inline bool may_hand_to_tw(int state)
 /* A socket of the target cgroup: its timewait socket's records will pass. */
 static __always_inline void tw_remember(__u64 cookie, const struct tuple *t, __u64 cgroup_id)
 {
+	struct tw_slot *slot;
 	struct tw_key key;
 
-	if (!cgroup_target || (cookies && !cookie))
+	if (!cgroup_target)
 		return;
-	tw_key_of(&key, cookie, t);
+	if (cookies) {
+		slot = tw_slot_of(cookie);
+		if (slot && cookie) {
+			slot->cookie = cookie;
+			slot->cgroup_id = cgroup_id;
+		}
+		return;
+	}
+	tw_key_of(&key, t);
 	bpf_map_update_elem(&tw_cgroup, &key, &cgroup_id, BPF_ANY);
 }
 
@@ -170,7 +192,7 @@ static __always_inline void tw_forget_tuple(const struct tuple *t, int state)
 
 	if (!cgroup_target || cookies || !may_hand_to_tw(state))
 		return;
-	tw_key_of(&key, 0, t);
+	tw_key_of(&key, t);
 	bpf_map_delete_elem(&tw_cgroup, &key);
 }
 
@@ -179,17 +201,28 @@ static __always_inline void tw_forget_tuple(const struct tuple *t, int state)
 static __always_inline bool tw_in_target(__u64 cookie, const struct tuple *t, __u8 source,
 					 __u64 *cgroup_id)
 {
+	bool dies = source == SRC_TW_EXPIRE || source == SRC_TW_FREE;
+	struct tw_slot *slot;
 	struct tw_key key;
 	__u64 *remembered;
 
 	if (!cgroup_target)
 		return true;
-	tw_key_of(&key, cookie, t);
+	if (cookies) {
+		slot = tw_slot_of(cookie);
+		if (!slot || !cookie || slot->cookie != cookie)
+			return false;
+		*cgroup_id = slot->cgroup_id;
+		if (dies)
+			slot->cookie = 0;
+		return true;
+	}
+	tw_key_of(&key, t);
 	remembered = bpf_map_lookup_elem(&tw_cgroup, &key);
 	if (!remembered)
 		return false;
 	*cgroup_id = *remembered;
-	if (source == SRC_TW_EXPIRE || source == SRC_TW_FREE)
+	if (dies)
 		bpf_map_delete_elem(&tw_cgroup, &key);
 	return true;
 }

@@ -41,6 +41,7 @@ const volatile bool cookies = false;        /* tracing may call bpf_get_socket_c
 const volatile __u32 netns_target = 0;      /* --netns: the namespace's inode; 0: every one */
 const volatile __u64 cgroup_target = 0;     /* --cgroup: the cgroup v2's id; 0: every cgroup */
 const volatile __u32 cgroup_level = 0;      /* its depth below the root cgroup (level 0) */
+const volatile __u32 tw_slot_mask = 0;      /* --cgroup with cookies: tw_slots' size - 1 */
 
 /* ---- Maps and globals ---- */
 struct {
@@ -49,19 +50,31 @@ struct {
 } events SEC(".maps");
 
 /* --cgroup: the connections of the target cgroup that may be handed to a
- * timewait socket, with their cgroup id (see cgroup.bpf.h). Sized by user
- * space with --cgroup; a timewait socket pushed out is one whose end is not
- * seen (user space forgets it after 10 minutes, and counts it). */
+ * timewait socket, with their cgroup id (see cgroup.bpf.h). User space sizes
+ * the one this kernel uses: tw_slots where tracing gets socket cookies, else
+ * tw_cgroup. A connection whose entry is overwritten or pushed out is one
+ * whose end is not seen (user space forgets it after 10 minutes, and counts
+ * it). */
+struct tw_slot {
+	__u64 cookie;    /* the socket's cookie; 0: free */
+	__u64 cgroup_id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tw_slot);
+} tw_slots SEC(".maps");
+
 struct tw_key {
-	__u64 cookie;    /* the socket cookie where tracing gets one; else 0 */
-	__u32 saddr[4];  /* else the namespace and tuple */
+	__u32 saddr[4];  /* the namespace and tuple */
 	__u32 daddr[4];
 	__u16 sport;
 	__u16 dport;
 	__u16 family;
 	__u16 reserved;  /* 0 */
 	__u32 netns;
-	__u32 reserved2; /* 0 */
 };
 
 struct {

@@ -314,6 +314,9 @@ fn load<'obj>(
     }
     let mut open = builder.open(slot).context("opening the BPF object")?;
     configure(&mut open, cfg)?;
+    if cfg.cgroup.is_some() {
+        size_tw_memory(&mut open, setup.cookies)?;
+    }
     let ro = rodata(&mut open)?;
     ro.hz = setup.hz;
     ro.cookies = setup.cookies;
@@ -336,9 +339,6 @@ pub(super) fn rodata<'a>(open: &'a mut OpenTcpstateSkel<'_>) -> Result<&'a mut t
 fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
     let ring_bytes = cfg.ringbuf_kb.checked_mul(1024).context("ring buffer size overflows")?;
     open.maps.events.set_max_entries(ring_bytes).context("sizing the ring buffer")?;
-    if cfg.cgroup.is_some() {
-        open.maps.tw_cgroup.set_max_entries(TW_CGROUP_ENTRIES).context("sizing the cgroup map")?;
-    }
     let ro = rodata(open)?;
     if let Some(server) = cfg.server {
         ro.has_server = true;
@@ -362,11 +362,25 @@ fn configure(open: &mut OpenTcpstateSkel<'_>, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// --cgroup: connections on their way to TIME_WAIT the kernel side follows
-/// at once (an LRU: about 7 MiB, allocated in full at load; the map has
-/// room for one entry otherwise). One pushed out loses its timewait
-/// socket's events, whose end tcpstate then forgets after 10 minutes.
+/// --cgroup: how many of the target's connections on their way to TIME_WAIT
+/// the kernel side follows, allocated in full at load (each map has room
+/// for one entry otherwise). With cookies (5.12+), slots of a direct-mapped
+/// array (16 bytes each, 8 MiB): the connections among the last 2^19
+/// sockets given a cookie. Before, entries of an LRU hash (about 7 MiB).
+/// One overwritten or pushed out loses its timewait socket's events, whose
+/// end tcpstate then forgets after 10 minutes.
+const TW_SLOTS: u32 = 1 << 19;
 const TW_CGROUP_ENTRIES: u32 = 65_536;
+
+fn size_tw_memory(open: &mut OpenTcpstateSkel<'_>, cookies: bool) -> Result<()> {
+    if cookies {
+        open.maps.tw_slots.set_max_entries(TW_SLOTS).context("sizing the cgroup slots")?;
+        rodata(open)?.tw_slot_mask = TW_SLOTS - 1;
+    } else {
+        open.maps.tw_cgroup.set_max_entries(TW_CGROUP_ENTRIES).context("sizing the cgroup map")?;
+    }
+    Ok(())
+}
 
 /// An address as the kernel side compares it: family, and network-order
 /// 32-bit words with IPv4 in the first. v4-mapped IPv6 is IPv4, as the
