@@ -173,6 +173,7 @@ fn an_output_file_that_cannot_be_written_is_named_before_attaching() {
 }
 
 #[test]
+#[cfg(feature = "metrics")]
 fn a_metrics_address_that_is_taken_is_named_before_attaching() {
     if !require_root() {
         return;
