@@ -122,9 +122,11 @@ static __always_inline bool in_target_cgroup(const struct cgroup *cgrp, __u64 id
  * changed before tcp_time_wait()); a death (expiry, free) forgets.
  *
  * Where tracing gets the cookie (5.12+), the key is the cookie, and the
- * memory a direct-mapped array (tw_slots): slot cookie % size. Cookies come
- * from one counter, in the order sockets first ask for one, so the slot of
- * a connection is taken again only by a socket that many cookies younger:
+ * memory a direct-mapped array (tw_slots): slot cookie % size. Cookies are
+ * numbered by one counter, in the order sockets first ask for one (where
+ * gen_cookie_next() of include/linux/cookie.h numbers them, each CPU takes
+ * 4096 at a time), so the slot of a connection is taken again only by a
+ * socket about that many cookies younger:
  * the array keeps the most recent connections, as an LRU would, for the
  * price of a store, where an LRU hash update cost this program more than
  * all else it does for a connection. A slot holds its cookie, so an older
