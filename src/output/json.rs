@@ -11,6 +11,10 @@ use crate::conn::ConnRecord;
 pub struct Json {
     run: RunFields,
     schema: Schema,
+    /// What comes before each value of a transition line, and of a
+    /// connection record.
+    line_keys: Keys,
+    record_keys: Keys,
 }
 
 impl Json {
@@ -19,17 +23,34 @@ impl Json {
     }
 
     pub fn with_schema(run: RunFields, schema: Schema) -> Json {
-        Json { run, schema }
+        let line_names: &[&str] = match schema {
+            Schema::Tcpstate => &fields::LINE_NAMES,
+            Schema::Otel => &otel::NAMES,
+        };
+        Json { run, schema, line_keys: Keys::new(line_names), record_keys: Keys::new(&fields::NAMES) }
     }
 }
 
-/// Writes one object of `names` and `values` as a line.
-fn object<'a, const N: usize>(out: &mut Vec<u8>, names: [&str; N], values: [Value<'a>; N]) {
-    out.push(b'{');
-    put_joined(out, ",", names.into_iter().zip(values), |out, (name, value)| {
-        put!(out, '"', name, "\":", JsonValue(value))
-    });
-    put!(out, "}\n");
+/// An object's keys as written before each value: `{"first":`, then
+/// `,"name":`. Made once, so that a line costs one copy a key (a line has
+/// 26 of them, and small copies were the largest cost of writing one).
+struct Keys(Vec<Box<[u8]>>);
+
+impl Keys {
+    fn new(names: &[&str]) -> Keys {
+        let before = |i: usize, name: &str| format!("{}\"{name}\":", if i == 0 { "{" } else { "," });
+        Keys(names.iter().enumerate().map(|(i, name)| before(i, name).into_bytes().into_boxed_slice()).collect())
+    }
+}
+
+/// Writes one object of `keys` and `values` as a line.
+fn object<'a, const N: usize>(out: &mut Vec<u8>, keys: &Keys, values: [Value<'a>; N]) {
+    debug_assert_eq!(keys.0.len(), N);
+    for (key, value) in keys.0.iter().zip(values) {
+        out.extend_from_slice(key);
+        JsonValue(value).put(out);
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// A JSON string. Comms are printable ASCII already (see `Comm`), but a
@@ -38,15 +59,24 @@ struct JsonString<'a>(&'a str);
 
 impl Put for JsonString<'_> {
     fn put(&self, out: &mut Vec<u8>) {
+        // Runs without anything to escape (usually the whole string) are
+        // copied at once.
+        let bytes = self.0.as_bytes();
+        let mut clean = 0;
         out.push(b'"');
-        for &b in self.0.as_bytes() {
+        for (i, &b) in bytes.iter().enumerate() {
+            if b != b'"' && b != b'\\' && b >= 0x20 {
+                continue;
+            }
+            out.extend_from_slice(&bytes[clean..i]);
             match b {
                 b'"' => out.extend_from_slice(b"\\\""),
                 b'\\' => out.extend_from_slice(b"\\\\"),
-                b if b < 0x20 => put!(out, "\\u00", Hex2(b)),
-                b => out.push(b),
+                b => put!(out, "\\u00", Hex2(b)),
             }
+            clean = i + 1;
         }
+        out.extend_from_slice(&bytes[clean..]);
         out.push(b'"');
     }
 }
@@ -104,15 +134,15 @@ impl Formatter for Json {
     fn connection_header(&mut self, _out: &mut Vec<u8>) {}
 
     fn connection(&mut self, out: &mut Vec<u8>, record: &ConnRecord) {
-        object(out, fields::NAMES, fields::values(record, &self.run));
+        object(out, &self.record_keys, fields::values(record, &self.run));
     }
 
     fn line(&mut self, out: &mut Vec<u8>, l: &Line<'_>) {
         match self.schema {
-            Schema::Tcpstate => object(out, fields::LINE_NAMES, fields::line_values(l, &self.run)),
+            Schema::Tcpstate => object(out, &self.line_keys, fields::line_values(l, &self.run)),
             Schema::Otel => {
                 let flow = otel::flow_id(l);
-                object(out, otel::NAMES, otel::values(l, &self.run, flow.as_deref()));
+                object(out, &self.line_keys, otel::values(l, &self.run, flow.as_deref()));
             }
         }
     }
@@ -125,6 +155,15 @@ mod tests {
         inferred, open_connection, raw_probe, refused_connection, render, render_connections, sample,
         sample_connection, with,
     };
+
+    #[test]
+    fn strings_escape_quotes_backslashes_and_control_characters() {
+        let text = "a\"b\\c\u{1}d\te";
+        let out = crate::output::put::to_string(&JsonString(text));
+        assert_eq!(out, r#""a\"b\\c\u0001d\u0009e""#);
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+        assert_eq!(crate::output::put::to_string(&JsonString("/system.slice/x")), r#""/system.slice/x""#);
+    }
 
     #[test]
     fn one_object_per_line_with_every_key() {

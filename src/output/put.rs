@@ -35,7 +35,11 @@ impl Put for str {
 
 impl Put for char {
     fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.encode_utf8(&mut [0; 4]).as_bytes());
+        // Quotes and separators, a byte each: no encoding, no copy call.
+        match u8::try_from(*self) {
+            Ok(b) if b.is_ascii() => out.push(b),
+            _ => out.extend_from_slice(self.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
     }
 }
 
