@@ -87,11 +87,10 @@ impl Store {
         }
     }
 
+    /// The index, when sparse; the vector gives its tail back as
+    /// connections end ([`Store::remove`]).
     pub(super) fn shrink_if_sparse(&mut self) {
         shrink_if_sparse(&mut self.index);
-        if self.records.capacity() > super::SPARSE_MIN && self.records.len() * 4 < self.records.capacity() {
-            self.records.shrink_to(self.records.len() * 2);
-        }
     }
 }
 
